@@ -1,0 +1,101 @@
+"""Behler–Parrinello network: ACSF descriptors and one small network per element.
+
+``ε_i = s · NN_{Z_i}((G_i - μ_{Z_i}) / σ_{Z_i})`` with per-element feature means ``μ`` and
+standard deviations ``σ`` fitted on the training set, and an energy scale ``s`` (eV) set
+from the RMS of the training forces so the networks work with numbers of order one.
+Reference (per-element) energies are a separate :class:`~mlpot.models.offsets.AtomicOffsets`
+term, added by :class:`~mlpot.models.sum.SumModel`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mlpot.data.graph import FORCES, NUMBERS, Graph
+from mlpot.models.base import EnergyModel
+from mlpot.nn.acsf import ACSF
+from mlpot.nn.mlp import mlp
+from mlpot.nn.species import SpeciesIndex
+
+
+class BehlerParrinello(EnergyModel):
+    """ACSF + per-element MLP energy model.
+
+    Args:
+        elements: atomic numbers.
+        cutoff: descriptor cutoff, Å.
+        radial_count, radial_min, angular_cutoff, angular_etas, zetas, lambdas: see
+            :class:`~mlpot.nn.acsf.ACSF`.
+        hidden: widths of the hidden layers of each element's network.
+        activation: ``silu``, ``tanh`` or ``softplus``.
+    """
+
+    name = "bpnn"
+
+    def __init__(
+        self,
+        elements: list[int],
+        cutoff: float = 5.0,
+        radial_count: int = 12,
+        radial_min: float = 0.5,
+        angular_cutoff: float | None = None,
+        angular_etas: list[float] = (0.005, 0.03, 0.1),
+        zetas: list[int] = (1, 2, 4),
+        lambdas: list[int] = (1, -1),
+        hidden: list[int] = (64, 64),
+        activation: str = "silu",
+    ) -> None:
+        super().__init__(
+            elements, cutoff, radial_count=radial_count, radial_min=radial_min,
+            angular_cutoff=angular_cutoff, angular_etas=list(angular_etas),
+            zetas=list(zetas), lambdas=list(lambdas), hidden=list(hidden),
+            activation=activation,
+        )
+        self.descriptor = ACSF(
+            self.elements, cutoff, radial_count=radial_count, radial_min=radial_min,
+            angular_cutoff=angular_cutoff, angular_etas=tuple(angular_etas),
+            zetas=tuple(zetas), lambdas=tuple(lambdas),
+        )
+        self.species = SpeciesIndex(self.elements)
+        n_features, n_species = self.descriptor.n_features, len(self.elements)
+        self.networks = torch.nn.ModuleList(
+            mlp(n_features, list(hidden), 1, activation) for _ in self.elements
+        )
+        self.register_buffer("feature_mean", torch.zeros(n_species, n_features))
+        self.register_buffer("feature_std", torch.ones(n_species, n_features))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+
+    def features(self, graph: Graph) -> torch.Tensor:
+        """Normalised per-atom descriptors ``(N, F)``."""
+        species = self.species(graph[NUMBERS])
+        raw = self.descriptor(graph)  # (N, F)
+        return (raw - self.feature_mean[species]) / self.feature_std[species]
+
+    @torch.no_grad()
+    def fit_statistics(self, graphs: list[Graph]) -> None:
+        """Per-element feature mean and std; energy scale = RMS of the force labels."""
+        dtype = self.feature_mean.dtype
+        feats = torch.cat([self.descriptor(g).to(dtype) for g in graphs])
+        species = torch.cat([self.species(g[NUMBERS]) for g in graphs])
+        for k in range(len(self.elements)):
+            x = feats[species == k]
+            if len(x) == 0:
+                continue
+            self.feature_mean[k] = x.mean(0)
+            std = x.std(0) if len(x) > 1 else torch.zeros_like(x[0])
+            # a feature that never varies in the data carries no information: leave it unscaled
+            self.feature_std[k] = torch.where(std > 1e-6, std, torch.ones_like(std))
+        forces = [g[FORCES] for g in graphs if FORCES in g]
+        if forces:
+            rms = torch.cat(forces).pow(2).mean().sqrt()
+            if rms > 0:
+                self.energy_scale.fill_(float(rms))
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        x = self.features(graph)  # (N, F)
+        species = self.species(graph[NUMBERS])  # (N,)
+        out = x.new_zeros(x.shape[0])
+        for k, network in enumerate(self.networks):
+            index = torch.nonzero(species == k).squeeze(1)
+            out = out.index_copy(0, index, network(x[index]).squeeze(-1))
+        return out * self.energy_scale  # (N,)

@@ -1,0 +1,23 @@
+"""Names of the predicted quantities: the only place they are spelled out.
+
+Units and sign conventions are ASE's:
+
+* ``ENERGY`` ``(S,)`` eV; ``FORCES`` ``(N, 3)`` eV/Å with ``F = -dE/dx``;
+* ``VIRIAL`` ``(S, 3, 3)`` eV with ``W = -dE/dε`` for a symmetric strain ``ε`` applied to
+  positions and cell;
+* ``STRESS`` ``(S, 3, 3)`` eV/Å³ with ``σ = (1/V) dE/dε = -W/V``: positive is tensile
+  (a stretched crystal pulls back), the sign of ``atoms.get_stress()``. Voigt order when
+  flattened: xx, yy, zz, yz, xz, xy.
+"""
+
+ENERGY = "energy"
+LOCAL_ENERGIES = "local_energies"
+FORCES = "forces"
+VIRIAL = "virial"
+STRESS = "stress"
+
+ENERGY_STD = "energy_std"
+FORCES_STD = "forces_std"
+STRESS_STD = "stress_std"
+
+VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
