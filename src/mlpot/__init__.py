@@ -16,8 +16,8 @@ def load_calculator(path, **kwargs):
 
 
 def load_model(path, **kwargs):
-    """Load a checkpoint as an energy model; see :func:`mlpot.training.checkpoint.load_model`."""
-    from mlpot.training.checkpoint import load_model as _load
+    """Load a checkpoint as an energy model; see :func:`mlpot.models.checkpoint.load_model`."""
+    from mlpot.models.checkpoint import load_model as _load
 
     return _load(path, **kwargs)
 

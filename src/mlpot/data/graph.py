@@ -85,8 +85,9 @@ def atoms_to_graph(
             )
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.all(np.isfinite(positions)):
-        raise MlpotInputError("positions contain NaN or inf", source=source, frame=frame,
-                              field="positions")
+        raise MlpotInputError(
+            "positions contain NaN or inf", source=source, frame=frame, field="positions"
+        )
     pbc = np.asarray(atoms.pbc, dtype=bool)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     edges, shifts = neighbor_list(positions, cell, pbc, cutoff, source=source, frame=frame)

@@ -32,7 +32,9 @@ def neighbor_list(
         if np.any(lengths[pbc] < 1e-8) or abs(np.linalg.det(cell)) < 1e-8 and pbc.all():
             raise MlpotInputError(
                 f"periodic along {pbc.tolist()} but the cell is degenerate: {cell.tolist()}",
-                source=source, frame=frame, field="cell",
+                source=source,
+                frame=frame,
+                field="cell",
             )
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
     i, j, shifts, distances = calculator.compute(
@@ -43,7 +45,9 @@ def neighbor_list(
         raise MlpotInputError(
             f"atoms {int(i[k])} and {int(j[k])} overlap (distance {distances[k]:.3g} Å "
             f"< {MIN_DISTANCE} Å)",
-            source=source, frame=frame, field="positions",
+            source=source,
+            frame=frame,
+            field="positions",
         )
     edge_index = np.stack([i, j]).astype(np.int64)
     return edge_index, shifts.astype(np.int64)

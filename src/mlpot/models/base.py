@@ -37,3 +37,11 @@ class EnergyModel(torch.nn.Module):
 
     def forward(self, graph: Graph) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """Floating dtype of a model's parameters or buffers (float64 when it has neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float64

@@ -46,15 +46,26 @@ class BehlerParrinello(EnergyModel):
         activation: str = "silu",
     ) -> None:
         super().__init__(
-            elements, cutoff, radial_count=radial_count, radial_min=radial_min,
-            angular_cutoff=angular_cutoff, angular_etas=list(angular_etas),
-            zetas=list(zetas), lambdas=list(lambdas), hidden=list(hidden),
+            elements,
+            cutoff,
+            radial_count=radial_count,
+            radial_min=radial_min,
+            angular_cutoff=angular_cutoff,
+            angular_etas=list(angular_etas),
+            zetas=list(zetas),
+            lambdas=list(lambdas),
+            hidden=list(hidden),
             activation=activation,
         )
         self.descriptor = ACSF(
-            self.elements, cutoff, radial_count=radial_count, radial_min=radial_min,
-            angular_cutoff=angular_cutoff, angular_etas=tuple(angular_etas),
-            zetas=tuple(zetas), lambdas=tuple(lambdas),
+            self.elements,
+            cutoff,
+            radial_count=radial_count,
+            radial_min=radial_min,
+            angular_cutoff=angular_cutoff,
+            angular_etas=tuple(angular_etas),
+            zetas=tuple(zetas),
+            lambdas=tuple(lambdas),
         )
         self.species = SpeciesIndex(self.elements)
         n_features, n_species = self.descriptor.n_features, len(self.elements)

@@ -38,7 +38,11 @@ class LennardJones(EnergyModel):
         cutoff = float(cutoff if cutoff is not None else 3.0 * sigma)
         onset = float(onset if onset is not None else 0.66 * cutoff)
         super().__init__(
-            elements, cutoff, sigma=float(sigma), epsilon=float(epsilon), onset=onset,
+            elements,
+            cutoff,
+            sigma=float(sigma),
+            epsilon=float(epsilon),
+            onset=onset,
             smooth=bool(smooth),
         )
         self.sigma, self.epsilon, self.onset, self.smooth = sigma, epsilon, onset, smooth
@@ -54,8 +58,11 @@ class LennardJones(EnergyModel):
             switch = torch.where(r2 < ro2, torch.ones_like(r2), switch)
             pair = torch.where(inside, pair * switch, torch.zeros_like(r2))
         else:
-            shift = 4.0 * self.epsilon * ((self.sigma / self.cutoff) ** 12
-                                          - (self.sigma / self.cutoff) ** 6)
+            shift = (
+                4.0
+                * self.epsilon
+                * ((self.sigma / self.cutoff) ** 12 - (self.sigma / self.cutoff) ** 6)
+            )
             pair = torch.where(inside, pair - shift, torch.zeros_like(r2))
         local = r2.new_zeros(graph[NUMBERS].shape[0])
         return local.index_add(0, graph[EDGE_INDEX][0], 0.5 * pair)  # (N,)

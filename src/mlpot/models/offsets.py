@@ -26,7 +26,9 @@ class AtomicOffsets(EnergyModel):
         order = sorted(range(len(elements)), key=lambda k: elements[k])
         self._config["energies"] = [float(energies[k]) for k in order]
         self.species = SpeciesIndex(self.elements)
-        self.register_buffer("energies", torch.tensor(self._config["energies"], dtype=torch.float64))
+        self.register_buffer(
+            "energies", torch.tensor(self._config["energies"], dtype=torch.float64)
+        )
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.energies[self.species(graph[NUMBERS])].to(graph["positions"].dtype)  # (N,)

@@ -23,8 +23,9 @@ def check_model_spec(spec: dict[str, Any], *, where: str = "model") -> None:
         raise MlpotInputError(f"missing 'name' (one of {sorted(MODELS)})", field=where)
     name = spec["name"]
     if name not in MODELS:
-        raise MlpotInputError(f"unknown model {name!r}; choose from {sorted(MODELS)}",
-                              field=f"{where}.name")
+        raise MlpotInputError(
+            f"unknown model {name!r}; choose from {sorted(MODELS)}", field=f"{where}.name"
+        )
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     signature = inspect.signature(MODELS[name].__init__)
     try:

@@ -48,7 +48,9 @@ def predict(
     if stress:
         n_structures = graph[N_ATOMS].shape[0]
         strain = torch.zeros(
-            (n_structures, 3, 3), dtype=positions.dtype, device=positions.device,
+            (n_structures, 3, 3),
+            dtype=positions.dtype,
+            device=positions.device,
             requires_grad=True,
         )
         inputs.append(strain)
@@ -65,9 +67,7 @@ def predict(
     if not inputs:
         return results
 
-    grads = torch.autograd.grad(
-        energy.sum(), inputs, create_graph=create_graph, allow_unused=True
-    )
+    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
     if forces:
         results[outputs.FORCES] = -grads[0]
@@ -77,7 +77,8 @@ def predict(
         safe = torch.where(volume > 0, volume, torch.ones_like(volume))
         results[outputs.VIRIAL] = -de_dstrain
         results[outputs.STRESS] = torch.where(
-            (volume > 0)[:, None, None], de_dstrain / safe[:, None, None],
+            (volume > 0)[:, None, None],
+            de_dstrain / safe[:, None, None],
             torch.zeros_like(de_dstrain),
         )
     return results

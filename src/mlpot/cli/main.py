@@ -1,0 +1,98 @@
+"""The ``mlpot`` command line: thin wrappers over library functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpot.errors import MlpotInputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mlpot: machine-learned interatomic potentials you can trust.",
+)
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config (data, model, loss, training).")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run.")] = False,
+) -> None:
+    """Train a model as CONFIG says; writes model.pt and metrics.json to its output."""
+    from mlpot.training.config import load_config
+    from mlpot.training.run import run_training
+
+    try:
+        cfg = load_config(config)
+        result = run_training(cfg, resume=resume)
+    except MlpotInputError as err:
+        _fail(err)
+    history = result.train.history
+    typer.echo(
+        f"stopped after {result.train.epochs_run} epochs ({result.train.stop_reason}); "
+        f"model: {result.model_path}"
+    )
+    if history:
+        val = history[-1]["validation"]
+        typer.echo(_format_metrics({"validation (last epoch)": val}))
+    if result.test_metrics:
+        typer.echo(_format_metrics({"test": result.test_metrics}))
+
+
+@app.command("eval")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt).")],
+    data: Annotated[list[Path], typer.Argument(help="extxyz files or ASE databases.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    energy_key: Annotated[str | None, typer.Option(help="Energy label key.")] = None,
+    forces_key: Annotated[str | None, typer.Option(help="Forces label key.")] = None,
+    stress_key: Annotated[str | None, typer.Option(help="Stress label key.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Structures per evaluation batch.")] = 16,
+) -> None:
+    """Energy-per-atom, force (and stress) MAE/RMSE of MODEL on each DATA set."""
+    from mlpot.training.evaluation import evaluate_files
+
+    try:
+        report = evaluate_files(
+            model,
+            [str(d) for d in data],
+            energy_key=energy_key,
+            forces_key=forces_key,
+            stress_key=stress_key,
+            batch_size=batch_size,
+        )
+    except MlpotInputError as err:
+        _fail(err)
+    typer.echo(json.dumps(report, indent=2) if as_json else _format_metrics(report))
+
+
+def _format_metrics(report: dict[str, dict]) -> str:
+    units = {
+        "energy_per_atom": ("meV/atom", 1e3),
+        "forces": ("meV/Å", 1e3),
+        "stress": ("meV/Å³", 1e3),
+    }
+    lines = [f"{'dataset':<32} {'quantity':<16} {'MAE':>10} {'RMSE':>10}  unit"]
+    for name, metrics in report.items():
+        for quantity, values in metrics.items():
+            if quantity not in units:
+                continue
+            unit, scale = units[quantity]
+            lines.append(
+                f"{name[-32:]:<32} {quantity:<16} {values['mae'] * scale:>10.3f} "
+                f"{values['rmse'] * scale:>10.3f}  {unit}"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,103 @@
+"""The ``mlpot train`` config: validated in full before any data is read.
+
+Every key is a constructor argument: ``model`` of the model class named by ``model.name``
+(see :mod:`mlpot.models.registry`), ``loss`` of :class:`~mlpot.training.loss.LossWeights`,
+``training`` of :class:`~mlpot.training.options.TrainingOptions`. Relative data paths are
+relative to the config file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlpot.errors import MlpotInputError
+from mlpot.models.registry import check_model_spec
+from mlpot.training.loss import LossWeights
+from mlpot.training.options import TrainingOptions
+
+
+class KeysConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    energy: str | None = None
+    forces: str | None = None
+    stress: str | None = None
+
+
+class DataConfig(BaseModel):
+    """Where the labelled structures are and how to split them."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: list[str]
+    validation: list[str] = []
+    test: list[str] = []
+    validation_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    split_seed: int = 0
+    keys: KeysConfig = KeysConfig()
+
+    @field_validator("train", "validation", "test", mode="before")
+    @classmethod
+    def _listify(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class TrainConfig(BaseModel):
+    """The whole config file."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    data: DataConfig
+    model: dict[str, Any] = {"name": "bpnn"}
+    loss: LossWeights = LossWeights()
+    training: TrainingOptions = TrainingOptions()
+    output: str = "mlpot-run"
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        # elements come from the data when not given
+        check_model_spec({"elements": [1], **spec})
+        return spec
+
+
+def parse_config(
+    raw: dict[str, Any], *, source: str = "config", base: Path | None = None
+) -> TrainConfig:
+    """Validate a config dict; paths become absolute relative to ``base``."""
+    if not isinstance(raw, dict):
+        raise MlpotInputError("config must be a mapping of sections", source=source)
+    try:
+        config = TrainConfig(**raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise MlpotInputError(f"invalid config: {problems}", source=source) from None
+    except (MlpotInputError, TypeError, ValueError) as err:
+        raise MlpotInputError(f"invalid config: {err}", source=source) from None
+    if base is not None:
+        data = config.data
+        for name in ("train", "validation", "test"):
+            setattr(
+                data,
+                name,
+                [p if "://" in p else str((base / p).resolve()) for p in getattr(data, name)],
+            )
+        if not Path(config.output).is_absolute():
+            config.output = str((base / config.output).resolve())
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise MlpotInputError("config file not found", source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MlpotInputError(f"not valid YAML: {err}", source=str(path)) from None
+    return parse_config(raw, source=str(path), base=path.parent)

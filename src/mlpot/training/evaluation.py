@@ -1,0 +1,38 @@
+"""Errors of a saved model on labelled files (``mlpot eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mlpot.data.dataset import LabelKeys, read_dataset, sample_to_graph
+from mlpot.data.loader import iterate_batches
+from mlpot.models.base import model_dtype
+from mlpot.models.checkpoint import load_model
+from mlpot.training.metrics import evaluate
+
+
+def evaluate_files(
+    model_path: str | Path,
+    paths: list[str],
+    *,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    batch_size: int = 16,
+) -> dict[str, dict]:
+    """Per file: ``{"energy_per_atom"|"forces"|"stress": {"mae", "rmse", "count"}}`` in
+    eV/atom, eV/Å, eV/Å³, plus ``n_structures``. Forces and stress where labelled."""
+    model = load_model(model_path)
+    keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
+    report = {}
+    for path in paths:
+        samples = read_dataset(path, keys, require_forces=False)
+        graphs = [
+            sample_to_graph(s, model.cutoff, dtype=model_dtype(model), elements=model.elements)
+            for s in tqdm(samples, desc=Path(path).name, leave=False, disable=len(samples) < 200)
+        ]
+        metrics = evaluate(model, iterate_batches(graphs, batch_size))
+        report[path] = {**metrics, "n_structures": len(samples)}
+    return report

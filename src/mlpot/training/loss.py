@@ -1,0 +1,99 @@
+"""Training loss: energy per atom, forces, stress, and the net-force (momentum) term.
+
+With label noise levels ``σ_E`` (eV/atom), ``σ_F`` (eV/Å) and ``σ_S`` (eV/Å³) the weights
+``1/σ²`` make the loss the negative log-likelihood of Gaussian label noise, which is the
+principled choice; explicit weights override them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as validated
+
+from mlpot.data.graph import ENERGY, FORCES, N_ATOMS, STRESS, STRESS_MASK, Graph
+from mlpot.physics import outputs
+from mlpot.physics.derivatives import structure_sum
+
+
+@validated(config=ConfigDict(extra="forbid"))
+class LossWeights:
+    """Weights of the loss terms.
+
+    Args:
+        energy, forces, stress: weights of the mean squared errors of energy per atom
+            (eV²), force components (eV²/Å²) and stress components (eV²/Å⁶).
+        energy_noise, forces_noise, stress_noise: label noise levels; when given, the
+            corresponding weight becomes ``1/noise²`` (explicit weights are then ignored).
+        net_force: weight of the squared net force per atom of each structure,
+            ``|Σ_i F_i|² / N``. Exactly zero for a conservative, translation-invariant model
+            (as every mlpot model is); it guards models or terms that are not.
+    """
+
+    energy: float = 1.0
+    forces: float = 10.0
+    stress: float = 1.0
+    net_force: float = 0.0
+    energy_noise: float | None = None
+    forces_noise: float | None = None
+    stress_noise: float | None = None
+
+    def resolved(self) -> dict[str, float]:
+        def pick(weight: float, noise: float | None) -> float:
+            if noise is None:
+                return float(weight)
+            if noise <= 0:
+                raise ValueError(f"noise levels must be positive, got {noise}")
+            return 1.0 / noise**2
+
+        return {
+            "energy": pick(self.energy, self.energy_noise),
+            "forces": pick(self.forces, self.forces_noise),
+            "stress": pick(self.stress, self.stress_noise),
+            "net_force": float(self.net_force),
+        }
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    energy: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor
+    net_force: torch.Tensor
+
+
+def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if not bool(mask.any()):
+        return diff.new_zeros(())
+    return diff[mask].pow(2).mean()
+
+
+def compute_loss(
+    pred: dict[str, torch.Tensor], batch: Graph, weights: dict[str, float]
+) -> LossTerms:
+    """Weighted sum of the terms; labels that are NaN (absent) are left out."""
+    n_atoms = batch[N_ATOMS].to(pred[outputs.ENERGY].dtype)
+    e_diff = (pred[outputs.ENERGY] - batch[ENERGY]) / n_atoms
+    energy = _masked_mse(e_diff, torch.isfinite(e_diff))
+    zero = energy.new_zeros(())
+    forces = stress = net_force = zero
+    if outputs.FORCES in pred:
+        f_diff = pred[outputs.FORCES] - batch[FORCES]
+        forces = _masked_mse(f_diff, torch.isfinite(f_diff))
+        net = structure_sum(pred[outputs.FORCES], batch)  # (S, 3)
+        net_force = (net.pow(2).sum(-1) / n_atoms).mean()
+    if outputs.STRESS in pred and STRESS_MASK in batch:
+        mask = batch[STRESS_MASK]
+        stress = _masked_mse(
+            pred[outputs.STRESS] - batch[STRESS], mask[:, None, None].expand(-1, 3, 3)
+        )
+    total = (
+        weights["energy"] * energy
+        + weights["forces"] * forces
+        + weights["stress"] * stress
+        + weights["net_force"] * net_force
+    )
+    return LossTerms(total, energy, forces, stress, net_force)
