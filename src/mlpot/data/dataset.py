@@ -64,8 +64,11 @@ def read_structures(source: str | Path) -> list[tuple[Atoms, dict]]:
     if is_database(source):
         import ase.db
 
-        if "://" not in source and not Path(source).exists():
-            raise MlpotInputError("database file not found", source=source)
+        if "://" not in source:
+            if not Path(source).exists():
+                raise MlpotInputError("database file not found", source=source)
+            if Path(source).stat().st_size == 0:
+                raise MlpotInputError("database file is empty", source=source)
         try:
             rows = list(ase.db.connect(source).select())
         except Exception as err:  # the db backends raise many kinds
@@ -132,6 +135,14 @@ def _stress_3x3(value, *, source, frame, field_name) -> np.ndarray:
     if array.shape != (3, 3):
         raise MlpotInputError(
             f"has shape {array.shape}, expected (6,) Voigt or (3, 3)",
+            source=source,
+            frame=frame,
+            field=field_name,
+        )
+    scale = max(float(np.abs(array).max()), 1e-12)
+    if float(np.abs(array - array.T).max()) > 1e-6 * scale:
+        raise MlpotInputError(
+            "stress tensor is not symmetric (wrong layout?)",
             source=source,
             frame=frame,
             field=field_name,

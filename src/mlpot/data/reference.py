@@ -17,7 +17,15 @@ def fit_reference_energies(
     if isinstance(compositions, np.ndarray):
         counts = compositions.astype(np.float64)
     else:
+        extra = sorted({z for c in compositions for z in c} - set(elements))
+        if extra:
+            raise ValueError(f"compositions contain elements {extra} not in {elements}")
         counts = np.array([[c.get(z, 0) for z in elements] for c in compositions], dtype=float)
     energies = np.asarray(energies, dtype=np.float64)
+    if counts.shape != (len(energies), len(elements)):
+        raise ValueError(
+            f"compositions {counts.shape} do not match {len(energies)} energies "
+            f"and {len(elements)} elements"
+        )
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return solution

@@ -83,7 +83,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise MlpotInputError(
-            f"not a readable mlpot checkpoint ({err.__class__.__name__}: {err})", source=path
+            "not an mlpot checkpoint: not a file written by torch.save "
+            f"({err.__class__.__name__}: {err})",
+            source=path,
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MlpotInputError(

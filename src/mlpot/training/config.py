@@ -8,16 +8,25 @@ relative to the config file.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlpot.errors import MlpotInputError
-from mlpot.models.registry import check_model_spec
+from mlpot.models.registry import MODELS, check_model_spec
 from mlpot.training.loss import LossWeights
 from mlpot.training.options import TrainingOptions
+
+
+def with_elements(spec: dict[str, Any], elements: list[int]) -> dict[str, Any]:
+    """``spec`` with ``elements`` filled in, if its model takes elements and has none."""
+    name = spec.get("name")
+    if name in MODELS and "elements" in inspect.signature(MODELS[name].__init__).parameters:
+        return {"elements": elements, **spec}
+    return spec
 
 
 class KeysConfig(BaseModel):
@@ -39,6 +48,15 @@ class DataConfig(BaseModel):
     split_seed: int = 0
     keys: KeysConfig = KeysConfig()
 
+    @model_validator(mode="after")
+    def _fractions_fit(self):
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "validation_fraction + test_fraction must be below 1, got "
+                f"{self.validation_fraction} + {self.test_fraction}"
+            )
+        return self
+
     @field_validator("train", "validation", "test", mode="before")
     @classmethod
     def _listify(cls, value):
@@ -58,8 +76,8 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _check_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
-        # elements come from the data when not given
-        check_model_spec({"elements": [1], **spec})
+        # elements come from the data when the model takes them and they are not given
+        check_model_spec(with_elements(spec, [1]))
         return spec
 
 

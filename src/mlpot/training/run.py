@@ -15,11 +15,12 @@ from mlpot.data.graph import Graph
 from mlpot.data.loader import iterate_batches
 from mlpot.data.reference import fit_reference_energies
 from mlpot.data.splits import split_indices
+from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.registry import build_model
 from mlpot.models.sum import SumModel
-from mlpot.training.config import TrainConfig
+from mlpot.training.config import TrainConfig, with_elements
 from mlpot.training.metrics import evaluate
 from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
 
@@ -45,12 +46,17 @@ def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample], list
     pool = read_samples(data.train, keys)
     validation = read_samples(data.validation, keys)
     test = read_samples(data.test, keys)
-    split = split_indices(
-        len(pool),
-        validation=0.0 if validation else data.validation_fraction,
-        test=0.0 if test else data.test_fraction,
-        seed=data.split_seed,
-    )
+    try:
+        split = split_indices(
+            len(pool),
+            validation=0.0 if validation else data.validation_fraction,
+            test=0.0 if test else data.test_fraction,
+            seed=data.split_seed,
+        )
+    except ValueError as err:
+        raise MlpotInputError(
+            f"cannot split {len(pool)} structures: {err}", source=", ".join(data.train)
+        ) from None
     train_set = [pool[k] for k in split.train]
     validation = validation or [pool[k] for k in split.validation]
     test = test or [pool[k] for k in split.test]
@@ -74,9 +80,8 @@ def to_graphs(
 
 def build_initial_model(config: TrainConfig, train_set: list[Sample]) -> EnergyModel:
     """Offsets fitted by least squares + the configured learned model, statistics fitted."""
-    elements = config.model.get("elements") or elements_of(train_set)
     torch.manual_seed(config.training.seed)
-    learned = build_model({**config.model, "elements": elements})
+    learned = build_model(with_elements(config.model, elements_of(train_set)))
     model = SumModel([reference_offsets(train_set, learned.elements), learned])
     dtype = getattr(torch, config.training.dtype)
     model = model.to(dtype)
@@ -91,8 +96,6 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
     output.mkdir(parents=True, exist_ok=True)
     resume = resume and (output / STATE_FILE).exists()
     if not resume and (output / STATE_FILE).exists():
-        from mlpot.errors import MlpotInputError
-
         raise MlpotInputError(
             "a training run is already here; resume it with --resume or "
             "choose another output directory",

@@ -1,0 +1,147 @@
+"""Training end to end on EMT copper, resumption, loss weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from mlpot.calculators import load_calculator
+from mlpot.data.dataset import read_dataset, sample_to_graph
+from mlpot.data.graph import collate
+from mlpot.models.registry import build_model
+from mlpot.physics import outputs
+from mlpot.physics.derivatives import predict
+from mlpot.training.config import parse_config
+from mlpot.training.loss import LossWeights, compute_loss
+from mlpot.training.run import run_training
+
+
+def _config(data, output, **training):
+    return parse_config(
+        {
+            "data": {"train": data, "validation_fraction": 0.15, "test_fraction": 0.15},
+            "model": {"name": "bpnn", "cutoff": 4.5, "hidden": [32, 32]},
+            "training": {
+                "epochs": 40,
+                "batch_size": 4,
+                "learning_rate": 0.005,
+                "progress": False,
+                **training,
+            },
+            "output": str(output),
+        }
+    )
+
+
+def test_bpnn_learns_emt_copper(emt_copper_xyz, tmp_path):
+    """Bulk, vacancy, rattled and strained Cu: held-out errors well below the label spread."""
+    result = run_training(_config(emt_copper_xyz, tmp_path / "run"))
+    test = result.test_metrics
+    force_rmse = test["forces"]["rmse"]
+    energy_rmse = test["energy_per_atom"]["rmse"]
+    stress_rmse = test["stress"]["rmse"]
+    print(
+        f"EMT Cu, 42 training cells, 40 epochs: test force RMSE {force_rmse * 1e3:.1f} meV/Å, "
+        f"energy RMSE {energy_rmse * 1e3:.2f} meV/atom, stress RMSE {stress_rmse * 1e3:.2f} "
+        "meV/Å³"
+    )
+    samples = read_dataset(emt_copper_xyz)
+    label_force_rms = np.sqrt(np.mean(np.concatenate([s.forces for s in samples]) ** 2))
+    assert force_rmse < 0.03, force_rmse  # labels have an RMS of ~0.3 eV/Å
+    assert force_rmse < 0.15 * label_force_rms
+    assert energy_rmse < 0.01
+    assert stress_rmse < 0.01
+    # the saved model, through the calculator, against the oracle on a new structure
+    atoms = bulk("Cu", "fcc", a=3.63, cubic=True) * (2, 2, 2)
+    atoms.rattle(0.05, seed=99)
+    atoms.calc = load_calculator(result.model_path)
+    predicted = atoms.get_forces()
+    atoms.calc = EMT()
+    assert np.sqrt(np.mean((predicted - atoms.get_forces()) ** 2)) < 0.05
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["test"]["forces"]["rmse"] == pytest.approx(force_rmse)
+
+
+def test_resumed_run_equals_uninterrupted_run(emt_copper_xyz, tmp_path):
+    straight = run_training(_config(emt_copper_xyz, tmp_path / "a", epochs=6))
+    run_training(_config(emt_copper_xyz, tmp_path / "b", epochs=3))
+    resumed = run_training(_config(emt_copper_xyz, tmp_path / "b", epochs=6), resume=True)
+    assert len(resumed.train.history) == 6
+    for a, b in zip(straight.train.history, resumed.train.history, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-12)
+    for a, b in zip(
+        straight.train.model.state_dict().values(),
+        resumed.train.model.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_existing_run_is_not_overwritten(emt_copper_xyz, tmp_path):
+    from mlpot.errors import MlpotInputError
+
+    run_training(_config(emt_copper_xyz, tmp_path / "c", epochs=1))
+    with pytest.raises(MlpotInputError, match="--resume"):
+        run_training(_config(emt_copper_xyz, tmp_path / "c", epochs=1))
+
+
+def test_killed_training_resumes(emt_copper_xyz, tmp_path):
+    """kill -9 in the middle of training, then --resume: the epochs continue, none lost."""
+    config = {
+        "data": {"train": emt_copper_xyz, "validation_fraction": 0.2},
+        "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [16]},
+        "training": {"epochs": 12, "batch_size": 4, "progress": False},
+        "output": str(tmp_path / "run"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "mlpot.cli.main", "train", str(path)]
+    history = tmp_path / "run" / "history.jsonl"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(history.read_text().splitlines())
+    assert 2 <= done_before < 12
+    finished = subprocess.run(command + ["--resume"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
+    # the epoch being run at the kill may be logged without its state: it is redone, and
+    # every epoch from 1 to 12 is present
+    assert sorted(set(epochs)) == list(range(1, 13))
+    assert "stopped after 12 epochs" in finished.stdout
+
+
+def test_loss_weights_from_label_noise():
+    weights = LossWeights(energy_noise=0.002, forces_noise=0.05).resolved()
+    assert weights["energy"] == pytest.approx(1 / 0.002**2)
+    assert weights["forces"] == pytest.approx(1 / 0.05**2)
+    assert weights["stress"] == 1.0
+    with pytest.raises(ValueError):
+        LossWeights(forces_noise=-1.0).resolved()
+
+
+def test_net_force_term_vanishes_for_conservative_model(emt_copper_xyz):
+    samples = read_dataset(emt_copper_xyz)[:4]
+    model = build_model({"name": "bpnn", "elements": [29], "cutoff": 4.0}).double()
+    batch = collate([sample_to_graph(s, 4.0, dtype=torch.float64) for s in samples])
+    pred = predict(model, batch, forces=True, stress=True)
+    weights = LossWeights(net_force=1.0).resolved()
+    terms = compute_loss(pred, batch, weights)
+    assert float(terms.net_force) < 1e-20
+    # while a force field with a net force is penalised
+    pred[outputs.FORCES] = pred[outputs.FORCES] + 0.1
+    assert float(compute_loss(pred, batch, weights).net_force) > 1e-3
