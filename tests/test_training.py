@@ -145,3 +145,33 @@ def test_net_force_term_vanishes_for_conservative_model(emt_copper_xyz):
     # while a force field with a net force is penalised
     pred[outputs.FORCES] = pred[outputs.FORCES] + 0.1
     assert float(compute_loss(pred, batch, weights).net_force) > 1e-3
+
+
+def test_committee_training_and_resume(emt_copper_xyz, tmp_path):
+    """ensemble.size members with different seeds and bootstrap sets; model.pt is their mean."""
+    from mlpot.models.checkpoint import load_model
+    from mlpot.models.committee import Committee
+    from mlpot.uncertainty.committee import predict_with_uncertainty
+
+    raw = {
+        "data": {"train": emt_copper_xyz, "validation_fraction": 0.2},
+        "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [16]},
+        "training": {"epochs": 3, "batch_size": 8, "progress": False},
+        "ensemble": {"size": 3, "bootstrap": True},
+        "output": str(tmp_path / "c"),
+    }
+    result = run_training(parse_config(raw))
+    committee = load_model(result.model_path)
+    assert isinstance(committee, Committee) and len(committee.members) == 3
+    samples = read_dataset(emt_copper_xyz)[:2]
+    batch = collate([sample_to_graph(s, 4.0, dtype=torch.float64) for s in samples])
+    out = predict_with_uncertainty(committee, batch, forces=True, stress=True)
+    mean = predict(committee, batch, forces=True)
+    torch.testing.assert_close(out[outputs.FORCES], mean[outputs.FORCES])
+    assert bool((out[outputs.FORCES_STD] > 0).all())  # members differ
+    # a finished committee run resumes to the same model without retraining
+    again = run_training(parse_config(raw), resume=True)
+    for a, b in zip(
+        committee.state_dict().values(), again.train.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b)

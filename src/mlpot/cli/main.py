@@ -36,14 +36,11 @@ def train(
         result = run_training(cfg, resume=resume)
     except MlpotInputError as err:
         _fail(err)
-    history = result.train.history
     typer.echo(
         f"stopped after {result.train.epochs_run} epochs ({result.train.stop_reason}); "
         f"model: {result.model_path}"
     )
-    if history:
-        val = history[-1]["validation"]
-        typer.echo(_format_metrics({"validation (last epoch)": val}))
+    typer.echo(_format_metrics({"validation": result.validation_metrics}))
     if result.test_metrics:
         typer.echo(_format_metrics({"test": result.test_metrics}))
 

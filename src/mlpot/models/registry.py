@@ -8,12 +8,13 @@ from typing import Any
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
+from mlpot.models.committee import Committee
 from mlpot.models.lennard_jones import LennardJones
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.sum import SumModel
 
 MODELS: dict[str, type[EnergyModel]] = {
-    cls.name: cls for cls in (BehlerParrinello, LennardJones, AtomicOffsets, SumModel)
+    cls.name: cls for cls in (BehlerParrinello, LennardJones, AtomicOffsets, SumModel, Committee)
 }
 
 
@@ -33,10 +34,10 @@ def check_model_spec(spec: dict[str, Any], *, where: str = "model") -> None:
     except TypeError as err:
         allowed = [p for p in signature.parameters if p != "self"]
         raise MlpotInputError(f"{err}; model {name!r} takes {allowed}", field=where) from None
-    if name == "sum":
-        for k, term in enumerate(kwargs.get("terms", [])):
+    for group in ("terms", "members"):  # nested specs of sum and committee
+        for k, term in enumerate(kwargs.get(group, []) if name in ("sum", "committee") else []):
             if isinstance(term, dict):
-                check_model_spec(term, where=f"{where}.terms[{k}]")
+                check_model_spec(term, where=f"{where}.{group}[{k}]")
 
 
 def build_model(spec: dict[str, Any]) -> EnergyModel:

@@ -2,7 +2,8 @@
 
 Every key is a constructor argument: ``model`` of the model class named by ``model.name``
 (see :mod:`mlpot.models.registry`), ``loss`` of :class:`~mlpot.training.loss.LossWeights`,
-``training`` of :class:`~mlpot.training.options.TrainingOptions`. Relative data paths are
+``training`` of :class:`~mlpot.training.options.TrainingOptions`, ``ensemble`` of
+:class:`~mlpot.training.options.EnsembleOptions`. Relative data paths are
 relative to the config file.
 """
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mlpot.errors import MlpotInputError
 from mlpot.models.registry import MODELS, check_model_spec
 from mlpot.training.loss import LossWeights
-from mlpot.training.options import TrainingOptions
+from mlpot.training.options import EnsembleOptions, TrainingOptions
 
 
 def with_elements(spec: dict[str, Any], elements: list[int]) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class TrainConfig(BaseModel):
     model: dict[str, Any] = {"name": "bpnn"}
     loss: LossWeights = LossWeights()
     training: TrainingOptions = TrainingOptions()
+    ensemble: EnsembleOptions = EnsembleOptions()
     output: str = "mlpot-run"
 
     @field_validator("model")

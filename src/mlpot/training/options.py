@@ -44,3 +44,17 @@ class TrainingOptions:
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     progress: bool = True
+
+
+@validated(config=ConfigDict(extra="forbid"))
+class EnsembleOptions:
+    """A committee of independently trained models (the ``ensemble:`` section).
+
+    Args:
+        size: number of members (1: a single model). Member ``k`` uses seed ``seed + k``.
+        bootstrap: train each member on a bootstrap resample of the training set
+            (drawn with replacement), on top of its own initialisation.
+    """
+
+    size: int = Field(1, ge=1)
+    bootstrap: bool = False

@@ -17,6 +17,8 @@ from mlpot.data.reference import fit_reference_energies
 from mlpot.data.splits import split_indices
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
+from mlpot.models.checkpoint import load_model, save_model
+from mlpot.models.committee import Committee
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.registry import build_model
 from mlpot.models.sum import SumModel
@@ -27,8 +29,11 @@ from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
 
 @dataclass
 class RunResult:
+    """Where the model is, how training went, and the best model's errors."""
+
     model_path: Path
     train: TrainResult
+    validation_metrics: dict
     test_metrics: dict | None
 
 
@@ -78,41 +83,27 @@ def to_graphs(
     ]
 
 
-def build_initial_model(config: TrainConfig, train_set: list[Sample]) -> EnergyModel:
-    """Offsets fitted by least squares + the configured learned model, statistics fitted."""
+def build_initial_model(
+    config: TrainConfig, train_set: list[Sample]
+) -> tuple[EnergyModel, list[Graph]]:
+    """Least-squares offsets + the configured learned model, with statistics fitted on the
+    training graphs (returned too, so they are built once)."""
     torch.manual_seed(config.training.seed)
     learned = build_model(with_elements(config.model, elements_of(train_set)))
-    model = SumModel([reference_offsets(train_set, learned.elements), learned])
     dtype = getattr(torch, config.training.dtype)
-    model = model.to(dtype)
-    graphs = to_graphs(train_set, model, dtype, "statistics")
+    model = SumModel([reference_offsets(train_set, learned.elements), learned]).to(dtype)
+    graphs = to_graphs(train_set, model, dtype, "train graphs")
     model.fit_statistics(graphs)
-    return model
+    return model, graphs
 
 
-def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
-    """Train as the config says; writes model.pt, training_state.pt, history and metrics."""
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    resume = resume and (output / STATE_FILE).exists()
-    if not resume and (output / STATE_FILE).exists():
-        raise MlpotInputError(
-            "a training run is already here; resume it with --resume or "
-            "choose another output directory",
-            source=str(output),
-        )
-    train_set, validation, test = split_samples(config)
+def _train_one(
+    config: TrainConfig, train_set, validation, output: Path, *, resume: bool, metadata: dict
+) -> TrainResult:
+    model, train_graphs = build_initial_model(config, train_set)
     dtype = getattr(torch, config.training.dtype)
-    model = build_initial_model(config, train_set)
-    train_graphs = to_graphs(train_set, model, dtype, "train graphs")
     val_graphs = to_graphs(validation, model, dtype, "validation graphs")
-    metadata = {
-        "n_train": len(train_set),
-        "n_validation": len(validation),
-        "n_test": len(test),
-        "data": config.data.model_dump(),
-    }
-    result = train(
+    return train(
         model,
         train_graphs,
         val_graphs,
@@ -122,16 +113,107 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
         resume=resume,
         metadata=metadata,
     )
-    test_metrics = None
-    if test:
-        test_graphs = to_graphs(test, result.model, dtype, "test graphs")
-        test_metrics = evaluate(result.model, iterate_batches(test_graphs, 16))
+
+
+def _bootstrap(samples: list[Sample], seed: int) -> list[Sample]:
+    picks = np.random.default_rng(seed).integers(0, len(samples), len(samples))
+    return [samples[k] for k in picks]
+
+
+def _train_committee(
+    config: TrainConfig, train_set, validation, output: Path, *, resume: bool, metadata: dict
+) -> TrainResult:
+    """Train ``ensemble.size`` members in ``output/member_k`` and save their committee."""
+    members, results = [], []
+    for k in range(config.ensemble.size):
+        member_config = config.model_copy(deep=True)
+        member_config.training.seed = config.training.seed + k
+        member_dir = output / f"member_{k}"
+        done = (member_dir / "done").exists()
+        member_train = (
+            _bootstrap(train_set, config.training.seed + k)
+            if config.ensemble.bootstrap
+            else train_set
+        )
+        if done:
+            members.append(load_model(member_dir / MODEL_FILE))
+            continue
+        result = _train_one(
+            member_config,
+            member_train,
+            validation,
+            member_dir,
+            resume=resume and (member_dir / STATE_FILE).exists(),
+            metadata={**metadata, "member": k},
+        )
+        (member_dir / "done").write_text(result.stop_reason)
+        members.append(result.model)
+        results.append(result)
+    committee = Committee(members)
+    save_model(
+        output / MODEL_FILE,
+        committee,
+        training={
+            **metadata,
+            "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
+        },
+    )
+    history = results[-1].history if results else []
+    return TrainResult(
+        committee,
+        min((r.best_validation_loss for r in results), default=float("nan")),
+        max((r.epochs_run for r in results), default=0),
+        "committee of " + str(config.ensemble.size),
+        history,
+    )
+
+
+def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
+    """Train as the config says; writes model.pt, training state, history and metrics.json.
+
+    With ``ensemble.size > 1`` the members are trained one after another (each resumable)
+    and ``model.pt`` is their :class:`~mlpot.models.committee.Committee`.
+    """
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    started = (output / STATE_FILE).exists() or (output / "member_0").exists()
+    if started and not resume:
+        raise MlpotInputError(
+            "a training run is already here; resume it with --resume or "
+            "choose another output directory",
+            source=str(output),
+        )
+    train_set, validation, test = split_samples(config)
+    metadata = {
+        "n_train": len(train_set),
+        "n_validation": len(validation),
+        "n_test": len(test),
+        "data": config.data.model_dump(),
+    }
+    if config.ensemble.size > 1:
+        result = _train_committee(
+            config, train_set, validation, output, resume=resume, metadata=metadata
+        )
+    else:
+        result = _train_one(
+            config,
+            train_set,
+            validation,
+            output,
+            resume=resume and (output / STATE_FILE).exists(),
+            metadata=metadata,
+        )
+    dtype = getattr(torch, config.training.dtype)
+    val_graphs = to_graphs(validation, result.model, dtype, "validation graphs")
     summary = {
         "stop_reason": result.stop_reason,
         "epochs": result.epochs_run,
         "best_validation_loss": result.best_validation_loss,
-        "validation": result.history[-1]["validation"] if result.history else None,
-        "test": test_metrics,
+        "validation": evaluate(result.model, iterate_batches(val_graphs, 16)),
+        "test": None,
     }
+    if test:
+        test_graphs = to_graphs(test, result.model, dtype, "test graphs")
+        summary["test"] = evaluate(result.model, iterate_batches(test_graphs, 16))
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
-    return RunResult(output / MODEL_FILE, result, test_metrics)
+    return RunResult(output / MODEL_FILE, result, summary["validation"], summary["test"])
