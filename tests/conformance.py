@@ -36,6 +36,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.fd import FiniteDifferenceCalculator
+from ase.neighborlist import neighbor_list
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlpot.data.graph import atoms_to_graph, collate
@@ -148,11 +149,26 @@ class PhysicsConformance:
         reasonable nearest-neighbour distance for the model's elements.
     ``rattle``
         standard deviation (Å) of the random displacements.
+    ``cutoff_margin``
+        minimum distance (Å) of every pair distance from the cutoff in the structures.
+    ``inner_cutoffs``
+        further radii (Å) where interactions switch off (e.g. an angular cutoff): the
+        smoothness test crosses them too.
+    ``continuous_forces``
+        False for a model whose force jumps at the cutoff by design; that test then checks
+        that the energy is continuous and that the jump is there.
     """
 
     lattice_constant: float = 3.7
     rattle: float = 0.1
     seed: int = 7
+    #: keep every interatomic distance at least this far (Å) from the cutoff: set it for a
+    #: model whose force is discontinuous there, so finite differences do not straddle it.
+    cutoff_margin: float = 0.0
+    #: further radii (Å) where the model switches interactions off, e.g. an angular cutoff
+    inner_cutoffs: tuple[float, ...] = ()
+    #: False for a model whose forces jump at the cutoff by design (shifted potentials)
+    continuous_forces: bool = True
 
     # ---- to implement / override
 
@@ -169,8 +185,13 @@ class PhysicsConformance:
         def decorate(atoms: Atoms) -> Atoms:
             numbers = np.array([elements[k % len(elements)] for k in range(len(atoms))])
             atoms.numbers = rng.permutation(numbers)
-            atoms.positions += rng.normal(scale=self.rattle, size=atoms.positions.shape)
-            return atoms
+            ideal = atoms.positions.copy()
+            for _ in range(100):
+                atoms.positions = ideal + rng.normal(scale=self.rattle, size=ideal.shape)
+                distances = neighbor_list("d", atoms, model.cutoff + self.cutoff_margin)
+                if np.all(np.abs(distances - model.cutoff) >= self.cutoff_margin):
+                    return atoms
+            raise AssertionError("could not keep all distances clear of the cutoff")
 
         shear = np.eye(3) + np.array([[0.02, 0.05, -0.03], [0.0, -0.01, 0.04], [0.0, 0.0, 0.03]])
 
@@ -189,8 +210,16 @@ class PhysicsConformance:
         slab.pbc = (True, True, False)
 
         corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)])
-        faces = np.array([[0.5, 0.5, 0], [0.5, 0.5, 1], [0.5, 0, 0.5], [0.5, 1, 0.5],
-                          [0, 0.5, 0.5], [1, 0.5, 0.5]])  # fmt: skip
+        faces = np.array(
+            [
+                [0.5, 0.5, 0],
+                [0.5, 0.5, 1],
+                [0.5, 0, 0.5],
+                [0.5, 1, 0.5],
+                [0, 0.5, 0.5],
+                [1, 0.5, 0.5],
+            ]
+        )
         molecule = Atoms("Cu14", positions=a * np.concatenate([corners, faces]), pbc=False)
 
         structures = {
@@ -206,9 +235,19 @@ class PhysicsConformance:
 
     # ---- fixtures
 
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def _single_torch_thread(cls):
+        """Small systems: one thread is faster, and immune to a busy machine's contention."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(previous)
+
     @pytest.fixture(scope="class")
-    def model(self):
-        model = self.make_model()
+    @classmethod
+    def model(cls):
+        model = cls().make_model()
         model.eval()
         for tensor in list(model.parameters()) + list(model.buffers()):
             if tensor.is_floating_point():
@@ -216,17 +255,20 @@ class PhysicsConformance:
         return model
 
     @pytest.fixture(scope="class")
-    def structures(self, model) -> dict[str, Atoms]:
-        structures = self.make_structures(model)
+    @classmethod
+    def structures(cls, model) -> dict[str, Atoms]:
+        structures = cls().make_structures(model)
         assert set(STRUCTURES) <= set(structures)
         return structures
 
     @pytest.fixture(scope="class")
-    def reference(self, model, structures) -> dict[str, dict[str, np.ndarray]]:
+    @classmethod
+    def reference(cls, model, structures) -> dict[str, dict[str, np.ndarray]]:
         return {name: evaluate(model, atoms) for name, atoms in structures.items()}
 
     @pytest.fixture(scope="class")
-    def isolated(self, model) -> dict[int, float]:
+    @classmethod
+    def isolated(cls, model) -> dict[int, float]:
         """Energy of each element as a lone atom in vacuum."""
         out = {}
         for z in model.elements:
@@ -240,15 +282,24 @@ class PhysicsConformance:
         rotation = random_orthogonal(seed, proper)
         result = evaluate(model, transformed(atoms, rotation))
         e_scale = max(abs(reference["energy"]), len(atoms) * 1e-3)
-        assert_close(result["energy"], reference["energy"], rtol=EXACT, scale=e_scale,
-                     what="energy")  # fmt: skip
-        assert_close(result["forces"], reference["forces"] @ rotation.T, rtol=EXACT,
-                     what="forces")  # fmt: skip
-        assert_close(result["local_energies"], reference["local_energies"], rtol=EXACT,
-                     scale=e_scale, what="local energies")  # fmt: skip
+        assert_close(
+            result["energy"], reference["energy"], rtol=EXACT, scale=e_scale, what="energy"
+        )
+        assert_close(result["forces"], reference["forces"] @ rotation.T, rtol=EXACT, what="forces")
+        assert_close(
+            result["local_energies"],
+            reference["local_energies"],
+            rtol=EXACT,
+            scale=e_scale,
+            what="local energies",
+        )
         if "stress" in reference:
-            assert_close(result["stress"], rotation @ reference["stress"] @ rotation.T,
-                         rtol=EXACT, what="stress")  # fmt: skip
+            assert_close(
+                result["stress"],
+                rotation @ reference["stress"] @ rotation.T,
+                rtol=EXACT,
+                what="stress",
+            )
 
     @pytest.mark.parametrize("name", STRUCTURES)
     def test_rotation(self, model, structures, reference, name):
@@ -276,8 +327,7 @@ class PhysicsConformance:
             variants.append(wrapped)
         for variant in variants:
             result = evaluate(model, variant)
-            assert_close(result["energy"], ref["energy"], rtol=EXACT, scale=e_scale,
-                         what="energy")  # fmt: skip
+            assert_close(result["energy"], ref["energy"], rtol=EXACT, scale=e_scale, what="energy")
             assert_close(result["forces"], ref["forces"], rtol=EXACT, what="forces")
             if "stress" in ref:
                 assert_close(result["stress"], ref["stress"], rtol=EXACT, what="stress")
@@ -293,8 +343,13 @@ class PhysicsConformance:
         e_scale = max(abs(ref["energy"]), len(atoms) * 1e-3)
         assert_close(result["energy"], ref["energy"], rtol=EXACT, scale=e_scale, what="energy")
         assert_close(result["forces"], ref["forces"][perm], rtol=EXACT, what="forces")
-        assert_close(result["local_energies"], ref["local_energies"][perm], rtol=EXACT,
-                     scale=e_scale, what="local energies")  # fmt: skip
+        assert_close(
+            result["local_energies"],
+            ref["local_energies"][perm],
+            rtol=EXACT,
+            scale=e_scale,
+            what="local energies",
+        )
         if "stress" in ref:
             assert_close(result["stress"], ref["stress"], rtol=EXACT, what="stress")
 
@@ -337,8 +392,13 @@ class PhysicsConformance:
         if not atoms.pbc.any():
             centred = atoms.positions - atoms.positions.mean(0)
             torque = np.cross(centred, forces).sum(0)
-            assert_close(torque, np.zeros(3), rtol=EXACT,
-                         scale=scale * np.abs(centred).max(), what="net torque")  # fmt: skip
+            assert_close(
+                torque,
+                np.zeros(3),
+                rtol=EXACT,
+                scale=scale * np.abs(centred).max(),
+                what="net torque",
+            )
 
     # ---- batching and extensivity
 
@@ -348,15 +408,17 @@ class PhysicsConformance:
         graphs = [atoms_to_graph(structures[n], model.cutoff) for n in names]
         out = predict(model, collate(graphs), forces=True, stress=True)
         energies = out["energy"].detach().numpy()
-        forces = np.split(out["forces"].detach().numpy(),
-                          np.cumsum([len(structures[n]) for n in names])[:-1])  # fmt: skip
+        forces = np.split(
+            out["forces"].detach().numpy(), np.cumsum([len(structures[n]) for n in names])[:-1]
+        )
         stress = out["stress"].detach().numpy()
         assert energies.shape == (len(names),)
         for k, name in enumerate(names):
             ref = reference[name]
             e_scale = max(abs(ref["energy"]), len(structures[name]) * 1e-3)
-            assert_close(energies[k], ref["energy"], rtol=EXACT, scale=e_scale,
-                         what=f"{name} energy")  # fmt: skip
+            assert_close(
+                energies[k], ref["energy"], rtol=EXACT, scale=e_scale, what=f"{name} energy"
+            )
             assert_close(forces[k], ref["forces"], rtol=EXACT, what=f"{name} forces")
             expected_stress = ref.get("stress", np.zeros((3, 3)))
             assert_close(stress[k], expected_stress, rtol=EXACT, what=f"{name} stress")
@@ -369,10 +431,12 @@ class PhysicsConformance:
         copies = int(np.prod(repeat))
         result = evaluate(model, atoms.repeat(repeat))
         e_scale = copies * max(abs(ref["energy"]), len(atoms) * 1e-3)
-        assert_close(result["energy"], copies * ref["energy"], rtol=EXACT, scale=e_scale,
-                     what="energy")  # fmt: skip
-        assert_close(result["forces"], np.tile(ref["forces"], (copies, 1)), rtol=EXACT,
-                     what="forces")  # fmt: skip
+        assert_close(
+            result["energy"], copies * ref["energy"], rtol=EXACT, scale=e_scale, what="energy"
+        )
+        assert_close(
+            result["forces"], np.tile(ref["forces"], (copies, 1)), rtol=EXACT, what="forces"
+        )
         assert_close(result["stress"], ref["stress"], rtol=EXACT, what="stress")
 
     # ---- locality: cutoff and isolated atoms
@@ -384,8 +448,7 @@ class PhysicsConformance:
             assert np.isfinite(energy)
             for atoms in (
                 Atoms([z], positions=[[1.3, -4.2, 7.7]]),
-                Atoms([z], positions=[[0.4, 0.9, 0.2]], cell=[box, box * 1.1, box * 0.9],
-                      pbc=True),  # fmt: skip
+                Atoms([z], positions=[[0.4, 0.9, 0.2]], cell=[box, box * 1.1, box * 0.9], pbc=True),
             ):
                 result = evaluate(model, atoms)
                 assert result["energy"] == pytest.approx(energy, rel=1e-13, abs=1e-13)
@@ -405,8 +468,9 @@ class PhysicsConformance:
                     assert result["energy"] == pytest.approx(expected, rel=1e-13, abs=1e-13)
                     assert np.all(result["forces"] == 0.0)
                     expected_local = [isolated[za], isolated[zb]]
-                    np.testing.assert_allclose(result["local_energies"], expected_local,
-                                               rtol=1e-13, atol=1e-13)  # fmt: skip
+                    np.testing.assert_allclose(
+                        result["local_energies"], expected_local, rtol=1e-13, atol=1e-13
+                    )
         # a free molecule of well separated atoms of every element
         spread = Atoms(
             elements * 2,
@@ -451,3 +515,46 @@ class PhysicsConformance:
                     assert abs(force_in) <= 10 * delta * f_scale, (
                         f"force jumps at the cutoff ({za}-{zb}): {force_in:.3e}"
                     )
+
+    def test_cutoff_smoothness_in_environment(self, model):
+        """A third atom crossing each cutoff of the model (``cutoff`` and any
+        ``inner_cutoffs``, e.g. an angular one) next to a bonded pair: the energy and all
+        forces are continuous (three-body terms switch off smoothly too).
+        """
+        elements = list(model.elements[:2])
+        numbers = [elements[0], elements[-1], elements[0]]
+        bond = 0.7 * self.lattice_constant  # the fcc nearest-neighbour distance
+        u = np.array([0.48, 0.64, 0.6])
+        w = np.cross(u, [0.0, 0.0, 1.0])
+        u, w = u / np.linalg.norm(u), w / np.linalg.norm(w)
+        # atom 1 at 120 degrees from the moving atom 2, both seen from atom 0
+        second = bond * (np.cos(2 * np.pi / 3) * u + np.sin(2 * np.pi / 3) * w)
+
+        def energy_forces(r):
+            atoms = Atoms(numbers, positions=[np.zeros(3), second, r * u])
+            result = evaluate(model, atoms)
+            return result["energy"], result["forces"]
+
+        for rx in (model.cutoff, *self.inner_cutoffs):
+            # only the distance 0-2 crosses rx; the distance 1-2 stays clear of every cutoff
+            for r in (rx - 1e-3, rx + 1e-3):
+                d12 = np.linalg.norm(r * u - second)
+                for other in (model.cutoff, *self.inner_cutoffs):
+                    assert abs(d12 - other) > 0.1, "choose another geometry"
+            tail = [energy_forces(r) for r in np.linspace(rx - 0.5, rx + 0.5, 41)]
+            energies = np.array([e for e, _ in tail])
+            forces = np.array([f for _, f in tail])
+            e_scale = np.ptp(energies)
+            f_scale = np.abs(forces[:, 2]).max()
+            assert e_scale > 1e-8 and f_scale > 1e-8, f"no interaction at {rx} Å"
+            for delta in (1e-4, 1e-6):
+                energy_in, forces_in = energy_forces(rx - delta)
+                energy_out, forces_out = energy_forces(rx + delta)
+                assert abs(energy_in - energy_out) <= 10 * delta * e_scale, (
+                    f"energy jumps at {rx} Å: {energy_in - energy_out:.3e}"
+                )
+                jump = np.abs(forces_in - forces_out).max()
+                if self.continuous_forces:
+                    assert jump <= 10 * delta * f_scale, f"force jumps at {rx} Å: {jump:.3e}"
+                else:
+                    assert jump > 1e-3 * f_scale, "expected the documented force jump"

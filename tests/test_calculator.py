@@ -71,3 +71,12 @@ def test_load_calculator_from_checkpoint(tmp_path):
     expected = atoms.get_forces()
     atoms.calc = load_calculator(tmp_path / "m.pt", dtype="float64", device="cpu")
     np.testing.assert_allclose(atoms.get_forces(), expected, atol=1e-12)
+
+
+def test_position_independent_model_gives_zero_forces_and_stress():
+    """A model of per-element constants: no neighbours, exact zero forces and stress."""
+    model = build_model({"name": "offsets", "elements": [1, 29], "energies": [-13.6, -2.0]})
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.calc = MlpotCalculator(model)
+    assert atoms.get_potential_energy() == pytest.approx(-8.0)
+    assert not atoms.get_forces().any() and not atoms.get_stress().any()

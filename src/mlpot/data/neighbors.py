@@ -36,6 +36,8 @@ def neighbor_list(
                 frame=frame,
                 field="cell",
             )
+    if cutoff <= 0:  # e.g. a model of per-element constants: no neighbours needed
+        return np.zeros((2, 0), dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
     i, j, shifts, distances = calculator.compute(
         points=positions, box=cell, periodic=pbc.tolist(), quantities="ijSd"

@@ -65,9 +65,14 @@ def predict(
     energy = structure_sum(local, graph)  # (S,)
     results = {outputs.ENERGY: energy, outputs.LOCAL_ENERGIES: local}
     if not inputs:
-        return results
+        return results if create_graph else _detached(results)
 
-    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
+    if energy.requires_grad:
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+        )
+    else:  # an energy that does not depend on positions or cell
+        grads = [None] * len(inputs)
     grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
     if forces:
         results[outputs.FORCES] = -grads[0]
@@ -81,4 +86,8 @@ def predict(
             de_dstrain / safe[:, None, None],
             torch.zeros_like(de_dstrain),
         )
-    return results
+    return results if create_graph else _detached(results)
+
+
+def _detached(results: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach() for key, value in results.items()}
