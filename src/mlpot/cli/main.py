@@ -93,3 +93,8 @@ def _format_metrics(report: dict[str, dict]) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+from mlpot.cli.learn import learn  # noqa: E402
+
+app.command()(learn)

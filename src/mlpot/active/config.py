@@ -1,0 +1,158 @@
+"""The ``mlpot learn`` config: every section is a constructor's keyword arguments.
+
+Validated in full before any oracle is called. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlpot.active.exploration import ExploreOptions
+from mlpot.active.selection import STRATEGIES
+from mlpot.errors import MlpotInputError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OracleConfig(_Section):
+    """``name``: emt, lj, xtb, pyscf or module:factory; ``params``: its keyword arguments."""
+
+    name: str = "xtb"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class InitialConfig(_Section):
+    """First labels: ``normal_modes`` (molecules; oracle Hessian) or ``rattle``."""
+
+    method: Literal["normal_modes", "rattle"] = "normal_modes"
+    count: int = Field(12, ge=2)
+    temperature: float = Field(300.0, gt=0)
+    stdev: float = Field(0.05, ge=0)
+    strain: float = Field(0.0, ge=0)
+
+
+class TestSetConfig(_Section):
+    """Held-out oracle MD: ``frames`` frames every ``stride`` steps at ``temperature`` K."""
+
+    temperature: float = Field(600.0, gt=0)
+    frames: int = Field(40, ge=1)
+    stride: int = Field(10, ge=1)
+    equilibration: int = Field(100, ge=0)
+    timestep_fs: float = Field(0.5, gt=0)
+
+
+class SelectConfig(_Section):
+    """Which configurations are labelled.
+
+    ``force_std``: calibrated per-atom force std (eV/Å) above which a configuration is a
+    candidate; ``stop_force_std``: above this a trajectory is stopped; ``use_domain``: also
+    flag configurations outside the domain of applicability (Mahalanobis T² over its
+    chi-square threshold) when the model has one; ``strategy``: how a batch is chosen.
+    """
+
+    force_std: float = Field(0.1, gt=0)
+    stop_force_std: float = Field(0.6, gt=0)
+    use_domain: bool = False
+    strategy: str = "d_optimal"
+    batch_size: int = Field(6, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.stop_force_std <= self.force_std:
+            raise ValueError("stop_force_std must exceed force_std")
+        return self
+
+
+class LabelConfig(_Section):
+    """Labelling: ``executor`` process|thread|dask, ``workers``, ``scheduler`` (a Dask
+    address to join), ``retries`` per configuration, ``timeout_s`` per oracle call."""
+
+    executor: Literal["process", "thread", "dask"] = "process"
+    workers: int = Field(1, ge=1)
+    scheduler: str | None = None
+    retries: int = Field(2, ge=0)
+    timeout_s: float | None = Field(600.0, gt=0)
+
+
+class TrainSection(_Section):
+    """The committee trained each iteration: ``model`` spec, ``training`` options (as in
+    ``mlpot train``), ``ensemble_size`` members, ``validation_fraction``."""
+
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpnn", "cutoff": 4.0})
+    training: dict[str, Any] = Field(default_factory=dict)
+    ensemble_size: int = Field(3, ge=2)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+
+
+class StopConfig(_Section):
+    """Stop at the first of: ``oracle_budget`` labels (not counting the test set),
+    test-set force RMSE at or below ``target_force_rmse`` eV/Å, ``patience_steps`` MD steps
+    in a row without a flagged configuration, or ``max_iterations`` retrainings."""
+
+    oracle_budget: int = Field(200, ge=1)
+    target_force_rmse: float | None = Field(None, gt=0)
+    patience_steps: int = Field(2000, ge=1)
+    max_iterations: int = Field(8, ge=1)
+
+
+class LearnConfig(_Section):
+    """The whole ``mlpot learn`` config."""
+
+    system: str = "ethanol"
+    oracle: OracleConfig = OracleConfig()
+    relax: bool = True
+    initial: InitialConfig = InitialConfig()
+    test: TestSetConfig = TestSetConfig()
+    explore: ExploreOptions = ExploreOptions()
+    select: SelectConfig = SelectConfig()
+    label: LabelConfig = LabelConfig()
+    train: TrainSection = TrainSection()
+    stop: StopConfig = StopConfig()
+    validation: bool = True
+    seed: int = 0
+    output: str = "mlpot-learn"
+
+
+def parse_learn_config(
+    raw: dict[str, Any] | None, *, source: str = "config", base: Path | None = None
+) -> LearnConfig:
+    """Validate a learn config dict (``None``: the embedded default)."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise MlpotInputError("config must be a mapping of sections", source=source)
+    try:
+        config = LearnConfig(**raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise MlpotInputError(f"invalid config: {problems}", source=source) from None
+    if base is not None:
+        if not Path(config.output).is_absolute():
+            config.output = str((base / config.output).resolve())
+        candidate = base / config.system
+        if candidate.exists():
+            config.system = str(candidate.resolve())
+    return config
+
+
+def load_learn_config(path: str | Path | None) -> LearnConfig:
+    """Read a YAML learn config, or the embedded default when ``path`` is None."""
+    if path is None:
+        return parse_learn_config(None, base=Path.cwd())
+    path = Path(path)
+    if not path.exists():
+        raise MlpotInputError("config file not found", source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise MlpotInputError(f"not valid YAML: {err}", source=str(path)) from None
+    return parse_learn_config(raw, source=str(path), base=path.parent)

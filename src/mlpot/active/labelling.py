@@ -1,0 +1,110 @@
+"""Labelling one configuration with an oracle, in whatever process or worker runs it.
+
+:func:`label` is a top-level function of picklable arguments, so any executor (local
+processes, a Dask cluster) can run it. An oracle that raises, returns NaN or runs past
+its time limit is retried with a fresh calculator; after the last attempt the outcome is
+a failure carrying the error text — never a silent drop.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from mlpot.active.oracles import make_oracle
+
+
+@dataclass(frozen=True)
+class OracleSpec:
+    """An oracle by name and parameters (see :func:`mlpot.active.oracles.make_oracle`)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self):
+        return make_oracle(self.name, **self.params)
+
+
+@dataclass
+class LabelOutcome:
+    """The result of labelling ``uid``: ``results`` (eV, eV/Å, eV/Å³) or an ``error``."""
+
+    uid: str
+    ok: bool
+    results: dict[str, np.ndarray | float]
+    error: str
+    attempts: int
+    seconds: float
+
+
+_CALCULATORS: dict[str, Any] = {}
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Raise TimeoutError after ``seconds`` (enforced in a process's main thread only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expire(signum, frame):
+        raise TimeoutError(f"oracle exceeded its time limit of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _compute(calculator, atoms: Atoms, stress: bool) -> dict[str, Any]:
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    results: dict[str, Any] = {
+        "energy": float(atoms.get_potential_energy()),
+        "forces": np.array(atoms.get_forces()),
+    }
+    if stress and atoms.pbc.all():
+        results["stress"] = np.array(atoms.get_stress())
+    for key, value in results.items():
+        if not np.all(np.isfinite(value)):
+            raise FloatingPointError(f"oracle returned non-finite {key}")
+    return results
+
+
+def label(
+    uid: str,
+    atoms: Atoms,
+    oracle: OracleSpec,
+    *,
+    retries: int = 2,
+    timeout_s: float | None = None,
+    stress: bool = True,
+) -> LabelOutcome:
+    """Label ``atoms`` with up to ``1 + retries`` attempts of the oracle."""
+    key = repr(oracle)
+    start = time.perf_counter()
+    error = ""
+    for attempt in range(1, retries + 2):
+        try:
+            if key not in _CALCULATORS:
+                _CALCULATORS[key] = oracle.build()
+            with _time_limit(timeout_s):
+                results = _compute(_CALCULATORS[key], atoms, stress)
+            return LabelOutcome(uid, True, results, "", attempt, time.perf_counter() - start)
+        except Exception as err:  # any oracle failure is recorded, then retried
+            error = f"{type(err).__name__}: {err}"
+            if not str(err):
+                error += " " + traceback.format_exc(limit=2)
+            _CALCULATORS.pop(key, None)  # a fresh calculator for the next attempt
+    return LabelOutcome(uid, False, {}, error, retries + 1, time.perf_counter() - start)

@@ -1,0 +1,362 @@
+"""The active-learning loop behind ``mlpot learn``.
+
+label initial configurations -> train a committee -> calibrate -> explore by MD while
+labels are computed asynchronously -> retrain when enough new labels arrived -> ... ->
+stop (oracle budget, target test error, or no uncertain configuration for a while) ->
+validate and report. Every event goes to the store first, so a killed run resumes with
+``--resume`` without losing or repeating a label.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+import numpy as np
+from ase import Atoms
+
+from mlpot.active import sampling
+from mlpot.active.config import LearnConfig
+from mlpot.active.executors import LabelExecutor, make_executor
+from mlpot.active.exploration import run_trajectory
+from mlpot.active.labelling import LabelOutcome, OracleSpec, label
+from mlpot.active.oracle_md import oracle_md_frames, relax
+from mlpot.active.selection import select_batch
+from mlpot.active.store import Store
+from mlpot.active.training_step import TrainedModel, train_iteration
+from mlpot.calculators import load_calculator
+from mlpot.data.systems import build_system
+from mlpot.errors import MlpotInputError
+
+STORE_FILE = "store.db"
+
+
+@dataclass
+class LearnResult:
+    """What ``mlpot learn`` produced and how it went."""
+
+    model_path: Path
+    store_path: Path
+    stop_reason: str
+    iterations: list[dict] = field(default_factory=list)
+    oracle_calls: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+    hidden_oracle_fraction: float = float("nan")
+    report_path: Path | None = None
+
+
+class ActiveLearner:
+    """One ``mlpot learn`` run over the output directory of ``config``."""
+
+    def __init__(self, config: LearnConfig, *, resume: bool = False, log=print) -> None:
+        self.config = config
+        self.out = Path(config.output)
+        if (self.out / STORE_FILE).exists() and not resume:
+            raise MlpotInputError(
+                "a learning run is already here; continue it with --resume "
+                "or choose another output",
+                source=str(self.out),
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params))
+        self.oracle.build()  # fail now, not in a worker, if the oracle cannot be made
+        self.store = Store(self.out / STORE_FILE)
+        self.inflight: dict[Future, tuple[str, Atoms]] = {}
+        self.setup_calls = 0
+        self.oracle_s = 0.0  # oracle time of labels that arrived while exploring
+        self.blocked_s = 0.0  # time the driver waited for those labels
+        self.executor: LabelExecutor | None = None
+
+    # ---- labelling -----------------------------------------------------------------------
+    def request(
+        self, atoms: Atoms, *, iteration: int, reason: str, scores=None, model_version: int = -1
+    ) -> None:
+        uid = uuid4().hex
+        self.store.add_request(
+            uid,
+            atoms,
+            iteration=iteration,
+            reason=reason,
+            scores=scores,
+            model_version=model_version,
+        )
+        self._submit(uid, atoms)
+
+    def _submit(self, uid: str, atoms: Atoms) -> None:
+        lc = self.config.label
+        future = self.executor.submit(
+            label, uid, atoms, self.oracle, retries=lc.retries, timeout_s=lc.timeout_s
+        )
+        self.inflight[future] = (uid, atoms)
+
+    def _record(self, future: Future) -> LabelOutcome:
+        uid, atoms = self.inflight.pop(future)
+        try:
+            outcome = future.result()
+        except Exception as err:  # the worker itself died
+            outcome = LabelOutcome(uid, False, {}, f"worker error: {err!r}", 0, 0.0)
+        if outcome.ok:
+            self.store.add_label(
+                uid, atoms, outcome.results, attempts=outcome.attempts, oracle_s=outcome.seconds
+            )
+        else:
+            self.store.add_failure(uid, outcome.error, attempts=outcome.attempts)
+            self.log(
+                f"  oracle failed on {uid[:8]} after {outcome.attempts} attempts: "
+                f"{outcome.error.splitlines()[0]}"
+            )
+        return outcome
+
+    def collect(self, *, block: bool = False) -> int:
+        """Store finished labels; with ``block`` wait for all in flight. Returns how many."""
+        done = [f for f in self.inflight if f.done()]
+        if block and self.inflight:
+            start = time.perf_counter()
+            wait(list(self.inflight))
+            self.blocked_s += time.perf_counter() - start
+            done = list(self.inflight)
+        for future in done:
+            outcome = self._record(future)
+            self.oracle_s += outcome.seconds
+        return len(done)
+
+    def wait_any(self) -> None:
+        start = time.perf_counter()
+        wait(list(self.inflight), return_when=FIRST_COMPLETED)
+        self.blocked_s += time.perf_counter() - start
+
+    # ---- set-up: starts, initial data, held-out test set ---------------------------------
+    def starts(self) -> list[Atoms]:
+        path = self.out / "start.xyz"
+        import ase.io
+
+        if path.exists():
+            return ase.io.read(path, index=":")
+        starts = build_system(self.config.system)
+        if self.config.relax:
+            calc = self.oracle.build()
+            relaxed = []
+            for atoms in starts:
+                atoms, calls = relax(atoms, calc)
+                relaxed.append(atoms)
+                self.setup_calls += calls
+            starts = relaxed
+        ase.io.write(path, starts)
+        return starts
+
+    def initial_requests(self, starts: list[Atoms]) -> None:
+        if self.store.count("request", reason="initial"):
+            return  # already requested by an earlier (killed) run
+        ic = self.config.initial
+        per_start = max(1, ic.count // len(starts))
+        for k, start in enumerate(starts):
+            if ic.method == "normal_modes" and not start.pbc.any():
+                omega2, modes = sampling.harmonic_modes(start, self.oracle.build())
+                self.setup_calls += 6 * len(start) + 1
+                frames = sampling.normal_mode_samples(
+                    start,
+                    omega2,
+                    modes,
+                    per_start,
+                    temperature=ic.temperature,
+                    seed=self.config.seed + k,
+                )
+            else:
+                frames = sampling.rattled(
+                    start, per_start, stdev=ic.stdev, strain=ic.strain, seed=self.config.seed + k
+                )
+            for atoms in frames:  # submitted with the other pending requests by run()
+                self.store.add_request(uuid4().hex, atoms, iteration=0, reason="initial")
+        self.log(f"initial data: {ic.count} configurations ({ic.method}) sent to the oracle")
+
+    def test_set(self, starts: list[Atoms]) -> None:
+        tc = self.config.test
+        if self.store.count("request", reason="test") >= tc.frames:
+            return
+        calc = self.oracle.build()
+        frames = oracle_md_frames(
+            starts[0],
+            calc,
+            temperature=tc.temperature,
+            frames=tc.frames,
+            stride=tc.stride,
+            equilibration=tc.equilibration,
+            timestep_fs=tc.timestep_fs,
+            seed=self.config.seed + 12345,
+        )
+        for k, frame in enumerate(frames):
+            uid = f"test-{k}"
+            if self.store.has(uid, "request"):
+                continue  # written before a kill: the trajectory is deterministic
+            self.store.add_request(uid, frame.atoms, iteration=0, reason="test")
+            self.store.add_label(uid, frame.atoms, frame.results, attempts=1, oracle_s=0.0)
+        self.log(f"held-out test set: {len(frames)} frames of oracle MD at {tc.temperature} K")
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self) -> LearnResult:
+        lc = self.config.label
+        self.executor = make_executor(lc.executor, workers=lc.workers, scheduler=lc.scheduler)
+        try:
+            starts = self.starts()
+            self.initial_requests(starts)
+            for uid, atoms in self.store.pending():
+                self._submit(uid, atoms)  # requests of a killed run, or the initial ones
+            self.test_set(starts)
+            self.collect(block=True)
+            self.blocked_s = 0.0  # count only waiting during the loop itself
+            reason = self._iterate(starts)
+            self.collect(block=True)
+        finally:
+            self.executor.shutdown()
+        return self._finish(reason)
+
+    def _iterate(self, starts: list[Atoms]) -> str:
+        iteration = len(self.store.models())
+        while True:
+            trained = self._train(iteration)
+            reason = self._stop_reason(iteration, trained)
+            if reason:
+                return reason
+            outcome = self._explore(iteration, trained, starts)
+            if outcome == "converged":
+                return f"no uncertain configuration in {self.config.stop.patience_steps} MD steps"
+            if outcome == "budget":
+                self.collect(block=True)
+                self._train(iteration + 1)
+                return f"oracle budget of {self.config.stop.oracle_budget} labels"
+            iteration += 1
+
+    def _labels_used(self) -> int:
+        return self.store.count("request") - self.store.count("request", reason="test")
+
+    def _train(self, iteration: int) -> TrainedModel:
+        existing = [m for m in self.store.models() if m["version"] == iteration]
+        if existing:
+            return TrainedModel(Path(existing[0]["path"]), existing[0]["metrics"])
+        labelled = self.store.labelled(exclude={"test"})
+        test = self.store.labelled(reasons={"test"})
+        self.log(f"iteration {iteration}: training a committee on {len(labelled)} labels")
+        trained = train_iteration(
+            self.config,
+            labelled,
+            test,
+            self.out / f"iteration_{iteration}",
+            seed=self.config.seed + iteration,
+        )
+        self.store.add_model(iteration, iteration, str(trained.path), trained.metrics)
+        m = trained.metrics
+        self.log(
+            f"  test force RMSE {m['test_force_rmse']:.4f} eV/Å, energy RMSE "
+            f"{m['test_energy_rmse'] * 1e3:.2f} meV/atom, calibration scale "
+            f"{m['calibration_scale']:.2f}"
+        )
+        return trained
+
+    def _stop_reason(self, iteration: int, trained: TrainedModel) -> str | None:
+        stop = self.config.stop
+        if stop.target_force_rmse and trained.metrics["test_force_rmse"] <= stop.target_force_rmse:
+            return f"test force RMSE reached {stop.target_force_rmse} eV/Å"
+        if self._labels_used() >= stop.oracle_budget:
+            return f"oracle budget of {stop.oracle_budget} labels"
+        if iteration + 1 >= stop.max_iterations:
+            return f"{stop.max_iterations} iterations"
+        return None
+
+    def _explore(self, iteration: int, trained: TrainedModel, starts: list[Atoms]) -> str:
+        """Explore with the current model until enough labels arrived to retrain."""
+        config = self.config
+        calc = load_calculator(trained.path)
+        rng = np.random.default_rng(config.seed + 1000 * (iteration + 1))
+        arrived, quiet_steps, k = 0, 0, 0
+        temperatures = config.explore.temperatures
+        while True:
+            start = starts[int(rng.integers(len(starts)))]
+            temperature = temperatures[k % len(temperatures)]
+            k += 1
+            result = run_trajectory(
+                start,
+                calc,
+                temperature,
+                config.explore,
+                select_threshold=config.select.force_std,
+                stop_threshold=config.select.stop_force_std,
+                seed=int(rng.integers(1 << 31)),
+                poll=lambda: any(f.done() for f in self.inflight),
+            )
+            arrived += self.collect()
+            quiet_steps = 0 if result.candidates else quiet_steps + result.steps
+            self._request_batch(result.candidates, iteration, calc, rng)
+            if self._labels_used() >= config.stop.oracle_budget:
+                return "budget"
+            if arrived >= config.select.batch_size:
+                return "retrain"
+            if quiet_steps >= config.stop.patience_steps:
+                if not self.inflight:
+                    return "converged" if arrived == 0 else "retrain"
+                self.wait_any()
+
+    def _request_batch(self, candidates, iteration: int, calc, rng) -> None:
+        room = min(
+            self.config.select.batch_size - len(self.inflight),
+            self.config.stop.oracle_budget - self._labels_used(),
+        )
+        if not candidates or room <= 0:
+            return
+        from mlpot.active.features import structure_features
+
+        features = (
+            structure_features(calc.model, [c.atoms for c in candidates])
+            if self.config.select.strategy == "d_optimal"
+            else None
+        )
+        picks = select_batch(
+            self.config.select.strategy,
+            room,
+            uncertainty=np.array([c.force_std for c in candidates]),
+            features=features,
+            rng=rng,
+        )
+        for index in picks:
+            c = candidates[index]
+            self.request(
+                c.atoms,
+                iteration=iteration + 1,
+                reason="uncertain",
+                scores={"force_std": c.force_std, "temperature": c.temperature},
+                model_version=iteration,
+            )
+
+    def _finish(self, reason: str) -> LearnResult:
+        models = self.store.models()
+        final = Path(models[-1]["path"])
+        model_path = self.out / "model.pt"
+        shutil.copyfile(final, model_path)
+        hidden = 1.0 - self.blocked_s / self.oracle_s if self.oracle_s > 0 else float("nan")
+        result = LearnResult(
+            model_path=model_path,
+            store_path=self.out / STORE_FILE,
+            stop_reason=reason,
+            iterations=[{"version": m["version"], **m["metrics"]} for m in models],
+            oracle_calls={
+                "labels": self._labels_used(),
+                "setup": self.setup_calls,
+                "test": self.store.count("request", reason="test"),
+            },
+            failures=self.store.count("failure"),
+            hidden_oracle_fraction=hidden,
+        )
+        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
+        (self.out / "learn.json").write_text(json.dumps(summary, indent=2))
+        self.log(f"stopped: {reason}; model {model_path}")
+        return result
+
+
+def learn(config: LearnConfig, *, resume: bool = False, log=print) -> LearnResult:
+    """Run (or resume) active learning as ``config`` says."""
+    return ActiveLearner(config, resume=resume, log=log).run()

@@ -1,0 +1,61 @@
+"""Oracle work done in the driver: relaxing the start, its Hessian, held-out oracle MD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.optimize import BFGS
+
+
+def relax(atoms: Atoms, calculator, *, fmax: float = 0.05, steps: int = 200) -> tuple[Atoms, int]:
+    """Oracle-relaxed copy of ``atoms`` (BFGS to ``fmax`` eV/Å) and the oracle calls used."""
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    optimizer = BFGS(atoms, logfile=None)
+    optimizer.run(fmax=fmax, steps=steps)
+    relaxed = atoms.copy()
+    relaxed.calc = None
+    return relaxed, optimizer.nsteps + 1
+
+
+@dataclass
+class LabelledFrame:
+    atoms: Atoms
+    results: dict
+
+
+def oracle_md_frames(
+    start: Atoms,
+    calculator,
+    *,
+    temperature: float,
+    frames: int,
+    stride: int,
+    equilibration: int,
+    timestep_fs: float,
+    seed: int,
+) -> list[LabelledFrame]:
+    """Frames of a Langevin trajectory run on the oracle itself (held-out test data)."""
+    atoms = start.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    dynamics = Langevin(
+        atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng
+    )
+    dynamics.run(equilibration)
+    out = []
+    for _ in range(frames):
+        dynamics.run(stride)
+        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        if atoms.pbc.all():
+            results["stress"] = atoms.get_stress()
+        frame = atoms.copy()
+        frame.calc = None
+        out.append(LabelledFrame(frame, results))
+    return out

@@ -1,0 +1,1 @@
+"""Importable helpers for tests (oracle factories referenced as ``module:factory``)."""
