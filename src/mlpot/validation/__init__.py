@@ -1,0 +1,32 @@
+"""Validation against physics: checks of a model against an oracle, and the report.
+
+from mlpot.validation import run_validation, write_report
+
+report = run_validation("model.pt", oracle="emt", system="cu-fcc", temperature=300)
+write_report(report, "validation")        # validation/report.html + report.json
+print(report.passed, [(c.name, c.status) for c in report.checks])
+"""
+
+from mlpot.validation.checks import CHECKS
+from mlpot.validation.report import ReportFiles, render_html, write_report
+from mlpot.validation.result import Bound, CheckResult, ValidationReport
+from mlpot.validation.runner import run_validation
+from mlpot.validation.settings import QUICK, Tolerances, ValidationSettings
+from mlpot.validation.systems import BUILTIN_SYSTEMS, System, resolve_system
+
+__all__ = [
+    "BUILTIN_SYSTEMS",
+    "CHECKS",
+    "QUICK",
+    "Bound",
+    "CheckResult",
+    "ReportFiles",
+    "System",
+    "Tolerances",
+    "ValidationReport",
+    "ValidationSettings",
+    "render_html",
+    "resolve_system",
+    "run_validation",
+    "write_report",
+]

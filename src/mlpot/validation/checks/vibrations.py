@@ -1,0 +1,73 @@
+"""Harmonic frequencies: the model's autograd Hessian against the oracle's finite differences.
+
+Each calculator's structure is relaxed first (its own minimum). The oracle Hessian comes
+from ASE's :class:`~ase.vibrations.Vibrations` (central differences of ``vib_delta`` Å); the
+model's from :func:`mlpot.validation.hessian.model_hessian`. Both are diagonalised by ASE's
+:class:`~ase.vibrations.VibrationsData`. Rigid-body modes are dropped, the rest are compared
+in sorted order. For a crystal the frequencies are those of the Γ point of the cell.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.vibrations import Vibrations, VibrationsData
+
+from mlpot.validation.context import MODEL, ORACLE, ValidationContext
+from mlpot.validation.hessian import model_hessian, vibrational_frequencies
+from mlpot.validation.result import Bound, CheckResult, judged
+
+NAME = "vibrations"
+FLOOR = 50.0  # cm⁻¹: modes softer than this are left out of the relative error
+IMAGINARY = 20.0  # cm⁻¹: imaginary modes weaker than this count as numerical noise
+
+
+def oracle_frequencies(atoms: Atoms, calc, delta: float) -> np.ndarray:
+    """Frequencies (cm⁻¹) from the oracle's finite-difference Hessian."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    with tempfile.TemporaryDirectory(prefix="mlpot-vib-") as tmp:
+        vib = Vibrations(atoms, name=str(Path(tmp) / "vib"), delta=delta)
+        vib.run()
+        data = vib.get_vibrations()
+    return vibrational_frequencies(data, atoms)
+
+
+def model_frequencies(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
+    """Frequencies (cm⁻¹) from the model's autograd Hessian."""
+    data = VibrationsData.from_2d(atoms, model_hessian(ctx.model, atoms))
+    return vibrational_frequencies(data, atoms)
+
+
+def run(ctx: ValidationContext) -> CheckResult:
+    model_atoms = ctx.relaxed("minimum", ctx.system.atoms, MODEL).atoms
+    oracle_atoms = ctx.relaxed("minimum", ctx.system.atoms, ORACLE).atoms
+    model = model_frequencies(ctx, model_atoms)
+    oracle = oracle_frequencies(oracle_atoms, ctx.calculator(ORACLE), ctx.settings.vib_delta)
+    stiff = oracle >= FLOOR
+    relative = np.abs(model[stiff] - oracle[stiff]) / oracle[stiff]
+    imaginary = {k: int(np.sum(f < -IMAGINARY)) for k, f in ((MODEL, model), (ORACLE, oracle))}
+    figures = {
+        "mean_relative_error": float(np.mean(relative)) if relative.size else float("nan"),
+        "mae_cm1": float(np.mean(np.abs(model - oracle))),
+        "max_error_cm1": float(np.max(np.abs(model - oracle))),
+        "highest_model_cm1": float(model.max()),
+        "highest_oracle_cm1": float(oracle.max()),
+        "imaginary_modes_model": imaginary[MODEL],
+        "imaginary_modes_oracle": imaginary[ORACLE],
+        "extra_imaginary_modes": max(0, imaginary[MODEL] - imaginary[ORACLE]),
+        "modes_compared": int(stiff.sum()),
+    }
+    tolerance = {
+        "mean_relative_error": Bound(ctx.tolerances.frequency_relative),
+        "extra_imaginary_modes": Bound(0, unit="modes"),
+    }
+    details = {
+        "model_cm1": model,
+        "oracle_cm1": oracle,
+        "note": f"relative error over modes ≥ {FLOOR:g} cm⁻¹; imaginary shown negative",
+    }
+    return judged(NAME, figures, tolerance, details)

@@ -1,0 +1,77 @@
+"""The model's Hessian by automatic differentiation, and harmonic frequencies.
+
+Forces come from :func:`mlpot.physics.derivatives.predict` (with ``create_graph=True``) on
+a wrapper that adds a displacement ``u`` to the positions; the Hessian is
+``H = d²E/dx² = -dF/du``, one backward pass per row, or all rows at once when the model
+supports batched gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.vibrations import VibrationsData
+
+from mlpot.data.graph import POSITIONS, Graph, atoms_to_graph
+from mlpot.models.base import EnergyModel
+from mlpot.physics import outputs
+from mlpot.physics.derivatives import predict
+
+
+class _Displaced(torch.nn.Module):
+    """``model`` evaluated at positions ``x + u``, with ``u`` ``(N, 3)`` Å requiring grad."""
+
+    def __init__(self, model: EnergyModel, displacement: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.displacement = displacement
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        graph = dict(graph)
+        graph[POSITIONS] = graph[POSITIONS] + self.displacement
+        return self.model(graph)
+
+
+def model_hessian(model: EnergyModel, atoms: Atoms) -> np.ndarray:
+    """Hessian ``(3N, 3N)`` eV/Å² of the model at ``atoms`` (float64, symmetrised)."""
+    graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64, elements=model.elements)
+    n = 3 * len(atoms)
+    displacement = torch.zeros((len(atoms), 3), dtype=torch.float64, requires_grad=True)
+    out = predict(_Displaced(model, displacement), graph, forces=True, create_graph=True)
+    forces = out[outputs.FORCES].reshape(-1)  # (3N,)
+    eye = torch.eye(n, dtype=torch.float64)
+    try:
+        (rows,) = torch.autograd.grad(
+            forces, displacement, eye, retain_graph=True, is_grads_batched=True
+        )
+    except RuntimeError:  # an operation without a batching rule: one row at a time
+        rows = torch.stack(
+            [torch.autograd.grad(forces[k], displacement, retain_graph=True)[0] for k in range(n)]
+        )
+    hessian = -rows.reshape(n, n).detach().numpy()
+    return 0.5 * (hessian + hessian.T)
+
+
+def signed_frequencies(data: VibrationsData) -> np.ndarray:
+    """Frequencies in cm⁻¹, imaginary ones as negative numbers, ``(3N,)`` sorted by value."""
+    complex_freq = data.get_frequencies()
+    real = np.where(np.abs(complex_freq.imag) > 0, -np.abs(complex_freq.imag), complex_freq.real)
+    return np.sort(real)
+
+
+def rigid_modes(atoms: Atoms) -> int:
+    """Zero modes: 3 translations for periodic structures; 3 + 2 or 3 rotations otherwise."""
+    if atoms.pbc.any() or len(atoms) == 1:
+        return 3
+    positions = atoms.positions - atoms.get_center_of_mass()
+    moments = np.linalg.svd(positions, compute_uv=False)
+    linear = len(atoms) == 2 or moments[1] < 1e-3 * moments[0]
+    return 5 if linear else 6
+
+
+def vibrational_frequencies(data: VibrationsData, atoms: Atoms) -> np.ndarray:
+    """Sorted frequencies (cm⁻¹, imaginary negative) without the rigid-body modes."""
+    freq = signed_frequencies(data)
+    drop = np.argsort(np.abs(freq))[: rigid_modes(atoms)]
+    return np.sort(np.delete(freq, drop))
