@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from ase import Atoms
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+import os
+
+# Test systems are small: one thread per process is faster than two fighting over two cores
+# (and subprocesses started by tests inherit this).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from ase import Atoms  # noqa: E402
+from ase.build import bulk  # noqa: E402
+from ase.calculators.emt import EMT  # noqa: E402
+from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def emt_copper_frames(n_frames: int, *, seed: int = 0) -> list[Atoms]:

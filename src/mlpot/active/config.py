@@ -31,7 +31,7 @@ class InitialConfig(_Section):
     """First labels: ``normal_modes`` (molecules; oracle Hessian) or ``rattle``."""
 
     method: Literal["normal_modes", "rattle"] = "normal_modes"
-    count: int = Field(12, ge=2)
+    count: int = Field(16, ge=2)
     temperature: float = Field(300.0, gt=0)
     stdev: float = Field(0.05, ge=0)
     strain: float = Field(0.0, ge=0)
@@ -60,7 +60,7 @@ class SelectConfig(_Section):
     stop_force_std: float = Field(0.6, gt=0)
     use_domain: bool = False
     strategy: str = "d_optimal"
-    batch_size: int = Field(6, ge=1)
+    batch_size: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _check(self):
@@ -86,8 +86,18 @@ class TrainSection(_Section):
     """The committee trained each iteration: ``model`` spec, ``training`` options (as in
     ``mlpot train``), ``ensemble_size`` members, ``validation_fraction``."""
 
-    model: dict[str, Any] = Field(default_factory=lambda: {"name": "bpnn", "cutoff": 4.0})
-    training: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "bpnn", "cutoff": 4.0, "hidden": [32, 32]}
+    )
+    training: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "epochs": 150,
+            "max_time_s": 12.0,
+            "batch_size": 8,
+            "learning_rate": 0.005,
+            "early_stopping_patience": 25,
+        }
+    )
     ensemble_size: int = Field(3, ge=2)
     validation_fraction: float = Field(0.15, gt=0, lt=1)
 
@@ -97,10 +107,10 @@ class StopConfig(_Section):
     test-set force RMSE at or below ``target_force_rmse`` eV/Å, ``patience_steps`` MD steps
     in a row without a flagged configuration, or ``max_iterations`` retrainings."""
 
-    oracle_budget: int = Field(200, ge=1)
+    oracle_budget: int = Field(96, ge=1)
     target_force_rmse: float | None = Field(None, gt=0)
     patience_steps: int = Field(2000, ge=1)
-    max_iterations: int = Field(8, ge=1)
+    max_iterations: int = Field(6, ge=1)
 
 
 class LearnConfig(_Section):

@@ -34,7 +34,7 @@ class ExploreOptions:
         check_interval: steps between uncertainty checks.
     """
 
-    temperatures: list[float] = Field(default_factory=lambda: [300.0])
+    temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0])
     steps: int = Field(400, ge=1)
     timestep_fs: float = Field(0.5, gt=0)
     thermostat: Literal["langevin", "bussi", "nve"] = "langevin"
@@ -74,6 +74,7 @@ def make_dynamics(atoms: Atoms, temperature: float, options: ExploreOptions, see
             dt,
             temperature_K=temperature,
             friction=options.friction_per_fs / units.fs,
+            fixcm=False,
             rng=rng,
         )
     if options.thermostat == "bussi":

@@ -18,6 +18,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import numpy as np
+import torch
 from ase import Atoms
 
 from mlpot.active import sampling
@@ -26,6 +27,7 @@ from mlpot.active.executors import LabelExecutor, make_executor
 from mlpot.active.exploration import run_trajectory
 from mlpot.active.labelling import LabelOutcome, OracleSpec, label
 from mlpot.active.oracle_md import oracle_md_frames, relax
+from mlpot.active.report import validate_and_report
 from mlpot.active.selection import select_batch
 from mlpot.active.store import Store
 from mlpot.active.training_step import TrainedModel, train_iteration
@@ -34,6 +36,7 @@ from mlpot.data.systems import build_system
 from mlpot.errors import MlpotInputError
 
 STORE_FILE = "store.db"
+SMALL_SYSTEM = 256  # atoms: below this, training and MD run fastest on one thread
 
 
 @dataclass
@@ -72,6 +75,7 @@ class ActiveLearner:
         self.oracle_s = 0.0  # oracle time of labels that arrived while exploring
         self.blocked_s = 0.0  # time the driver waited for those labels
         self.executor: LabelExecutor | None = None
+        self.start_structures: list[Atoms] = []
 
     # ---- labelling -----------------------------------------------------------------------
     def request(
@@ -203,7 +207,9 @@ class ActiveLearner:
         lc = self.config.label
         self.executor = make_executor(lc.executor, workers=lc.workers, scheduler=lc.scheduler)
         try:
-            starts = self.starts()
+            starts = self.start_structures = self.starts()
+            if max(len(atoms) for atoms in starts) < SMALL_SYSTEM:
+                torch.set_num_threads(1)  # thread overhead dominates on small graphs
             self.initial_requests(starts)
             for uid, atoms in self.store.pending():
                 self._submit(uid, atoms)  # requests of a killed run, or the initial ones
@@ -351,6 +357,25 @@ class ActiveLearner:
             failures=self.store.count("failure"),
             hidden_oracle_fraction=hidden,
         )
+        if self.config.validation:
+            self.log("validating the final model against the oracle ...")
+            result.report_path = validate_and_report(
+                model_path,
+                oracle=self.config.oracle.name,
+                oracle_params=dict(self.config.oracle.params),
+                system=self.start_structures[0],
+                temperature=self.config.test.temperature,
+                figures={
+                    "stop_reason": reason,
+                    "oracle_calls": result.oracle_calls,
+                    "failures": result.failures,
+                    "hidden_oracle_fraction": result.hidden_oracle_fraction,
+                    "iterations": result.iterations,
+                },
+                iterations=result.iterations,
+                directory=self.out / "report",
+            )
+            self.log(f"report: {result.report_path}")
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
         (self.out / "learn.json").write_text(json.dumps(summary, indent=2))
         self.log(f"stopped: {reason}; model {model_path}")

@@ -46,12 +46,17 @@ def oracle_md_frames(
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
     Stationary(atoms)
     dynamics = Langevin(
-        atoms, timestep_fs * units.fs, temperature_K=temperature, friction=0.02 / units.fs, rng=rng
+        atoms,
+        timestep_fs * units.fs,
+        temperature_K=temperature,
+        friction=0.02 / units.fs,
+        fixcm=False,
+        rng=rng,
     )
-    dynamics.run(equilibration)
+    _run_resilient(dynamics, atoms, equilibration, temperature, rng)
     out = []
     for _ in range(frames):
-        dynamics.run(stride)
+        _run_resilient(dynamics, atoms, stride, temperature, rng)
         results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
         if atoms.pbc.all():
             results["stress"] = atoms.get_stress()
@@ -59,3 +64,21 @@ def oracle_md_frames(
         frame.calc = None
         out.append(LabelledFrame(frame, results))
     return out
+
+
+def _run_resilient(
+    dynamics, atoms: Atoms, steps: int, temperature: float, rng, attempts: int = 5
+) -> None:
+    """Run ``steps`` oracle-MD steps. When the oracle fails on a step, go back to the state
+    before it, nudged by 0.005 Å, and try that step again (up to ``attempts`` times): the
+    trajectory is only a source of test frames, and each frame keeps the oracle's labels."""
+    for _ in range(steps):
+        positions = atoms.get_positions()
+        for attempt in range(attempts):
+            try:
+                dynamics.run(1)
+                break
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                atoms.set_positions(positions + rng.normal(0.0, 0.005, positions.shape))

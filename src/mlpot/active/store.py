@@ -48,7 +48,9 @@ class Store:
         self.url = str(url)
         if "://" not in self.url:
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
-        self.db = ase.db.connect(self.url, append=True)
+        # SQLite's own journal makes each write atomic; ASE's extra lock file would be left
+        # behind by a killed run and block the resumed one forever.
+        self.db = ase.db.connect(self.url, append=True, use_lock_file=False)
 
     # ---- writing -----------------------------------------------------------------------
     def add_request(

@@ -12,10 +12,11 @@ import torch
 from mlpot.active.config import LearnConfig
 from mlpot.active.store import Labelled
 from mlpot.data.graph import atoms_to_graph
-from mlpot.models.checkpoint import load_checkpoint, load_model, save_model
+from mlpot.models.checkpoint import load_model, update_checkpoint
 from mlpot.physics import outputs
 from mlpot.training import parse_config, run_training
-from mlpot.uncertainty.committee import predict_with_uncertainty
+from mlpot.uncertainty.calibration import Calibration, fit_scale
+from mlpot.uncertainty.ensemble import predict_with_uncertainty
 
 
 @dataclass
@@ -45,12 +46,6 @@ def _errors(model, frames: list[Labelled], scale: float = 1.0) -> dict[str, np.n
         "force_std": np.concatenate(force_std).ravel(),
         "energy_err": np.array(energy_err),
     }
-
-
-def fit_scale(errors: np.ndarray, stds: np.ndarray) -> float:
-    """Maximum-likelihood scale ``s`` of Gaussian errors ``e ~ N(0, (s σ)²)``."""
-    stds = np.maximum(stds, 1e-12)
-    return float(np.sqrt(np.mean((errors / stds) ** 2)))
 
 
 def train_iteration(
@@ -87,19 +82,9 @@ def train_iteration(
     result = run_training(train_config, resume=started)
     model = load_model(result.model_path)
     val = _errors(model, validation)
-    scale = fit_scale(val["force_err"], val["force_std"])
-    payload = load_checkpoint(result.model_path)
-    path = directory / "model.pt"
-    save_model(
-        path,
-        model,
-        training=payload["training"],
-        calibration={
-            "forces_scale": scale,
-            "method": "maximum likelihood",
-            "n_components": int(val["force_err"].size),
-        },
-    )
+    scale = fit_scale(val["force_err"], val["force_std"], what="forces")
+    path = directory / "model.pt"  # the committee with its force calibration and domain
+    update_checkpoint(result.model_path, path, calibration=Calibration(forces=scale).to_dict())
     tst = _errors(model, test, scale=scale)
     metrics = {
         "n_train": len(training),

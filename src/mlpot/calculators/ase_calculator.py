@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from ase import Atoms
@@ -11,19 +13,32 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlpot.data.graph import atoms_to_graph
 from mlpot.models.base import EnergyModel
 from mlpot.physics import outputs
-from mlpot.physics.derivatives import predict
+from mlpot.uncertainty.calibration import Calibration
+from mlpot.uncertainty.domain import DomainStatistics
+from mlpot.uncertainty.ensemble import ensemble_size
+from mlpot.uncertainty.predict import predict_full
+
+UNCERTAINTY_PROPERTIES = [outputs.ENERGY_STD, outputs.FORCES_STD, outputs.STRESS_STD]
+DOMAIN_PROPERTIES = [outputs.MAHALANOBIS, outputs.D_MIN, outputs.IN_DOMAIN]
 
 
 class MlpotCalculator(Calculator):
     """Energy, free energy, per-atom energies, forces and (for 3D-periodic cells) stress.
 
+    An ensemble model (committee or shallow ensemble) adds ``energy_std`` (eV),
+    ``forces_std`` (per atom, eV/Å) and ``stress_std`` (eV/Å³), scaled by its
+    ``calibration``; ``domain`` statistics add per-atom ``mahalanobis`` (T²) and ``d_min``
+    and the structure's ``in_domain`` flag. Read them with ``calc.get_property(name, atoms)``.
+
     Args:
         model: an energy model.
         dtype: ``float64`` (default) or ``float32`` for evaluation.
         device: torch device.
+        calibration: scale factors of the standard deviations (a checkpoint's field).
+        domain: domain-of-applicability statistics (a checkpoint's field).
+        force_uncertainty: derive ``forces_std``/``stress_std`` (one batched backward pass
+            over the members); False keeps only ``energy_std``, at the cost of one model.
     """
-
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
     def __init__(
         self,
@@ -31,12 +46,26 @@ class MlpotCalculator(Calculator):
         *,
         dtype: torch.dtype | str = torch.float64,
         device: str = "cpu",
+        calibration: Calibration | dict[str, Any] | None = None,
+        domain: DomainStatistics | dict[str, Any] | None = None,
+        force_uncertainty: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.device = torch.device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        if not isinstance(calibration, Calibration):
+            calibration = Calibration.from_dict(calibration)
+        if isinstance(domain, dict):
+            domain = DomainStatistics.from_dict(domain)
+        self.calibration, self.domain = calibration, domain
+        self.force_uncertainty = force_uncertainty
+        self.implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+        if ensemble_size(self.model):
+            self.implemented_properties += UNCERTAINTY_PROPERTIES
+        if domain is not None:
+            self.implemented_properties += DOMAIN_PROPERTIES
 
     def calculate(
         self, atoms: Atoms | None = None, properties=None, system_changes=all_changes
@@ -48,23 +77,53 @@ class MlpotCalculator(Calculator):
         )
         graph = {k: v.to(self.device) for k, v in graph.items()}
         periodic = bool(atoms.pbc.all()) and atoms.cell.rank == 3
-        out = predict(self.model, graph, forces=True, stress=periodic)
-        energy = float(out[outputs.ENERGY].detach()[0])
+        out = predict_full(
+            self.model,
+            graph,
+            forces=True,
+            stress=periodic,
+            calibration=self.calibration,
+            domain=self.domain,
+            member_forces=self.force_uncertainty,
+        )
+        out = {key: value.cpu() for key, value in out.items()}
+        energy = float(out[outputs.ENERGY][0])
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "energies": out[outputs.LOCAL_ENERGIES].detach().cpu().double().numpy(),
-            "forces": out[outputs.FORCES].detach().cpu().double().numpy(),
+            "energies": out[outputs.LOCAL_ENERGIES].double().numpy(),
+            "forces": out[outputs.FORCES].double().numpy(),
         }
         if periodic:
-            stress = out[outputs.STRESS].detach().cpu().double().numpy()[0]
+            stress = out[outputs.STRESS].double().numpy()[0]
             self.results["stress"] = full_3x3_to_voigt_6_stress(stress).astype(np.float64)
+        for name in (outputs.ENERGY_STD, outputs.STRESS_STD):
+            if name in out:
+                self.results[name] = float(out[name][0])
+        for name in (outputs.FORCES_STD, outputs.MAHALANOBIS, outputs.D_MIN):
+            if name in out:
+                self.results[name] = out[name].double().numpy()
+        if outputs.IN_DOMAIN in out:
+            self.results[outputs.IN_DOMAIN] = bool(out[outputs.IN_DOMAIN][0])
 
 
 def load_calculator(
-    path, *, dtype: torch.dtype | str = torch.float64, device: str = "cpu"
+    path,
+    *,
+    dtype: torch.dtype | str = torch.float64,
+    device: str = "cpu",
+    force_uncertainty: bool = True,
 ) -> MlpotCalculator:
-    """``load_calculator("model.pt")``: the ASE calculator of a saved model."""
-    from mlpot.models.checkpoint import load_model
+    """``load_calculator("model.pt")``: the ASE calculator of a saved model, with the
+    checkpoint's calibration and domain statistics."""
+    from mlpot.models.checkpoint import load_checkpoint, model_from_payload
 
-    return MlpotCalculator(load_model(path), dtype=dtype, device=device)
+    payload = load_checkpoint(path)
+    return MlpotCalculator(
+        model_from_payload(payload, source=str(path)),
+        dtype=dtype,
+        device=device,
+        calibration=payload["calibration"],
+        domain=payload["domain"],
+        force_uncertainty=force_uncertainty,
+    )

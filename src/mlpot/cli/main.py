@@ -54,6 +54,9 @@ def evaluate_cmd(
     forces_key: Annotated[str | None, typer.Option(help="Forces label key.")] = None,
     stress_key: Annotated[str | None, typer.Option(help="Stress label key.")] = None,
     batch_size: Annotated[int, typer.Option(help="Structures per evaluation batch.")] = 16,
+    uncertainty: Annotated[
+        bool, typer.Option("--uncertainty", help="Add calibration and domain scores.")
+    ] = False,
 ) -> None:
     """Energy-per-atom, force (and stress) MAE/RMSE of MODEL on each DATA set."""
     from mlpot.training.evaluation import evaluate_files
@@ -66,10 +69,13 @@ def evaluate_cmd(
             forces_key=forces_key,
             stress_key=stress_key,
             batch_size=batch_size,
+            uncertainty=uncertainty,
         )
     except MlpotInputError as err:
         _fail(err)
     typer.echo(json.dumps(report, indent=2) if as_json else _format_metrics(report))
+    if uncertainty and not as_json:
+        typer.echo(format_scores({name: r.get("uncertainty", {}) for name, r in report.items()}))
 
 
 def _format_metrics(report: dict[str, dict]) -> str:
@@ -91,10 +97,18 @@ def _format_metrics(report: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+from mlpot.cli.uncertainty import calibrate, format_scores, probe  # noqa: E402
 
+app.command()(calibrate)
+app.command()(probe)
 
 from mlpot.cli.learn import learn  # noqa: E402
 
 app.command()(learn)
+
+from mlpot.cli.validate import validate  # noqa: E402
+
+app.command()(validate)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -3,7 +3,11 @@
 A model checkpoint holds::
 
     format, format_version, mlpot_version, model (spec: name + constructor kwargs),
-    state_dict, elements, cutoff, dtype, units, reference_energies, calibration, training
+    state_dict, elements, cutoff, dtype, units, reference_energies, calibration, domain,
+    training
+
+``calibration`` (scale factors of predicted standard deviations) and ``domain`` (training
+feature statistics) are plain dicts written by :mod:`mlpot.uncertainty`, or None.
 
 It loads with ``torch.load(weights_only=True)``. Older format versions are upgraded by the
 functions in ``UPGRADES``; newer or foreign files fail with a clear message.
@@ -54,6 +58,7 @@ def save_model(
     *,
     training: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
+    domain: dict[str, Any] | None = None,
 ) -> None:
     """Write a model checkpoint (see module docstring)."""
     dtype = next((p.dtype for p in model.parameters()), torch.float64)
@@ -69,6 +74,7 @@ def save_model(
         "units": dict(UNITS),
         "reference_energies": _reference_energies(model),
         "calibration": calibration,
+        "domain": domain,
         "training": training or {},
     }
     atomic_save(payload, path)
@@ -109,7 +115,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             )
         payload = UPGRADES[version](payload)
         version = payload["format_version"]
+    payload.setdefault("domain", None)  # added to version 1 without a bump: optional
     return payload
+
+
+def update_checkpoint(
+    path: str | Path, output: str | Path | None = None, **fields: dict[str, Any] | None
+) -> None:
+    """Rewrite the ``calibration`` and/or ``domain`` field of a checkpoint, in place or to
+    ``output``; the weights and everything else are copied unchanged."""
+    unknown = set(fields) - {"calibration", "domain"}
+    if unknown:
+        raise ValueError(f"only calibration and domain can be updated, not {sorted(unknown)}")
+    payload = load_checkpoint(path)
+    payload.update(fields)
+    atomic_save(payload, output if output is not None else path)
 
 
 def model_from_payload(payload: dict[str, Any], *, source: str = "checkpoint") -> EnergyModel:

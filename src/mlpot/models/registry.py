@@ -11,10 +11,19 @@ from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.committee import Committee
 from mlpot.models.lennard_jones import LennardJones
 from mlpot.models.offsets import AtomicOffsets
+from mlpot.models.shallow_ensemble import ShallowEnsembleBPNN
 from mlpot.models.sum import SumModel
 
 MODELS: dict[str, type[EnergyModel]] = {
-    cls.name: cls for cls in (BehlerParrinello, LennardJones, AtomicOffsets, SumModel, Committee)
+    cls.name: cls
+    for cls in (
+        BehlerParrinello,
+        LennardJones,
+        AtomicOffsets,
+        SumModel,
+        Committee,
+        ShallowEnsembleBPNN,
+    )
 }
 
 

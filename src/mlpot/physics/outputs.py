@@ -21,3 +21,13 @@ FORCES_STD = "forces_std"
 STRESS_STD = "stress_std"
 
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+# every member of an ensemble (committee members or shallow-ensemble heads), leading axis K
+MEMBER_ENERGY = "member_energy"  # (K, S) eV
+MEMBER_FORCES = "member_forces"  # (K, N, 3) eV/Å
+MEMBER_STRESS = "member_stress"  # (K, S, 3, 3) eV/Å³
+
+# domain of applicability
+MAHALANOBIS = "mahalanobis"  # (N,) squared Mahalanobis distance T² of each atom's features
+D_MIN = "d_min"  # (N,) distance to the nearest training atom in feature space
+IN_DOMAIN = "in_domain"  # (S,) bool: every atom within both thresholds

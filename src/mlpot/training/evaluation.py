@@ -11,6 +11,7 @@ from mlpot.data.loader import iterate_batches
 from mlpot.models.base import model_dtype
 from mlpot.models.checkpoint import load_model
 from mlpot.training.metrics import evaluate
+from mlpot.uncertainty.assess import collect_residuals, load_with_statistics, uncertainty_report
 
 
 def evaluate_files(
@@ -21,10 +22,17 @@ def evaluate_files(
     forces_key: str | None = None,
     stress_key: str | None = None,
     batch_size: int = 16,
+    uncertainty: bool = False,
 ) -> dict[str, dict]:
     """Per file: ``{"energy_per_atom"|"forces"|"stress": {"mae", "rmse", "count"}}`` in
-    eV/atom, eV/Å, eV/Å³, plus ``n_structures``. Forces and stress where labelled."""
-    model = load_model(model_path)
+    eV/atom, eV/Å, eV/Å³, plus ``n_structures``. Forces and stress where labelled.
+
+    ``uncertainty=True`` adds ``"uncertainty"``: calibrated ECE, miscalibration area, NLL
+    and Spearman per quantity (ensembles) and domain figures (checkpoints with domain
+    statistics); see :func:`mlpot.uncertainty.assess.uncertainty_report`.
+    """
+    loaded = load_with_statistics(model_path) if uncertainty else None
+    model = loaded.model if loaded else load_model(model_path)
     keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
     report = {}
     for path in paths:
@@ -35,4 +43,9 @@ def evaluate_files(
         ]
         metrics = evaluate(model, iterate_batches(graphs, batch_size))
         report[path] = {**metrics, "n_structures": len(samples)}
+        if loaded is not None:
+            residuals = collect_residuals(
+                model, graphs, domain=loaded.domain, batch_size=batch_size
+            )
+            report[path]["uncertainty"] = uncertainty_report(residuals, loaded.calibration)
     return report

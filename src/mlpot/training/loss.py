@@ -15,7 +15,8 @@ from pydantic.dataclasses import dataclass as validated
 
 from mlpot.data.graph import ENERGY, FORCES, N_ATOMS, STRESS, STRESS_MASK, Graph
 from mlpot.physics import outputs
-from mlpot.physics.derivatives import structure_sum
+from mlpot.physics.derivatives import predict, structure_sum
+from mlpot.uncertainty.ensemble import ensemble_predictions, ensemble_size
 
 
 @validated(config=ConfigDict(extra="forbid"))
@@ -30,12 +31,17 @@ class LossWeights:
         net_force: weight of the squared net force per atom of each structure,
             ``|Σ_i F_i|² / N``. Exactly zero for a conservative, translation-invariant model
             (as every mlpot model is); it guards models or terms that are not.
+        ensemble_nll: weight of the Gaussian negative log-likelihood of the energy per atom
+            under the spread of a shallow ensemble's heads (mean held fixed): it trains the
+            spread to match the errors of the mean. Used only by models with heads, in the
+            training steps (the validation loss, which selects the model, leaves it out).
     """
 
     energy: float = 1.0
     forces: float = 10.0
     stress: float = 1.0
     net_force: float = 0.0
+    ensemble_nll: float = 1.0
     energy_noise: float | None = None
     forces_noise: float | None = None
     stress_noise: float | None = None
@@ -53,6 +59,7 @@ class LossWeights:
             "forces": pick(self.forces, self.forces_noise),
             "stress": pick(self.stress, self.stress_noise),
             "net_force": float(self.net_force),
+            "ensemble_nll": float(self.ensemble_nll),
         }
 
 
@@ -63,12 +70,38 @@ class LossTerms:
     forces: torch.Tensor
     stress: torch.Tensor
     net_force: torch.Tensor
+    ensemble_nll: torch.Tensor | None = None
 
 
 def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if not bool(mask.any()):
         return diff.new_zeros(())
     return diff[mask].pow(2).mean()
+
+
+def predict_for_loss(
+    model: torch.nn.Module, batch: Graph, *, stress: bool, create_graph: bool = False
+) -> dict[str, torch.Tensor]:
+    """Energy, forces (and stress) for the loss; for a model with ensemble members also
+    every member's energy ``MEMBER_ENERGY (K, S)``, from the same forward pass."""
+    if ensemble_size(model):
+        return ensemble_predictions(
+            model, batch, stress=stress, member_forces=False, create_graph=create_graph
+        )
+    return predict(model, batch, forces=True, stress=stress, create_graph=create_graph)
+
+
+def ensemble_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
+    """Mean ``0.5 (r² / v + log v)`` over structures, with ``r`` the error of the members'
+    mean energy per atom (held fixed) and ``v`` the members' variance of it (eV²)."""
+    n_atoms = batch[N_ATOMS].to(pred[outputs.ENERGY].dtype)
+    members = pred[outputs.MEMBER_ENERGY] / n_atoms  # (K, S)
+    residual = members.mean(0).detach() - batch[ENERGY] / n_atoms  # (S,)
+    variance = members.var(0) + 1e-12  # (S,); the floor keeps identical heads finite
+    keep = torch.isfinite(residual)
+    if not bool(keep.any()):
+        return residual.new_zeros(())
+    return (0.5 * (residual[keep] ** 2 / variance[keep] + variance[keep].log())).mean()
 
 
 def compute_loss(
@@ -96,4 +129,8 @@ def compute_loss(
         + weights["stress"] * stress
         + weights["net_force"] * net_force
     )
-    return LossTerms(total, energy, forces, stress, net_force)
+    spread = None
+    if outputs.MEMBER_ENERGY in pred and weights.get("ensemble_nll", 0.0) > 0:
+        spread = ensemble_nll(pred, batch)
+        total = total + weights["ensemble_nll"] * spread
+    return LossTerms(total, energy, forces, stress, net_force, spread)

@@ -17,7 +17,7 @@ from mlpot.data.reference import fit_reference_energies
 from mlpot.data.splits import split_indices
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
-from mlpot.models.checkpoint import load_model, save_model
+from mlpot.models.checkpoint import load_model, save_model, update_checkpoint
 from mlpot.models.committee import Committee
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.registry import build_model
@@ -25,6 +25,7 @@ from mlpot.models.sum import SumModel
 from mlpot.training.config import TrainConfig, with_elements
 from mlpot.training.metrics import evaluate
 from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
+from mlpot.uncertainty.domain import fit_domain
 
 
 @dataclass
@@ -168,6 +169,16 @@ def _train_committee(
     )
 
 
+def store_domain(
+    model: EnergyModel, train_set: list[Sample], path: Path, dtype: torch.dtype
+) -> None:
+    """Fit the domain-of-applicability statistics of ``model`` on the training set and
+    store them in the checkpoint at ``path`` (models without features have none)."""
+    domain = fit_domain(model, to_graphs(train_set, model, dtype, "domain statistics"))
+    if domain is not None:
+        update_checkpoint(path, domain=domain.to_dict())
+
+
 def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
     """Train as the config says; writes model.pt, training state, history and metrics.json.
 
@@ -204,6 +215,7 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             metadata=metadata,
         )
     dtype = getattr(torch, config.training.dtype)
+    store_domain(result.model, train_set, output / MODEL_FILE, dtype)
     val_graphs = to_graphs(validation, result.model, dtype, "validation graphs")
     summary = {
         "stop_reason": result.stop_reason,

@@ -21,7 +21,7 @@ from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import atomic_save, save_model
 from mlpot.models.registry import build_model, model_spec
 from mlpot.physics.derivatives import predict
-from mlpot.training.loss import LossWeights, compute_loss
+from mlpot.training.loss import LossWeights, compute_loss, predict_for_loss
 from mlpot.training.metrics import evaluate
 from mlpot.training.options import TrainingOptions
 
@@ -154,7 +154,7 @@ class Trainer:
         total, count = 0.0, 0
         for batch in iterate_batches(graphs, self.options.batch_size, generator=self.generator):
             batch = graph_to(batch, self.options.device)
-            pred = predict(self.model, batch, forces=True, stress=stress, create_graph=True)
+            pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
             terms = compute_loss(pred, batch, self.weights)
             if not torch.isfinite(terms.total):
                 raise FloatingPointError(

@@ -1,0 +1,70 @@
+"""The end of ``mlpot learn``: validation against the oracle and the HTML report."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from ase import Atoms
+
+
+def learning_curve_png(iterations: list[dict]) -> bytes:
+    """Test force RMSE and mean calibrated force std against training labels (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [it["n_train"] + it["n_validation"] for it in iterations]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(labels, [it["test_force_rmse"] for it in iterations], "o-", label="test force RMSE")
+    ax.plot(
+        labels,
+        [it["test_mean_force_std"] for it in iterations],
+        "s--",
+        label="mean calibrated force std",
+    )
+    ax.set_xlabel("oracle labels in training")
+    ax.set_ylabel("eV/Å")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def validate_and_report(
+    model_path: Path,
+    *,
+    oracle: str,
+    oracle_params: dict,
+    system: Atoms,
+    temperature: float,
+    figures: dict,
+    iterations: list[dict],
+    directory: Path,
+) -> Path:
+    """Run the quick physics validation of the final model and write the report; returns
+    the HTML path. Small systems run fastest on one thread."""
+    from mlpot.validation import QUICK, run_validation, write_report
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = run_validation(
+            model_path,
+            oracle=oracle,
+            oracle_params=oracle_params,
+            system=system,
+            temperature=temperature,
+            settings=QUICK,
+            extra_figures={"active_learning": figures},
+            extra_plots={"learning curve": learning_curve_png(iterations)},
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return write_report(report, directory).html

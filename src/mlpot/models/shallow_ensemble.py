@@ -1,0 +1,90 @@
+"""A shallow ensemble: one Behler–Parrinello body, ``K`` output heads.
+
+Each element's network is the usual MLP whose last layer has ``K`` outputs instead of one:
+``ε_i^(k) = s · [NN_{Z_i}(G_i)]_k``. The body (descriptors and hidden layers) is shared,
+so the ``K`` member energies cost little more than one model, and the model's energy is
+their mean. The heads start from independent random weights; training fits the mean to the
+labels and the heads' spread to the errors of the mean (the ``ensemble_nll`` loss term,
+after Kellner & Ceriotti, *Mach. Learn.: Sci. Technol.* 5, 035006 (2024)), the latter
+through the heads only (see :meth:`ShallowEnsembleBPNN.member_energies`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mlpot.data.graph import NUMBERS, Graph
+from mlpot.models.behler_parrinello import BehlerParrinello
+from mlpot.nn.mlp import mlp
+
+
+class ShallowEnsembleBPNN(BehlerParrinello):
+    """Behler–Parrinello network with ``heads`` output heads per element network.
+
+    Args:
+        elements, cutoff, radial_count, radial_min, angular_cutoff, angular_etas, zetas,
+            lambdas, hidden, activation: as for
+            :class:`~mlpot.models.behler_parrinello.BehlerParrinello`.
+        heads: number of output heads ``K`` (ensemble members), at least 2.
+    """
+
+    name = "bpnn_shallow"
+
+    def __init__(
+        self,
+        elements: list[int],
+        cutoff: float = 5.0,
+        radial_count: int = 12,
+        radial_min: float = 0.5,
+        angular_cutoff: float | None = None,
+        angular_etas: list[float] = (0.005, 0.03, 0.1),
+        zetas: list[int] = (1, 2, 4),
+        lambdas: list[int] = (1, -1),
+        hidden: list[int] = (64, 64),
+        activation: str = "silu",
+        heads: int = 8,
+    ) -> None:
+        if int(heads) != heads or heads < 2:
+            raise ValueError(f"a shallow ensemble needs at least 2 heads, got {heads}")
+        super().__init__(
+            elements,
+            cutoff,
+            radial_count=radial_count,
+            radial_min=radial_min,
+            angular_cutoff=angular_cutoff,
+            angular_etas=angular_etas,
+            zetas=zetas,
+            lambdas=lambdas,
+            hidden=hidden,
+            activation=activation,
+        )
+        self._config["heads"] = int(heads)
+        self.n_members = int(heads)
+        n_features = self.descriptor.n_features
+        self.networks = torch.nn.ModuleList(
+            mlp(n_features, list(hidden), self.n_members, activation) for _ in self.elements
+        )
+
+    def member_energies(self, graph: Graph) -> torch.Tensor:
+        """Per-atom energies of every head ``(N, K)``, eV.
+
+        In training mode the heads' deviations from their mean see the body's features
+        through a stop-gradient (same values): a loss on the spread trains the heads alone
+        and cannot pull the body, shared with the mean, away from the labels. Derivatives
+        of single heads with respect to positions therefore need evaluation mode.
+        """
+        x = self.features(graph)  # (N, F)
+        species = self.species(graph[NUMBERS])  # (N,)
+        out = x.new_zeros(x.shape[0], self.n_members)
+        for k, network in enumerate(self.networks):
+            index = torch.nonzero(species == k).squeeze(1)
+            hidden = network[:-1](x[index])  # (n, H)
+            heads = network[-1](hidden)  # (n, K)
+            if self.training:
+                frozen = network[-1](hidden.detach())  # (n, K)
+                heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
+            out = out.index_copy(0, index, heads)
+        return out * self.energy_scale
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        return self.member_energies(graph).mean(1)  # (N,)

@@ -1,0 +1,227 @@
+"""Judging a model's uncertainty on labelled data: residuals, calibration, report.
+
+:func:`collect_residuals` runs the model over labelled graphs once and keeps, per
+structure and atom, the errors against the labels next to the *uncalibrated* standard
+deviations and the domain scores. :func:`fit_calibration` fits the scale factors
+(maximum likelihood, :mod:`mlpot.uncertainty.calibration`) and :func:`uncertainty_report`
+scores them. :func:`calibrate_files` is ``mlpot calibrate`` as a library call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mlpot.data.dataset import read_dataset, sample_to_graph
+from mlpot.data.graph import ENERGY, FORCES, STRESS, STRESS_MASK, Graph
+from mlpot.data.loader import iterate_batches
+from mlpot.errors import MlpotInputError
+from mlpot.models.base import model_dtype
+from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
+from mlpot.physics import outputs
+from mlpot.uncertainty.calibration import Calibration, fit_scale, score
+from mlpot.uncertainty.domain import DomainStatistics
+from mlpot.uncertainty.ensemble import ensemble_size
+from mlpot.uncertainty.predict import predict_full
+
+
+@dataclass
+class Residuals:
+    """Errors (prediction - label) beside uncalibrated stds; NaN where unlabelled.
+
+    ``energy_*`` ``(S,)`` eV; ``force_error (N, 3)`` and ``forces_std (N,)`` eV/Å;
+    ``stress_*`` over stress-labelled structures, ``(S', 3, 3)`` and ``(S',)`` eV/Å³;
+    ``t2``/``d_min`` ``(N,)`` and ``in_domain (S,)``; ``batch (N,)`` structure of each atom.
+    Stds are None for a single model, domain scores None without statistics.
+    """
+
+    energy_error: np.ndarray
+    force_error: np.ndarray
+    batch: np.ndarray
+    energy_std: np.ndarray | None = None
+    forces_std: np.ndarray | None = None
+    stress_error: np.ndarray | None = None
+    stress_std: np.ndarray | None = None
+    t2: np.ndarray | None = None
+    d_min: np.ndarray | None = None
+    in_domain: np.ndarray | None = None
+
+
+_FIELDS = {
+    "energy_std": outputs.ENERGY_STD,
+    "forces_std": outputs.FORCES_STD,
+    "t2": outputs.MAHALANOBIS,
+    "d_min": outputs.D_MIN,
+    "in_domain": outputs.IN_DOMAIN,
+}
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray | None:
+    return np.concatenate(parts) if parts else None
+
+
+def collect_residuals(
+    model: torch.nn.Module,
+    graphs: list[Graph],
+    *,
+    domain: DomainStatistics | None = None,
+    batch_size: int = 16,
+) -> Residuals:
+    """Evaluate ``model`` (mean, members, domain scores) once on labelled ``graphs``."""
+    parts: dict[str, list[np.ndarray]] = {}
+    offset = 0
+    with tqdm(total=len(graphs), desc="uncertainty", leave=False, disable=len(graphs) < 200) as bar:
+        for batch in iterate_batches(graphs, batch_size):
+            mask = batch[STRESS_MASK]
+            out = predict_full(model, batch, stress=bool(mask.any()), domain=domain)
+            add = {
+                "energy_error": out[outputs.ENERGY] - batch[ENERGY],
+                "force_error": out[outputs.FORCES] - batch[FORCES],
+                "batch": batch["batch"] + offset,
+            }
+            add.update({key: out[name] for key, name in _FIELDS.items() if name in out})
+            if bool(mask.any()):
+                add["stress_error"] = out[outputs.STRESS][mask] - batch[STRESS][mask]
+                if outputs.STRESS_STD in out:
+                    add["stress_std"] = out[outputs.STRESS_STD][mask]
+            for key, value in add.items():
+                parts.setdefault(key, []).append(value.detach().cpu().numpy())
+            offset += int(batch["n_atoms"].shape[0])
+            bar.update(int(batch["n_atoms"].shape[0]))
+    return Residuals(**{key: _cat(values) for key, values in parts.items()})
+
+
+def _force_arrays(res: Residuals) -> tuple[np.ndarray, np.ndarray]:
+    """Force components ``(N, 3)`` and their per-atom std broadcast to ``(N, 3)``."""
+    return res.force_error, np.broadcast_to(res.forces_std[:, None], res.force_error.shape)
+
+
+def fit_calibration(res: Residuals) -> Calibration:
+    """Maximum-likelihood scale per quantity (1 where there are no labels of it)."""
+    if res.energy_std is None:
+        raise MlpotInputError(
+            "the model has no ensemble members, so no standard deviations to calibrate",
+            field="model",
+        )
+    scales = {"energy": fit_scale(res.energy_error, res.energy_std, what="energy")}
+    if res.forces_std is not None and np.isfinite(res.force_error).any():
+        scales["forces"] = fit_scale(*_force_arrays(res), what="forces")
+    if res.stress_std is not None and len(res.stress_std):
+        errors = res.stress_error.reshape(len(res.stress_std), -1)  # (S', 9)
+        scales["stress"] = fit_scale(
+            errors, np.repeat(res.stress_std[:, None], 9, 1), what="stress"
+        )
+    return Calibration(**scales)
+
+
+def uncertainty_report(res: Residuals, calibration: Calibration | None = None) -> dict[str, Any]:
+    """Calibration scores per quantity (with ``calibration`` applied) and domain figures."""
+    calibration = calibration or Calibration()
+    report: dict[str, Any] = {}
+    if res.energy_std is not None:
+        report["energy"] = score(
+            res.energy_error, res.energy_std, scale=calibration.energy, what="energy"
+        ).to_dict()
+    if res.forces_std is not None and np.isfinite(res.force_error).any():
+        labelled = np.isfinite(res.force_error).all(1)
+        errors, stds = _force_arrays(res)
+        report["forces"] = score(
+            errors[labelled],
+            stds[labelled],
+            scale=calibration.forces,
+            rank_errors=np.linalg.norm(res.force_error[labelled], axis=1),
+            rank_stds=res.forces_std[labelled],
+            what="forces",
+        ).to_dict()
+    if res.stress_std is not None and len(res.stress_std):
+        errors = res.stress_error.reshape(len(res.stress_std), -1)
+        stds = np.repeat(res.stress_std[:, None], 9, 1)
+        report["stress"] = score(errors, stds, scale=calibration.stress, what="stress").to_dict()
+    if res.in_domain is not None:
+        report["domain"] = domain_summary(res)
+    return report
+
+
+def per_structure_max(values: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Largest per-atom value of each structure ``(S,)``."""
+    out = np.full(batch.max() + 1, -np.inf)
+    np.maximum.at(out, batch, values)
+    return out
+
+
+def domain_summary(res: Residuals) -> dict[str, float]:
+    """Fraction of structures in domain and the mean of each structure's largest scores."""
+    return {
+        "fraction_in_domain": float(np.mean(res.in_domain)),
+        "mean_max_t2": float(np.mean(per_structure_max(res.t2, res.batch))),
+        "mean_max_d_min": float(np.mean(per_structure_max(res.d_min, res.batch))),
+    }
+
+
+def read_graphs(paths: list[str], model: torch.nn.Module) -> list[Graph]:
+    """Labelled graphs of every structure in ``paths`` (energy labels required)."""
+    graphs = []
+    for path in paths:
+        for sample in read_dataset(path, require_energy=True, require_forces=False):
+            graphs.append(
+                sample_to_graph(
+                    sample, model.cutoff, dtype=model_dtype(model), elements=model.elements
+                )
+            )
+    return graphs
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model with its calibration and domain statistics (None if absent)."""
+
+    model: torch.nn.Module
+    calibration: Calibration
+    domain: DomainStatistics | None
+
+
+def load_with_statistics(path: str | Path) -> LoadedModel:
+    """Load a checkpoint's model (evaluation mode), calibration and domain statistics."""
+    payload = load_checkpoint(path)
+    model = model_from_payload(payload, source=str(path)).eval()
+    domain = DomainStatistics.from_dict(payload["domain"]) if payload["domain"] else None
+    return LoadedModel(model, Calibration.from_dict(payload["calibration"]), domain)
+
+
+@dataclass
+class CalibrationRun:
+    """What ``mlpot calibrate`` did: the scales, scores before and after, where it wrote."""
+
+    calibration: Calibration
+    before: dict[str, Any]
+    after: dict[str, Any]
+    checkpoint: Path
+    residuals: Residuals
+
+
+def calibrate_files(
+    model_path: str | Path, paths: list[str], *, output: str | Path | None = None
+) -> CalibrationRun:
+    """Fit the calibration of the ensemble in ``model_path`` on labelled ``paths`` and
+    write it into the checkpoint (in place, or a copy at ``output``)."""
+    loaded = load_with_statistics(model_path)
+    if not ensemble_size(loaded.model):
+        raise MlpotInputError(
+            "model has no ensemble members to calibrate: train a committee "
+            "(ensemble.size > 1) or a shallow ensemble (model bpnn_shallow)",
+            source=str(model_path),
+            field="model",
+        )
+    model, domain = loaded.model, loaded.domain
+    residuals = collect_residuals(model, read_graphs(paths, model), domain=domain)
+    calibration = fit_calibration(residuals)
+    target = Path(output) if output is not None else Path(model_path)
+    after = uncertainty_report(residuals, calibration)
+    stored = {**calibration.to_dict(), "data": [str(p) for p in paths], "scores": after}
+    update_checkpoint(model_path, target, calibration=stored)
+    return CalibrationRun(calibration, uncertainty_report(residuals), after, target, residuals)

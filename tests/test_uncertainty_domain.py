@@ -1,0 +1,126 @@
+"""Domain of applicability: Mahalanobis T² with a chi-square threshold, and d_min."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from uncertainty_models import committee_path, data_files, one_thread
+
+from mlpot.data.graph import collate
+from mlpot.models.checkpoint import load_checkpoint, load_model, save_model
+from mlpot.physics import outputs
+from mlpot.uncertainty.assess import (
+    collect_residuals,
+    load_with_statistics,
+    per_structure_max,
+    read_graphs,
+)
+from mlpot.uncertainty.domain import (
+    DomainStatistics,
+    fit_domain,
+    fit_domain_statistics,
+    ledoit_wolf,
+    model_features,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+assert one_thread  # the fixture is used through pytestmark
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _gaussian(n: int, n_features: int = 8, seed: int = 0, shift: float = 0.0):
+    rng = np.random.default_rng(0)  # the same distribution for every seed
+    mixing = rng.normal(size=(n_features, n_features))
+    covariance = mixing @ mixing.T + 0.05 * np.eye(n_features)
+    mean = rng.normal(size=n_features)
+    samples = np.random.default_rng(seed).multivariate_normal(mean, covariance, size=n)
+    return samples + shift * np.sqrt(np.diag(covariance))
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_chi_square_threshold_flags_the_expected_fraction(confidence):
+    """Fresh samples of the training distribution: a fraction 1 - confidence is flagged."""
+    train, fresh = _gaussian(20000), _gaussian(20000, seed=1)
+    domain = fit_domain_statistics(train, np.full(len(train), 29), [29], confidence=confidence)
+    t2, _ = domain.score_atoms(torch.as_tensor(fresh), torch.full((len(fresh),), 29))
+    flagged = float((t2 > domain.t2_threshold).double().mean())
+    # binomial std sqrt(p(1-p)/n) is 0.0015 at p = 0.05, 0.0007 at p = 0.01
+    assert flagged == pytest.approx(1 - confidence, abs=0.006)
+    shifted = torch.as_tensor(_gaussian(2000, seed=2, shift=6.0))
+    t2_far, _ = domain.score_atoms(shifted, torch.full((2000,), 29))
+    assert float((t2_far > domain.t2_threshold).double().mean()) > 0.99
+
+
+def test_shrinkage_keeps_collinear_features_invertible():
+    few = _gaussian(12, n_features=40)  # fewer samples than features: singular sample covariance
+    covariance, alpha = ledoit_wolf(few - few.mean(0))
+    assert 0 < alpha <= 1
+    assert np.linalg.eigvalsh(covariance).min() > 0
+    many = _gaussian(50000)
+    _, alpha_many = ledoit_wolf(many - many.mean(0))
+    assert alpha_many < 0.01  # plenty of data: hardly any shrinkage
+
+
+def test_d_min_threshold_and_coverage_gap():
+    train = _gaussian(3000, n_features=4)
+    domain = fit_domain_statistics(
+        train, np.full(3000, 29), [29], confidence=0.95, max_reference=1000, seed=3
+    )
+    assert len(domain.reference[0]) == 1000
+    numbers = torch.full((3000,), 29)
+    _, d_fresh = domain.score_atoms(torch.as_tensor(_gaussian(3000, n_features=4, seed=4)), numbers)
+    flagged = float((d_fresh > domain.d_min_threshold[0]).double().mean())
+    assert flagged == pytest.approx(0.05, abs=0.02)
+    far = torch.as_tensor(_gaussian(3000, n_features=4, seed=5, shift=8.0))
+    _, d_far = domain.score_atoms(far, numbers)
+    assert float(d_far.min()) > domain.d_min_threshold[0]
+
+
+def test_element_without_training_atoms_is_out_of_domain():
+    train = _gaussian(500, n_features=3)
+    domain = fit_domain_statistics(train, np.full(500, 29), [29, 47])
+    t2, d_min = domain.score_atoms(torch.as_tensor(train[:2]), torch.tensor([29, 47]))
+    assert np.isfinite(float(t2[0])) and float(t2[1]) == float("inf")
+    assert float(d_min[1]) == float("inf")
+
+
+def test_trained_model_separates_off_data_cells():
+    loaded = load_with_statistics(committee_path())
+    fraction, worst = {}, {}
+    for name in ("calibration", "off"):
+        res = collect_residuals(
+            loaded.model, read_graphs([data_files()[name]], loaded.model), domain=loaded.domain
+        )
+        fraction[name] = float(np.mean(res.in_domain))
+        worst[name] = float(np.median(per_structure_max(res.t2, res.batch)))
+    assert fraction["calibration"] > 0.5 and fraction["off"] == 0.0
+    assert worst["off"] > 10 * worst["calibration"]
+
+
+def test_domain_statistics_round_trip_through_the_checkpoint(tmp_path):
+    """Training stored the statistics; saved and loaded again they score identically."""
+    payload = load_checkpoint(committee_path())
+    assert payload["domain"]["elements"] == [29] and payload["domain"]["counts"][0] > 500
+    model = load_model(committee_path())
+    graphs = read_graphs([data_files()["train"]], model)
+    domain = fit_domain(model, graphs, confidence=0.9, max_reference=300, seed=1)
+    path = tmp_path / "with_domain.pt"
+    save_model(path, model, domain=domain.to_dict())
+    loaded = DomainStatistics.from_dict(load_checkpoint(path)["domain"])
+    batch = collate(graphs[:3])
+    features = model_features(model, batch)
+    expected, again = domain.score(features, batch), loaded.score(features, batch)
+    for key in (outputs.MAHALANOBIS, outputs.D_MIN, outputs.IN_DOMAIN):
+        torch.testing.assert_close(again[key], expected[key], rtol=0, atol=0)
+    assert again[outputs.MAHALANOBIS].shape == (batch["numbers"].shape[0],)
+    assert again[outputs.IN_DOMAIN].shape == (3,)
+    assert loaded.confidence == 0.9 and len(loaded.reference[0]) == 300
+
+
+def test_old_checkpoints_load_without_domain():
+    payload = load_checkpoint(FIXTURES / "checkpoint_v1.pt")
+    assert payload["domain"] is None
+    loaded = load_with_statistics(FIXTURES / "checkpoint_v1.pt")
+    assert loaded.domain is None
