@@ -10,6 +10,7 @@ from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.committee import Committee
 from mlpot.models.lennard_jones import LennardJones
+from mlpot.models.mpnn import CartesianMPNN
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.shallow_ensemble import ShallowEnsembleBPNN
 from mlpot.models.sum import SumModel
@@ -18,6 +19,7 @@ MODELS: dict[str, type[EnergyModel]] = {
     cls.name: cls
     for cls in (
         BehlerParrinello,
+        CartesianMPNN,
         LennardJones,
         AtomicOffsets,
         SumModel,

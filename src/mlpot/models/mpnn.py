@@ -1,0 +1,274 @@
+"""Cartesian atomic-cluster-expansion message passing (``mpnn``): mlpot's flagship model.
+
+Design (in the family of MACE and PaiNN, written for speed on CPUs):
+
+* **Edges.** ``r_ij`` comes from :func:`~mlpot.data.graph.edge_vectors` inside the forward
+  pass (stress includes periodic images). Radial features ``φ_h(r)`` are Bessel functions
+  times a polynomial envelope through one linear + SiLU layer with no bias, so they vanish
+  at ``r_c`` with two continuous derivatives; directions are Cartesian harmonics ``Y`` up
+  to ``l_max = 2`` (``1``, ``u``, ``u uᵀ - I/3``; :mod:`mlpot.nn.cartesian`). Both are
+  computed once, in a dense per-atom layout of the edges (:mod:`mlpot.nn.moments`), and
+  shared by all layers.
+* **Atomic moments (the density trick).** Layer ``t`` forms, for each atom::
+
+      A_i[m, c] = (1 / n̄) Σ_j Y_m(u_ij) R_tc(r_ij) h_j[c],   R_tc = Σ_h W_t[h, c] φ_h
+
+  with ``h_j`` the neighbour's scalar features (an element embedding in the first layer)
+  and ``n̄`` the mean neighbour count of the training set: one batched matrix product
+  ``(N, M, W) @ (N, W, C)`` for all ranks at once. The radial function of a channel is the
+  same for every ``l``; the per-``l`` channel mixing that follows combines channels with
+  different radial functions, so each rank still gets its own learned radial dependence,
+  at a third of the per-edge work (measured: faster and better scaling, no loss of
+  accuracy on aspirin, against per-``l`` radial functions; an ACE-like linear radial basis
+  was faster still but extrapolated worse).
+* **Products (body order).** Two learned channel mixings per ``l`` give ``U`` and ``V``;
+  their invariant contractions ``U_0``, ``U_1·V_1``, ``U_2·V_2``, ``U_1ᵀ M(V_2) U_1``,
+  ``tr(M(U_2)² M(V_2))`` are 2-, 3- and 4-body functions of the neighbourhood computed at
+  the cost of a sum over neighbours, never over pairs or triplets of them.
+* **Update and readout.** ``h <- h + MLP([h, invariants])``; every layer adds a readout of
+  ``h`` to the local energy, shifted per element and scaled by the RMS of the training
+  forces. Two layers see ``2 r_c``; each layer is 4-body, so the model is many-body overall.
+
+Only scalars are passed between layers (like MACE with scalar hidden features): equivariant
+tensors live inside a layer, at the atoms, in a few ``(M, N, K')`` arrays, and the only
+per-edge arrays are ``(N, W, C)``-sized. That keeps both what costs on a CPU small: the
+number of tensor operations (small molecules) and the memory traffic of per-edge arrays
+(large cells). Plain torch instead of e3nn: for ``l <= 2`` the
+Cartesian contractions are a handful of elementwise products, with no Clebsch–Gordan
+bookkeeping, and the model needs no dependency beyond torch. (``torch.compile`` was tried
+for inference on CPU: no gain at 1000 atoms, so the eager model is the only path.)
+
+Symmetry is by construction: ``r_ij`` are translation invariant, every feature passed
+between layers and into the readout is a proper rotation/reflection invariant, and sums
+over neighbours are permutation invariant. Forces and stress come from
+:func:`mlpot.physics.derivatives.predict` only. Per-element reference energies are the
+separate :class:`~mlpot.models.offsets.AtomicOffsets` term.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mlpot.data.graph import EDGE_INDEX, FORCES, NUMBERS, Graph, collate, edge_vectors
+from mlpot.models.base import EnergyModel
+from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
+from mlpot.nn.mlp import ACTIVATIONS, mlp
+from mlpot.nn.moments import NeighbourSlots, atomic_moments, neighbour_slots, pad_edges
+from mlpot.nn.radial import bessel_basis, polynomial_envelope
+from mlpot.nn.species import SpeciesIndex
+
+#: rank ``l`` of each Cartesian harmonic component
+L_OF_M = (0, 1, 1, 1, 2, 2, 2, 2, 2)
+
+
+class Interaction(torch.nn.Module):
+    """One layer: atomic moments, channel mixing, invariant products, update, readout.
+
+    Args:
+        channels: width ``C`` of the scalar features.
+        product_channels: channels ``K'`` of each of the two mixed tensor sets.
+        l_max: 1 or 2.
+        radial_hidden: width ``H`` of the shared radial features.
+        readout_hidden: hidden width of the readout MLP (0 for a linear readout).
+        activation: name of a smooth activation.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        product_channels: int,
+        l_max: int,
+        radial_hidden: int,
+        readout_hidden: int,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        n_l = l_max + 1
+        self.register_buffer("l_of_m", torch.tensor(L_OF_M[: n_l * n_l]), persistent=False)
+        # radial function of each channel, R_c(r) = Σ_h W[h, c] φ_h(r); no bias, so it
+        # vanishes with the radial features φ beyond the cutoff
+        self.radial = torch.nn.Linear(radial_hidden, channels, bias=False)
+        mixing = torch.randn(n_l, channels, 2 * product_channels) / channels**0.5
+        self.mixing = torch.nn.Parameter(mixing)  # (L+1, C, 2K')
+        self.invariants = CartesianInvariants(l_max)
+        n_inv = self.invariants.n_invariants * product_channels
+        self.update = mlp(channels + n_inv, [channels], channels, activation)
+        hidden = [readout_hidden] if readout_hidden > 0 else []
+        self.readout = mlp(channels, hidden, 1, activation)
+
+    def forward(
+        self, h: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor, slots: NeighbourSlots
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """New features ``h (N, C)`` and this layer's local energies ``(N,)``.
+
+        Args:
+            h: ``(N, C)`` scalar features.
+            radial: ``(N, W, H)`` radial features of the edge slots (zero at and beyond the
+                cutoff, and in empty slots).
+            harmonics: ``(N, W, M)`` edge harmonics of the slots, times ``1 / n̄``.
+            slots: the dense layout of the edges.
+        """
+        weights = self.radial(radial) * h[slots.neighbours]  # (N, W, C)
+        moments = atomic_moments(harmonics, weights)  # (N, M, C)
+        mixed = torch.bmm(moments.transpose(0, 1), self.mixing[self.l_of_m])  # (M, N, 2K')
+        u, v = mixed.chunk(2, dim=2)  # 2 x (M, N, K')
+        invariants = self.invariants(u, v)  # (N, n_inv * K')
+        h = h + self.update(torch.cat([h, invariants], dim=1))  # (N, C)
+        return h, self.readout(h).squeeze(-1)  # (N, C), (N,)
+
+
+class CartesianMPNN(EnergyModel):
+    """E(3)-equivariant message-passing energy model (see module docstring).
+
+    Args:
+        elements: atomic numbers.
+        cutoff: radial cutoff ``r_c``, Å.
+        channels: width ``C`` of the scalar node features and of the moments.
+        layers: number of message-passing layers.
+        l_max: highest rank of the Cartesian harmonics (1: vectors; 2: also rank-2 tensors,
+            needed for 4-body invariants).
+        product_channels: channels of each mixed tensor set (default ``channels``).
+        radial_basis: number of Bessel functions.
+        radial_hidden: number ``H`` of radial features ``φ_h(r)`` (Bessel basis x envelope
+            -> linear -> SiLU, no bias), shared by all layers.
+        envelope_power: power ``p`` of the polynomial envelope.
+        readout_hidden: hidden width of the last layer's readout (earlier ones are linear).
+        activation: ``silu``, ``tanh`` or ``softplus``.
+    """
+
+    name = "mpnn"
+
+    def __init__(
+        self,
+        elements: list[int],
+        cutoff: float = 5.0,
+        channels: int = 64,
+        layers: int = 2,
+        l_max: int = 2,
+        product_channels: int | None = None,
+        radial_basis: int = 8,
+        radial_hidden: int = 64,
+        envelope_power: int = 6,
+        readout_hidden: int = 16,
+        activation: str = "silu",
+    ) -> None:
+        if layers < 1 or channels < 1 or radial_basis < 1:
+            raise ValueError("layers, channels and radial_basis must be positive")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
+        product_channels = int(product_channels or channels)
+        super().__init__(
+            elements,
+            cutoff,
+            channels=channels,
+            layers=layers,
+            l_max=l_max,
+            product_channels=product_channels,
+            radial_basis=radial_basis,
+            radial_hidden=radial_hidden,
+            envelope_power=envelope_power,
+            readout_hidden=readout_hidden,
+            activation=activation,
+        )
+        self.n_radial, self.envelope_power = radial_basis, envelope_power
+        self.species = SpeciesIndex(self.elements)
+        self.harmonics = CartesianHarmonics(l_max)
+        self.embedding = torch.nn.Parameter(torch.randn(len(self.elements), channels))
+        # no bias and SiLU(0) = 0: a zero basis (beyond the cutoff) gives zero φ
+        self.radial = torch.nn.Sequential(
+            torch.nn.Linear(radial_basis, radial_hidden, bias=False), torch.nn.SiLU()
+        )
+        self.interactions = torch.nn.ModuleList(
+            Interaction(
+                channels,
+                product_channels,
+                l_max,
+                radial_hidden,
+                readout_hidden if t == layers - 1 else 0,
+                activation,
+            )
+            for t in range(layers)
+        )
+        self.register_buffer("inverse_neighbors", torch.tensor(1.0))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.register_buffer("energy_shift", torch.zeros(len(self.elements)))
+        self._initialise()
+
+    @torch.no_grad()
+    def _initialise(self) -> None:
+        """Variance-preserving dense layers (weights ~ N(0, 1/fan_in), zero biases), so that
+        features, and hence forces, are of order one from the start; the radial network's
+        weight on Bessel function ``n`` is divided by ``n``, so the initial radial functions
+        are smooth (a prior for potential energy surfaces) rather than ~1 Å ripples."""
+        for module in self.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, module.in_features**-0.5)
+                if module.bias is not None:
+                    module.bias.zero_()
+        first = self.radial[0].weight  # (H, B)
+        first.div_(torch.arange(1, first.shape[1] + 1, dtype=first.dtype))
+
+    @torch.no_grad()
+    def fit_statistics(self, graphs: list[Graph]) -> None:
+        """Set the normalisation from the training graphs (labels included):
+
+        * ``inverse_neighbors``: 1 / mean number of neighbours within the cutoff;
+        * ``energy_scale``: RMS of the force labels (eV/Å read as eV per unit length);
+        * ``energy_shift``: per element, the mean initial network output on the data, so the
+          learned term starts centred and the reference energies (the offsets term) start
+          as the least-squares baseline, instead of the first epochs learning a constant.
+        """
+        n_edges, n_atoms = 0, 0
+        for graph in graphs:
+            r = torch.linalg.vector_norm(edge_vectors(graph), dim=-1)  # (E,)
+            n_edges += int((r < self.cutoff).sum())
+            n_atoms += int(graph[NUMBERS].shape[0])
+        if n_edges > 0:
+            self.inverse_neighbors.fill_(n_atoms / n_edges)
+        forces = [g[FORCES] for g in graphs if FORCES in g]
+        if forces:
+            rms = torch.cat(forces).pow(2).mean().sqrt()
+            if rms > 0:
+                self.energy_scale.fill_(float(rms))
+        self.energy_shift.zero_()
+        sums = self.energy_shift.new_zeros(len(self.elements))
+        counts = self.energy_shift.new_zeros(len(self.elements))
+        for start in range(0, len(graphs), 32):
+            batch = collate(graphs[start : start + 32])
+            species = self.species(batch[NUMBERS])  # (N,)
+            sums.index_add_(0, species, self.network(batch))
+            counts.index_add_(0, species, torch.ones_like(species, dtype=counts.dtype))
+        self.energy_shift.copy_(sums / counts.clamp(min=1))
+
+    def edge_features(
+        self, graph: Graph, slots: NeighbourSlots
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radial features ``φ_h(r_ij)`` ``(N, W, H)`` and harmonics ``Y_m(u_ij) / n̄``
+        ``(N, W, M)`` of every edge slot (both zero beyond the cutoff / in empty slots)."""
+        vectors = edge_vectors(graph)  # (E, 3)
+        far = vectors.new_tensor([2.0 * self.cutoff, 0.0, 0.0])  # dummy edge of empty slots
+        vectors = pad_edges(vectors, slots, far).view(-1, 3)  # (N*W, 3)
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # (N*W,)
+        y = self.harmonics(vectors / r[:, None]) * self.inverse_neighbors  # (N*W, M)
+        envelope = polynomial_envelope(r, self.cutoff, self.envelope_power)  # (N*W,)
+        bessel = bessel_basis(r, self.cutoff, self.n_radial) * envelope[:, None]  # (N*W, B)
+        radial = self.radial(bessel)  # (N*W, H)
+        shape = (slots.n_atoms, slots.width)
+        return radial.view(*shape, radial.shape[1]), y.view(*shape, y.shape[1])
+
+    def network(self, graph: Graph) -> torch.Tensor:
+        """Unscaled, unshifted network output per atom, ``(N,)`` (dimensionless)."""
+        species = self.species(graph[NUMBERS])  # (N,)
+        centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
+        slots = neighbour_slots(centre, neighbour, species.shape[0])
+        radial, harmonics = self.edge_features(graph, slots)  # (N, W, H), (N, W, M)
+        h = self.embedding[species]  # (N, C)
+        out = h.new_zeros(h.shape[0])  # (N,)
+        for interaction in self.interactions:
+            h, local = interaction(h, radial, harmonics, slots)  # (N, C), (N,)
+            out = out + local
+        return out  # (N,)
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        species = self.species(graph[NUMBERS])  # (N,)
+        return (self.network(graph) - self.energy_shift[species]) * self.energy_scale  # (N,)

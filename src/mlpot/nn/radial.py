@@ -1,0 +1,47 @@
+"""Radial bases and smooth envelopes for message passing.
+
+``bessel_basis`` is the spherical Bessel function of order zero on ``[0, r_c]``::
+
+    b_n(r) = sin(n π r / r_c) / (r / r_c),        n = 1 .. n_basis,
+
+the eigenfunctions of a particle in a sphere of radius ``r_c`` (orthogonal, smooth, zero at
+``r_c``), here dimensionless and of order one (``b_n(0) = n π``) so that networks fed with
+them start with well-scaled activations.
+
+``polynomial_envelope`` is the switching function of Gasteiger et al. (DimeNet)::
+
+    u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2),   x = r / r_c,
+
+``u(0) = 1``; ``u``, ``u'`` and ``u''`` vanish at ``x = 1``, and ``u = 0`` beyond, so
+anything multiplied by it goes to zero at the cutoff with a continuous force and a
+continuous force constant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def bessel_basis(r: torch.Tensor, cutoff: float, n_basis: int) -> torch.Tensor:
+    """``b_n(r)`` for ``r`` in Å (``(E,)``, all positive): shape ``(E, n_basis)``, no unit."""
+    n = torch.arange(1, n_basis + 1, dtype=r.dtype, device=r.device)  # (B,)
+    x = (r / cutoff)[:, None]  # (E, 1)
+    return torch.sin(n * math.pi * x) / x  # (E, B)
+
+
+def polynomial_envelope(r: torch.Tensor, cutoff: float, power: int = 6) -> torch.Tensor:
+    """``u(r / r_c)`` (dimensionless), exactly zero for ``r >= r_c``; shape of ``r``."""
+    if power < 2:
+        raise ValueError(f"envelope power must be at least 2, got {power}")
+    p = float(power)
+    x = r / cutoff
+    xp = x.pow(power)
+    value = (
+        1.0
+        - 0.5 * (p + 1.0) * (p + 2.0) * xp
+        + p * (p + 2.0) * xp * x
+        - 0.5 * p * (p + 1.0) * xp * x * x
+    )
+    return torch.where(r < cutoff, value, torch.zeros_like(r))

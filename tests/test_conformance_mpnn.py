@@ -1,0 +1,106 @@
+"""The Cartesian message-passing model (``mpnn``): physics conformance, float32, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conformance import PhysicsConformance, evaluate
+from test_conformance_models import fitted
+
+from mlpot.data.graph import atoms_to_graph
+from mlpot.models.registry import build_model
+from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
+from mlpot.nn.radial import polynomial_envelope
+from mlpot.physics.derivatives import predict
+
+CU, AG = 29, 47
+SPEC = {"name": "mpnn", "elements": [CU, AG], "cutoff": 4.5, "channels": 8}
+
+
+class TestCartesianMPNN(PhysicsConformance):
+    """Rank-2 harmonics (4-body products), two layers: receptive field 2 r_c."""
+
+    lattice_constant = 3.7
+    rattle = 0.1
+
+    def make_model(self):
+        torch.manual_seed(2)
+        model = build_model(SPEC).double()
+        return fitted(model, self.make_structures(model), seed=4)
+
+
+class TestCartesianMPNNVectorsOnly(PhysicsConformance):
+    """``l_max = 1``, three layers (receptive field 3 r_c), other widths."""
+
+    lattice_constant = 3.7
+    rattle = 0.1
+
+    def make_model(self):
+        torch.manual_seed(1)
+        spec = {**SPEC, "l_max": 1, "layers": 3, "product_channels": 4, "radial_basis": 6}
+        model = build_model(spec).double()
+        return fitted(model, self.make_structures(model), seed=5)
+
+
+def test_harmonics_and_invariants_transform_correctly():
+    """Y_1 rotates as a vector, M(Y_2) as Q M Qᵀ; the contractions are invariant."""
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q[:, 0] = -q[:, 0] if torch.det(q) > 0 else q[:, 0]  # an improper rotation
+    unit = torch.nn.functional.normalize(torch.randn(6, 3, generator=gen, dtype=torch.float64))
+    harmonics = CartesianHarmonics(2).double()
+    y, y_rot = harmonics(unit), harmonics(unit @ q.T)  # (E, 9)
+    torch.testing.assert_close(y_rot[:, 1:4], y[:, 1:4] @ q.T, rtol=0, atol=1e-13)
+    basis = CartesianInvariants(2).matrices.T.reshape(5, 3, 3)
+    m = torch.einsum("ek,kab->eab", y[:, 4:], basis)
+    m_rot = torch.einsum("ek,kab->eab", y_rot[:, 4:], basis)
+    torch.testing.assert_close(m_rot, q @ m @ q.T, rtol=0, atol=1e-13)
+    # u uᵀ - I/3 up to the normalisation √(15/2), and Σ_m Y_m² = 2l + 1
+    expected = (
+        unit[:, :, None] * unit[:, None, :] - torch.eye(3, dtype=torch.float64) / 3
+    ) * 7.5**0.5
+    torch.testing.assert_close(m, expected, rtol=0, atol=1e-13)
+    np.testing.assert_allclose((y[:, 1:4] ** 2).sum(1), 3.0, rtol=1e-13)
+    np.testing.assert_allclose((y[:, 4:] ** 2).sum(1), 5.0, rtol=1e-13)
+    # invariants of neighbour sums, before and after the rotation
+    weights = torch.randn(2, 4, 6, generator=gen, dtype=torch.float64)  # N=2, K=4, E=6
+    u, v = (weights @ y).permute(2, 0, 1), (weights.flip(1) @ y).permute(2, 0, 1)  # (9, 2, 4)
+    u_rot = (weights @ y_rot).permute(2, 0, 1)  # (9, 2, 4)
+    v_rot = (weights.flip(1) @ y_rot).permute(2, 0, 1)  # (9, 2, 4)
+    invariants = CartesianInvariants(2).double()
+    reference = invariants(u, v)
+    assert reference.abs().min() > 1e-6
+    torch.testing.assert_close(invariants(u_rot, v_rot), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_envelope_is_twice_continuously_zero_at_cutoff():
+    r = torch.tensor([0.0, 4.0, 5.0, 6.0], dtype=torch.float64, requires_grad=True)
+    u = polynomial_envelope(r, 5.0, 6)
+    (du,) = torch.autograd.grad(u.sum(), r, create_graph=True)
+    (d2u,) = torch.autograd.grad(du.sum(), r)
+    u, du = u.detach(), du.detach()
+    assert float(u[0]) == 1.0 and float(u[3]) == 0.0
+    assert abs(float(u[2])) < 1e-14 and abs(float(du[2])) < 1e-12 and abs(float(d2u[2])) < 1e-10
+    assert float(u[1]) > 0 and float(du[1]) < 0
+
+
+def test_float32_matches_float64():
+    """The same weights in float32 give float64's energy and forces to single precision."""
+    from ase.build import bulk
+
+    torch.manual_seed(2)
+    model = build_model(SPEC).double().eval()
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)
+    atoms.numbers[::3] = AG
+    atoms.rattle(0.1, seed=3)
+    reference = evaluate(model, atoms)
+    single = model.float()
+    graph = atoms_to_graph(atoms, single.cutoff, dtype=torch.float32)
+    out = predict(single, graph, forces=True, stress=True)
+    assert out["energy"].dtype == torch.float32 and out["forces"].dtype == torch.float32
+    e_scale = max(abs(reference["energy"]), 1.0)
+    assert abs(float(out["energy"][0]) - reference["energy"]) < 1e-5 * e_scale
+    f_scale = np.abs(reference["forces"]).max()
+    assert np.abs(out["forces"].detach().numpy() - reference["forces"]).max() < 1e-4 * f_scale
+    s_scale = np.abs(reference["stress"]).max()
+    assert np.abs(out["stress"].detach().numpy()[0] - reference["stress"]).max() < 1e-4 * s_scale
