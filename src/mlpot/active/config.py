@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlpot.active.exploration import ExploreOptions
 from mlpot.active.selection import STRATEGIES
-from mlpot.errors import MlpotInputError
+from mlpot.config_io import read_yaml, validate_config
 
 
 class _Section(BaseModel):
@@ -135,16 +134,7 @@ def parse_learn_config(
     raw: dict[str, Any] | None, *, source: str = "config", base: Path | None = None
 ) -> LearnConfig:
     """Validate a learn config dict (``None``: the embedded default)."""
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise MlpotInputError("config must be a mapping of sections", source=source)
-    try:
-        config = LearnConfig(**raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise MlpotInputError(f"invalid config: {problems}", source=source) from None
+    config = validate_config(LearnConfig, raw or {}, source=source)
     if base is not None:
         if not Path(config.output).is_absolute():
             config.output = str((base / config.output).resolve())
@@ -159,10 +149,4 @@ def load_learn_config(path: str | Path | None) -> LearnConfig:
     if path is None:
         return parse_learn_config(None, base=Path.cwd())
     path = Path(path)
-    if not path.exists():
-        raise MlpotInputError("config file not found", source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise MlpotInputError(f"not valid YAML: {err}", source=str(path)) from None
-    return parse_learn_config(raw, source=str(path), base=path.parent)
+    return parse_learn_config(read_yaml(path), source=str(path), base=path.parent)

@@ -13,10 +13,9 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlpot.errors import MlpotInputError
+from mlpot.config_io import read_yaml, validate_config
 from mlpot.models.registry import MODELS, check_model_spec
 from mlpot.training.loss import LossWeights
 from mlpot.training.options import EnsembleOptions, TrainingOptions
@@ -87,17 +86,7 @@ def parse_config(
     raw: dict[str, Any], *, source: str = "config", base: Path | None = None
 ) -> TrainConfig:
     """Validate a config dict; paths become absolute relative to ``base``."""
-    if not isinstance(raw, dict):
-        raise MlpotInputError("config must be a mapping of sections", source=source)
-    try:
-        config = TrainConfig(**raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise MlpotInputError(f"invalid config: {problems}", source=source) from None
-    except (MlpotInputError, TypeError, ValueError) as err:
-        raise MlpotInputError(f"invalid config: {err}", source=source) from None
+    config = validate_config(TrainConfig, raw, source=source)
     if base is not None:
         data = config.data
         for name in ("train", "validation", "test"):
@@ -114,10 +103,4 @@ def parse_config(
 def load_config(path: str | Path) -> TrainConfig:
     """Read and validate a YAML config file."""
     path = Path(path)
-    if not path.exists():
-        raise MlpotInputError("config file not found", source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise MlpotInputError(f"not valid YAML: {err}", source=str(path)) from None
-    return parse_config(raw, source=str(path), base=path.parent)
+    return parse_config(read_yaml(path), source=str(path), base=path.parent)
