@@ -172,6 +172,7 @@ def infer(args) -> dict:
         "parameters": n_params,
         "steps": len(times),
         "median_s": median,
+        "min_s": min(times),
         "atom_steps_per_s": len(atoms) / median,
         "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": baseline,

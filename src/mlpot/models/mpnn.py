@@ -18,9 +18,10 @@ Design (in the family of MACE and PaiNN, written for speed on CPUs):
   ``(N, M, W) @ (N, W, C)`` for all ranks at once. The radial function of a channel is the
   same for every ``l``; the per-``l`` channel mixing that follows combines channels with
   different radial functions, so each rank still gets its own learned radial dependence,
-  at a third of the per-edge work (measured: faster and better scaling, no loss of
-  accuracy on aspirin, against per-``l`` radial functions; an ACE-like linear radial basis
-  was faster still but extrapolated worse).
+  at a third of the per-edge work. Measured on aspirin against per-``l`` radial functions:
+  1.6x faster training steps, 1.5x faster inference at 1000 atoms, test force errors
+  within 12 % after the same 600 s; an ACE-like linear radial basis was no faster and
+  extrapolated worse.
 * **Products (body order).** Two learned channel mixings per ``l`` give ``U`` and ``V``;
   their invariant contractions ``U_0``, ``U_1·V_1``, ``U_2·V_2``, ``U_1ᵀ M(V_2) U_1``,
   ``tr(M(U_2)² M(V_2))`` are 2-, 3- and 4-body functions of the neighbourhood computed at

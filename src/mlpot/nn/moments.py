@@ -5,13 +5,12 @@ A per-edge outer product followed by a scatter (``index_add``) would write and r
 needs; on a CPU that memory traffic is most of the cost. Here the edges are laid out
 densely per centre atom instead, ``(N, W, ·)`` with ``W`` the largest neighbour count, and
 the empty slots hold a constant dummy edge longer than the cutoff (whose radial weights
-vanish exactly). The edge basis is computed in that layout once, and the sum over
-neighbours ``T_i[p, c] = Σ_j b_p(r_ij) h_j[c]`` of a per-edge basis ``b`` (``P`` functions)
-times the neighbours' features becomes one batched matrix product ``(N, P, W) @ (N, W, C)``,
-whose derivatives are batched products too; nothing of size ``E x C`` is stored but the
-gathered neighbour features.
-The padding costs at most the spread of neighbour counts: none in a crystal, about a third
-more edge work in a small organic molecule.
+vanish exactly). Edge features are computed in that layout once, and a sum over
+neighbours ``T_i[p, c] = Σ_j b_p(u_ij) w_ij[c]`` of a per-edge basis ``b`` (``P``
+functions, e.g. the harmonics) times per-edge channel weights becomes one batched matrix
+product ``(N, P, W) @ (N, W, C)``, whose derivatives are batched products too: no
+``(E, C, P)`` array is ever formed. The padding costs at most the spread of neighbour
+counts: none in a crystal, about a third more edge work in a small organic molecule.
 """
 
 from __future__ import annotations
@@ -59,14 +58,14 @@ def pad_edges(values: torch.Tensor, slots: NeighbourSlots, fill: torch.Tensor) -
     return flat.view(slots.n_atoms, slots.width, values.shape[1])  # (N, W, F)
 
 
-def atomic_moments(edge_basis: torch.Tensor, h_neighbours: torch.Tensor) -> torch.Tensor:
-    """``T[i, p, c] = Σ_w edge_basis[i, w, p] · h_neighbours[i, w, c]``: one batched product.
+def atomic_moments(edge_basis: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``T[i, p, c] = Σ_w edge_basis[i, w, p] · weights[i, w, c]``: one batched product.
 
     Args:
-        edge_basis: ``(N, W, P)`` per-slot basis (e.g. harmonics x radial functions).
-        h_neighbours: ``(N, W, C)`` features of the neighbour in each slot.
+        edge_basis: ``(N, W, P)`` per-slot basis (e.g. the harmonics).
+        weights: ``(N, W, C)`` per-slot channel weights (e.g. radial x neighbour features).
 
     Returns:
         ``(N, P, C)``.
     """
-    return torch.bmm(edge_basis.transpose(1, 2), h_neighbours)  # (N, P, C)
+    return torch.bmm(edge_basis.transpose(1, 2), weights)  # (N, P, C)
