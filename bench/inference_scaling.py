@@ -66,6 +66,14 @@ PLAN = {
 MIN_REPEATS = 3
 BUSY_CORES = 0.25  # other processes using more CPU than this make a measurement suspect
 RETRY_UNTIL_S = 240.0  # no more retries once the whole run has taken this long
+# --keep-heap: glibc malloc serves blocks above its mmap threshold (at most 32 MiB by
+# default) with fresh mmap()s and unmaps them on free, so every large temporary is
+# page-faulted and zero-filled by the kernel on every step. These settings keep freed
+# memory in the heap for reuse instead (diagnosis of the system-time share).
+KEEP_HEAP_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(16 * 2**30),
+    "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30),
+}
 RESULT_TAG = "RESULT "
 
 
@@ -250,9 +258,10 @@ def _run_subprocess(name: str, args: argparse.Namespace) -> dict:
     ]
     if args.repeats is not None:
         cmd += ["--repeats", str(args.repeats)]
+    env = {**os.environ, **KEEP_HEAP_ENV} if args.keep_heap else None
     busy0, children0 = _cpu_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     wall = time.perf_counter() - t0
     busy1, children1 = _cpu_busy_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     other = None
@@ -339,6 +348,7 @@ def _meta(args: argparse.Namespace) -> dict:
         "cutoff": CUTOFF,
         "lattice": LATTICE,
         "rattle": RATTLE,
+        "malloc_env": KEEP_HEAP_ENV if args.keep_heap else None,
     }
 
 
@@ -375,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"re-run a system (after 10 s) while other processes use > {BUSY_CORES} cores "
         f"(no retries after the first {RETRY_UNTIL_S:.0f} s of the run)",
     )
+    parser.add_argument(
+        "--keep-heap",
+        action="store_true",
+        help="run the systems with glibc malloc tuned to reuse freed memory instead of "
+        "returning it to the kernel (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_)",
+    )
     parser.add_argument("--one", choices=SYSTEMS, help="measure one system in this process")
     args = parser.parse_args(argv)
 
@@ -386,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(args)
     print(
         f"mlpot bpnn inference scaling: dtype={args.dtype} threads={args.threads} "
-        f"torch={meta['torch']} cpus={meta['cpu_count']} "
+        f"torch={meta['torch']} cpus={meta['cpu_count']}{' keep-heap' if args.keep_heap else ''} "
         f"loadavg={' '.join(f'{x:.2f}' for x in meta['loadavg_at_start'])}",
         flush=True,
     )
