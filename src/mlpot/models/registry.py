@@ -8,12 +8,16 @@ from typing import Any
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
+from mlpot.models.charge_equilibration import ChargeEquilibration
 from mlpot.models.committee import Committee
+from mlpot.models.coulomb import Coulomb
+from mlpot.models.dispersion import Dispersion
 from mlpot.models.lennard_jones import LennardJones
 from mlpot.models.mpnn import CartesianMPNN
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.shallow_ensemble import ShallowEnsembleBPNN
 from mlpot.models.sum import SumModel
+from mlpot.models.zbl import ZBL
 
 MODELS: dict[str, type[EnergyModel]] = {
     cls.name: cls
@@ -25,6 +29,10 @@ MODELS: dict[str, type[EnergyModel]] = {
         SumModel,
         Committee,
         ShallowEnsembleBPNN,
+        Coulomb,
+        ChargeEquilibration,
+        ZBL,
+        Dispersion,
     )
 }
 
