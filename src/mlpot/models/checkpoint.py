@@ -4,10 +4,15 @@ A model checkpoint holds::
 
     format, format_version, mlpot_version, model (spec: name + constructor kwargs),
     state_dict, elements, cutoff, dtype, units, reference_energies, calibration, domain,
-    training
+    baseline, fisher, training
 
 ``calibration`` (scale factors of predicted standard deviations) and ``domain`` (training
 feature statistics) are plain dicts written by :mod:`mlpot.uncertainty`, or None.
+``baseline`` (``{"name", "params"}`` of an oracle) marks a delta-learned model: the stored
+weights are the correction, and the full prediction is baseline + correction (see
+:mod:`mlpot.training.delta`). ``fisher`` holds the diagonal Fisher information of the
+weights on their training data, for elastic weight consolidation
+(:mod:`mlpot.training.finetune`). Both are optional additions to format 1 (None if absent).
 
 It loads with ``torch.load(weights_only=True)``. Older format versions are upgraded by the
 functions in ``UPGRADES``; newer or foreign files fail with a clear message.
@@ -29,6 +34,9 @@ from mlpot.models.registry import build_model, model_spec
 FORMAT = "mlpot-checkpoint"
 FORMAT_VERSION = 1
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
+
+#: Optional fields that :func:`update_checkpoint` may rewrite.
+UPDATABLE = ("calibration", "domain", "baseline", "fisher")
 
 #: ``UPGRADES[v]`` turns a version-``v`` payload into a version-``v + 1`` payload.
 UPGRADES: dict[int, Any] = {}
@@ -59,6 +67,8 @@ def save_model(
     training: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
     domain: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
+    fisher: dict[str, Any] | None = None,
 ) -> None:
     """Write a model checkpoint (see module docstring)."""
     dtype = next((p.dtype for p in model.parameters()), torch.float64)
@@ -75,6 +85,8 @@ def save_model(
         "reference_energies": _reference_energies(model),
         "calibration": calibration,
         "domain": domain,
+        "baseline": baseline,
+        "fisher": fisher,
         "training": training or {},
     }
     atomic_save(payload, path)
@@ -115,18 +127,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             )
         payload = UPGRADES[version](payload)
         version = payload["format_version"]
-    payload.setdefault("domain", None)  # added to version 1 without a bump: optional
+    for optional in ("domain", "baseline", "fisher"):  # added to version 1: optional
+        payload.setdefault(optional, None)
     return payload
 
 
 def update_checkpoint(
     path: str | Path, output: str | Path | None = None, **fields: dict[str, Any] | None
 ) -> None:
-    """Rewrite the ``calibration`` and/or ``domain`` field of a checkpoint, in place or to
-    ``output``; the weights and everything else are copied unchanged."""
-    unknown = set(fields) - {"calibration", "domain"}
+    """Rewrite the ``calibration``, ``domain``, ``baseline`` or ``fisher`` field of a
+    checkpoint, in place or to ``output``; the weights and everything else are unchanged."""
+    unknown = set(fields) - set(UPDATABLE)
     if unknown:
-        raise ValueError(f"only calibration and domain can be updated, not {sorted(unknown)}")
+        raise ValueError(f"only {UPDATABLE} can be updated, not {sorted(unknown)}")
     payload = load_checkpoint(path)
     payload.update(fields)
     atomic_save(payload, output if output is not None else path)

@@ -3,8 +3,11 @@
 Every key is a constructor argument: ``model`` of the model class named by ``model.name``
 (see :mod:`mlpot.models.registry`), ``loss`` of :class:`~mlpot.training.loss.LossWeights`,
 ``training`` of :class:`~mlpot.training.options.TrainingOptions`, ``ensemble`` of
-:class:`~mlpot.training.options.EnsembleOptions`. Relative data paths are
-relative to the config file.
+:class:`~mlpot.training.options.EnsembleOptions`, ``baseline`` (delta-learning) of
+:class:`~mlpot.training.delta.BaselineConfig`, ``finetune`` of
+:class:`~mlpot.training.finetune.FinetuneConfig`, ``fisher`` of
+:class:`~mlpot.training.finetune.FisherOptions`. Relative paths are relative to the config
+file.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlpot.config_io import read_yaml, validate_config
 from mlpot.models.registry import MODELS, check_model_spec
+from mlpot.training.delta import BaselineConfig
+from mlpot.training.finetune import FinetuneConfig, FisherOptions
 from mlpot.training.loss import LossWeights
 from mlpot.training.options import EnsembleOptions, TrainingOptions
 
@@ -72,6 +77,9 @@ class TrainConfig(BaseModel):
     loss: LossWeights = LossWeights()
     training: TrainingOptions = TrainingOptions()
     ensemble: EnsembleOptions = EnsembleOptions()
+    baseline: BaselineConfig | None = None
+    finetune: FinetuneConfig | None = None
+    fisher: FisherOptions = FisherOptions()
     output: str = "mlpot-run"
 
     @field_validator("model")
@@ -80,6 +88,18 @@ class TrainConfig(BaseModel):
         # elements come from the data when the model takes them and they are not given
         check_model_spec(with_elements(spec, [1]))
         return spec
+
+    @model_validator(mode="after")
+    def _finetune_takes_its_model(self):
+        if self.finetune is not None:
+            if "model" in self.model_fields_set:
+                raise ValueError(
+                    "with finetune the model comes from finetune.checkpoint; "
+                    "remove the model section"
+                )
+            if self.ensemble.size > 1:
+                raise ValueError("finetune trains one model; remove ensemble.size")
+        return self
 
 
 def parse_config(
@@ -97,6 +117,14 @@ def parse_config(
             )
         if not Path(config.output).is_absolute():
             config.output = str((base / config.output).resolve())
+        if config.baseline is not None and config.baseline.cache is not None:
+            config.baseline.cache = str((base / config.baseline.cache).resolve())
+        if config.finetune is not None:
+            tune = config.finetune
+            tune.checkpoint = str((base / tune.checkpoint).resolve())
+            tune.replay_data = [
+                p if "://" in p else str((base / p).resolve()) for p in tune.replay_data
+            ]
     return config
 
 

@@ -9,7 +9,8 @@ from tqdm.auto import tqdm
 from mlpot.data.dataset import LabelKeys, read_dataset, sample_to_graph
 from mlpot.data.loader import iterate_batches
 from mlpot.models.base import model_dtype
-from mlpot.models.checkpoint import load_model
+from mlpot.models.checkpoint import load_checkpoint, load_model
+from mlpot.training.delta import delta_targets
 from mlpot.training.metrics import evaluate
 from mlpot.uncertainty.assess import collect_residuals, load_with_statistics, uncertainty_report
 
@@ -30,13 +31,19 @@ def evaluate_files(
     ``uncertainty=True`` adds ``"uncertainty"``: calibrated ECE, miscalibration area, NLL
     and Spearman per quantity (ensembles) and domain figures (checkpoints with domain
     statistics); see :func:`mlpot.uncertainty.assess.uncertainty_report`.
+
+    A delta-learned model is scored as baseline + correction against the labels: the
+    baseline is run on every structure.
     """
     loaded = load_with_statistics(model_path) if uncertainty else None
     model = loaded.model if loaded else load_model(model_path)
     keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
+    baseline = load_checkpoint(model_path)["baseline"]
     report = {}
     for path in paths:
         samples = read_dataset(path, keys, require_forces=False)
+        if baseline is not None:  # (baseline + correction) - label = correction - (label - b)
+            samples = delta_targets(samples, baseline, progress=len(samples) >= 200)
         graphs = [
             sample_to_graph(s, model.cutoff, dtype=model_dtype(model), elements=model.elements)
             for s in tqdm(samples, desc=Path(path).name, leave=False, disable=len(samples) < 200)

@@ -1,4 +1,8 @@
-"""``mlpot train`` as a library call: data -> splits -> reference energies -> model -> fit."""
+"""``mlpot train`` as a library call: data -> splits -> reference energies -> model -> fit.
+
+With a ``baseline`` the targets are label - baseline (:mod:`mlpot.training.delta`); with
+``finetune`` the model starts from a checkpoint (:mod:`mlpot.training.finetune`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,17 @@ from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.registry import build_model
 from mlpot.models.sum import SumModel
 from mlpot.training.config import TrainConfig, with_elements
+from mlpot.training.delta import CACHE_FILE, delta_splits
+from mlpot.training.finetune import (
+    FinetuneStart,
+    ReplaySampler,
+    combine_fisher,
+    diagonal_fisher,
+    ewc_penalty,
+    fisher_subset,
+    load_start,
+    replay_count,
+)
 from mlpot.training.metrics import evaluate
 from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
 from mlpot.uncertainty.domain import fit_domain
@@ -99,7 +114,14 @@ def build_initial_model(
 
 
 def _train_one(
-    config: TrainConfig, train_set, validation, output: Path, *, resume: bool, metadata: dict
+    config: TrainConfig,
+    train_set,
+    validation,
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     model, train_graphs = build_initial_model(config, train_set)
     dtype = getattr(torch, config.training.dtype)
@@ -113,6 +135,7 @@ def _train_one(
         output_dir=output,
         resume=resume,
         metadata=metadata,
+        checkpoint_fields=checkpoint_fields,
     )
 
 
@@ -122,7 +145,14 @@ def _bootstrap(samples: list[Sample], seed: int) -> list[Sample]:
 
 
 def _train_committee(
-    config: TrainConfig, train_set, validation, output: Path, *, resume: bool, metadata: dict
+    config: TrainConfig,
+    train_set,
+    validation,
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     """Train ``ensemble.size`` members in ``output/member_k`` and save their committee."""
     members, results = [], []
@@ -146,6 +176,7 @@ def _train_committee(
             member_dir,
             resume=resume and (member_dir / STATE_FILE).exists(),
             metadata={**metadata, "member": k},
+            checkpoint_fields=checkpoint_fields,
         )
         (member_dir / "done").write_text(result.stop_reason)
         members.append(result.model)
@@ -158,6 +189,7 @@ def _train_committee(
             **metadata,
             "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
         },
+        **(checkpoint_fields or {}),
     )
     history = results[-1].history if results else []
     return TrainResult(
@@ -179,11 +211,105 @@ def store_domain(
         update_checkpoint(path, domain=domain.to_dict())
 
 
+def _baseline_spec(config: TrainConfig, start: FinetuneStart | None) -> dict | None:
+    """The baseline of this run: the config's, or the fine-tuned checkpoint's (equal if both)."""
+    spec = config.baseline.spec() if config.baseline is not None else None
+    if start is not None and start.payload.get("baseline") is not None:
+        stored = start.payload["baseline"]
+        if spec is not None and spec != stored:
+            raise MlpotInputError(
+                f"baseline {spec} differs from the checkpoint's {stored}",
+                source=start.source,
+                field="baseline",
+            )
+        spec = stored
+    return spec
+
+
+def _baseline_cache(config: TrainConfig, output: Path) -> Path:
+    if config.baseline is not None and config.baseline.cache is not None:
+        return Path(config.baseline.cache)
+    return output / CACHE_FILE
+
+
+def _errors(model: EnergyModel, graphs: list[Graph]) -> dict | None:
+    return evaluate(model, iterate_batches(graphs, 16)) if graphs else None
+
+
+def _finetune(
+    config: TrainConfig,
+    start: FinetuneStart,
+    train_set: list[Sample],
+    validation: list[Sample],
+    old: list[Sample],
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict,
+) -> tuple[TrainResult, dict, list[Graph]]:
+    """Fine-tune ``start.model`` on the new data; returns the result, the old/new errors
+    before and after, and the old graphs."""
+    tune, dtype = config.finetune, getattr(torch, config.training.dtype)
+    model = start.model
+    graphs = to_graphs(train_set, model, dtype, "train graphs")
+    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
+    old_graphs = to_graphs(old, model, dtype, "old graphs")
+    before = {"new_validation": _errors(model, val_graphs), "old": _errors(model, old_graphs)}
+    replay = None
+    if tune.method == "replay":
+        replay = ReplaySampler(
+            old_graphs, replay_count(tune.replay_fraction, len(graphs), len(old_graphs))
+        )
+    result = train(
+        model,
+        graphs,
+        val_graphs,
+        options=config.training,
+        loss=config.loss,
+        output_dir=output,
+        resume=resume,
+        metadata={**metadata, "finetune": tune.model_dump()},
+        penalty=ewc_penalty(tune, start) if tune.method == "ewc" else None,
+        replay=replay,
+        checkpoint_fields=checkpoint_fields,
+    )
+    after = {
+        "new_validation": _errors(result.model, val_graphs),
+        "old": _errors(result.model, old_graphs),
+    }
+    return result, {"method": tune.method, "before": before, "after": after}, old_graphs
+
+
+def store_fisher(
+    config: TrainConfig,
+    model: EnergyModel,
+    graphs: list[Graph],
+    path: Path,
+    previous: dict | None = None,
+) -> None:
+    """Compute the Fisher information of ``model`` on (a subset of) ``graphs`` and store it
+    in the checkpoint at ``path`` (added to ``previous`` for online EWC)."""
+    if config.fisher.structures == 0 or isinstance(model, Committee) or not graphs:
+        return
+    fisher = diagonal_fisher(
+        model,
+        fisher_subset(graphs, config.fisher),
+        config.loss.resolved(),
+        device=config.training.device,
+        progress=config.training.progress,
+    )
+    update_checkpoint(path, fisher=combine_fisher(previous, fisher))
+
+
 def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
     """Train as the config says; writes model.pt, training state, history and metrics.json.
 
     With ``ensemble.size > 1`` the members are trained one after another (each resumable)
-    and ``model.pt`` is their :class:`~mlpot.models.committee.Committee`.
+    and ``model.pt`` is their :class:`~mlpot.models.committee.Committee`. With ``baseline``
+    the model learns label - baseline and its checkpoint names the baseline; with
+    ``finetune`` it starts from a checkpoint, and ``metrics.json`` gains the errors on new
+    and old data before and after. A single model's checkpoint gets its Fisher information.
     """
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -194,16 +320,51 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             "choose another output directory",
             source=str(output),
         )
+    dtype = getattr(torch, config.training.dtype)
+    start = load_start(config.finetune, dtype) if config.finetune is not None else None
+    baseline = _baseline_spec(config, start)
     train_set, validation, test = split_samples(config)
+    old = []
+    if start is not None and config.finetune.replay_data:
+        old = read_samples(config.finetune.replay_data, LabelKeys(**config.data.keys.model_dump()))
+    if baseline is not None:
+        train_set, validation, test, old = delta_splits(
+            (train_set, validation, test, old),
+            baseline,
+            cache=_baseline_cache(config, output),
+            progress=config.training.progress,
+        )
     metadata = {
         "n_train": len(train_set),
         "n_validation": len(validation),
         "n_test": len(test),
         "data": config.data.model_dump(),
+        "baseline": baseline,
     }
+    fields = {"baseline": baseline}
+    resume_one = resume and (output / STATE_FILE).exists()
+    tuned, old_graphs = None, []
     if config.ensemble.size > 1:
         result = _train_committee(
-            config, train_set, validation, output, resume=resume, metadata=metadata
+            config,
+            train_set,
+            validation,
+            output,
+            resume=resume,
+            metadata=metadata,
+            checkpoint_fields=fields,
+        )
+    elif start is not None:
+        result, tuned, old_graphs = _finetune(
+            config,
+            start,
+            train_set,
+            validation,
+            old,
+            output,
+            resume=resume_one,
+            metadata=metadata,
+            checkpoint_fields=fields,
         )
     else:
         result = _train_one(
@@ -211,11 +372,20 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             train_set,
             validation,
             output,
-            resume=resume and (output / STATE_FILE).exists(),
+            resume=resume_one,
             metadata=metadata,
+            checkpoint_fields=fields,
         )
-    dtype = getattr(torch, config.training.dtype)
     store_domain(result.model, train_set, output / MODEL_FILE, dtype)
+    train_graphs = to_graphs(train_set, result.model, dtype, "train graphs")
+    method = config.finetune.method if config.finetune is not None else None
+    store_fisher(
+        config,
+        result.model,
+        train_graphs + (old_graphs if method == "replay" else []),
+        output / MODEL_FILE,
+        previous=start.payload["fisher"] if method == "ewc" else None,
+    )
     val_graphs = to_graphs(validation, result.model, dtype, "validation graphs")
     summary = {
         "stop_reason": result.stop_reason,
@@ -227,5 +397,9 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if test:
         test_graphs = to_graphs(test, result.model, dtype, "test graphs")
         summary["test"] = evaluate(result.model, iterate_batches(test_graphs, 16))
+    if tuned is not None:
+        summary["finetune"] = tuned
+    if baseline is not None:
+        summary["baseline"] = baseline
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
     return RunResult(output / MODEL_FILE, result, summary["validation"], summary["test"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,17 @@ def _validation_loss(model, graphs, weights, options, *, stress: bool) -> tuple[
     return total / count, metrics
 
 
+Penalty = Callable[[torch.nn.Module], torch.Tensor]
+Replay = Callable[[torch.Generator], list[Graph]]
+
+
 class Trainer:
-    """Fits an energy model to labelled graphs; see :func:`train` for the one-call form."""
+    """Fits an energy model to labelled graphs; see :func:`train` for the one-call form.
+
+    ``penalty(model)`` (e.g. elastic weight consolidation) is added to every training
+    step's loss; ``replay(generator)`` returns extra graphs mixed into each epoch (old
+    data); ``checkpoint_fields`` are written into every saved model (e.g. ``baseline``).
+    """
 
     def __init__(
         self,
@@ -79,8 +89,13 @@ class Trainer:
         output_dir: str | Path,
         *,
         metadata: dict[str, Any] | None = None,
+        penalty: Penalty | None = None,
+        replay: Replay | None = None,
+        checkpoint_fields: dict[str, Any] | None = None,
     ) -> None:
         self.options = options
+        self.penalty, self.replay = penalty, replay
+        self.checkpoint_fields = checkpoint_fields or {}
         self.weights = loss.resolved()
         self.output_dir = Path(output_dir)
         self.metadata = metadata or {}
@@ -132,6 +147,7 @@ class Trainer:
         loss: LossWeights,
         *,
         metadata: dict[str, Any] | None = None,
+        **hooks: Any,
     ) -> Trainer:
         path = Path(output_dir) / STATE_FILE
         if not path.exists():
@@ -139,7 +155,7 @@ class Trainer:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(saved["model_spec"]).to(getattr(torch, options.dtype))
         model.load_state_dict(saved["model"])
-        trainer = cls(model, options, loss, output_dir, metadata=metadata)
+        trainer = cls(model, options, loss, output_dir, metadata=metadata, **hooks)
         if trainer.ema is not None and saved["ema"] is not None:
             trainer.ema.load_state_dict(saved["ema"])
         trainer.optimizer.load_state_dict(saved["optimizer"])
@@ -151,23 +167,27 @@ class Trainer:
     # ---- loop --------------------------------------------------------------------------
     def _train_epoch(self, graphs: list[Graph], stress: bool) -> float:
         self.model.train()
+        if self.replay is not None:
+            graphs = graphs + self.replay(self.generator)
         total, count = 0.0, 0
         for batch in iterate_batches(graphs, self.options.batch_size, generator=self.generator):
             batch = graph_to(batch, self.options.device)
             pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
-            terms = compute_loss(pred, batch, self.weights)
-            if not torch.isfinite(terms.total):
+            loss = compute_loss(pred, batch, self.weights).total
+            if self.penalty is not None:
+                loss = loss + self.penalty(self.model)
+            if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"training loss became {float(terms.total)} at epoch {self.state.epoch + 1}; "
+                    f"training loss became {float(loss)} at epoch {self.state.epoch + 1}; "
                     "lower learning_rate or check the labels"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            loss.backward()
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             n = int(batch["n_atoms"].shape[0])
-            total, count = total + float(terms.total.detach()) * n, count + n
+            total, count = total + float(loss.detach()) * n, count + n
         return total / max(count, 1)
 
     def fit(self, train_graphs: list[Graph], val_graphs: list[Graph]) -> TrainResult:
@@ -241,7 +261,7 @@ class Trainer:
             "loss_weights": self.weights,
             "options": {k: getattr(self.options, k) for k in self.options.__dataclass_fields__},
         }
-        save_model(path, self.averaged, training=meta)
+        save_model(path, self.averaged, training=meta, **self.checkpoint_fields)
 
 
 def train(
@@ -254,12 +274,17 @@ def train(
     output_dir: str | Path,
     resume: bool = False,
     metadata: dict[str, Any] | None = None,
+    penalty: Penalty | None = None,
+    replay: Replay | None = None,
+    checkpoint_fields: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` (already statistics-fitted) and return the best EMA model.
 
     Writes ``model.pt`` (best so far), ``training_state.pt`` (every epoch) and
     ``history.jsonl`` to ``output_dir``. ``resume=True`` continues from the saved state.
+    ``penalty``, ``replay`` and ``checkpoint_fields``: see :class:`Trainer`.
     """
+    hooks = {"penalty": penalty, "replay": replay, "checkpoint_fields": checkpoint_fields}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not val_graphs:
@@ -268,10 +293,10 @@ def train(
             field="data",
         )
     if resume:
-        trainer = Trainer.resume(output_dir, options, loss, metadata=metadata)
+        trainer = Trainer.resume(output_dir, options, loss, metadata=metadata, **hooks)
     else:
         torch.manual_seed(options.seed)
-        trainer = Trainer(model, options, loss, output_dir, metadata=metadata)
+        trainer = Trainer(model, options, loss, output_dir, metadata=metadata, **hooks)
     dtype = getattr(torch, options.dtype)
     train_graphs = [graph_to(g, "cpu", dtype) for g in train_graphs]
     val_graphs = [graph_to(g, "cpu", dtype) for g in val_graphs]
