@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import BaseCalculator, Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from mlpot.calculators.oracles import make_oracle
 from mlpot.data.graph import atoms_to_graph
 from mlpot.models.base import EnergyModel
 from mlpot.physics import outputs
@@ -38,6 +39,10 @@ class MlpotCalculator(Calculator):
         domain: domain-of-applicability statistics (a checkpoint's field).
         force_uncertainty: derive ``forces_std``/``stress_std`` (one batched backward pass
             over the members); False keeps only ``energy_std``, at the cost of one model.
+        baseline: for a delta-learned model, the baseline (an ASE calculator or an oracle
+            spec ``{"name", "params"}``, a checkpoint's field): its energy, forces, per-atom
+            energies and stress are added to the model's. Properties the baseline lacks
+            (stress, per-atom energies) are then not offered.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class MlpotCalculator(Calculator):
         calibration: Calibration | dict[str, Any] | None = None,
         domain: DomainStatistics | dict[str, Any] | None = None,
         force_uncertainty: bool = True,
+        baseline: BaseCalculator | dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +72,15 @@ class MlpotCalculator(Calculator):
             self.implemented_properties += UNCERTAINTY_PROPERTIES
         if domain is not None:
             self.implemented_properties += DOMAIN_PROPERTIES
+        if isinstance(baseline, dict):
+            baseline = make_oracle(baseline["name"], **baseline.get("params", {}))
+        self.baseline = baseline
+        if baseline is not None:
+            self.implemented_properties = [
+                p
+                for p in self.implemented_properties
+                if p not in ("stress", "energies") or p in baseline.implemented_properties
+            ]
 
     def calculate(
         self, atoms: Atoms | None = None, properties=None, system_changes=all_changes
@@ -105,6 +120,24 @@ class MlpotCalculator(Calculator):
                 self.results[name] = out[name].double().numpy()
         if outputs.IN_DOMAIN in out:
             self.results[outputs.IN_DOMAIN] = bool(out[outputs.IN_DOMAIN][0])
+        if self.baseline is not None:
+            self._add_baseline(atoms)
+
+    def _add_baseline(self, atoms: Atoms) -> None:
+        """Delta-learning: add the baseline's energy, forces (and stress, energies)."""
+        copy = atoms.copy()
+        copy.calc = self.baseline
+        energy = float(copy.get_potential_energy())
+        self.results["energy"] += energy
+        self.results["free_energy"] += energy
+        self.results["forces"] = self.results["forces"] + copy.get_forces()
+        for name in ("stress", "energies"):
+            if name not in self.results:
+                continue
+            if name in self.baseline.implemented_properties:
+                self.results[name] = self.results[name] + copy.calc.get_property(name, copy)
+            else:
+                del self.results[name]
 
 
 def load_calculator(
@@ -115,7 +148,8 @@ def load_calculator(
     force_uncertainty: bool = True,
 ) -> MlpotCalculator:
     """``load_calculator("model.pt")``: the ASE calculator of a saved model, with the
-    checkpoint's calibration and domain statistics."""
+    checkpoint's calibration and domain statistics; a delta-learned checkpoint's
+    baseline is run and added."""
     from mlpot.models.checkpoint import load_checkpoint, model_from_payload
 
     payload = load_checkpoint(path)
@@ -126,4 +160,5 @@ def load_calculator(
         calibration=payload["calibration"],
         domain=payload["domain"],
         force_uncertainty=force_uncertainty,
+        baseline=payload.get("baseline"),
     )
