@@ -35,7 +35,9 @@ def zbl_pair_energy(r: torch.Tensor, zi: torch.Tensor, zj: torch.Tensor) -> torc
     """Unswitched ZBL pair energy (eV) at distance ``r`` (Å) of nuclei ``zi``, ``zj``."""
     zi, zj = zi.to(r.dtype), zj.to(r.dtype)
     x = r * (zi**0.23 + zj**0.23) / ZBL_LENGTH
-    screening = sum(c * torch.exp(-d * x) for c, d in zip(ZBL_COEFFICIENTS, ZBL_EXPONENTS))
+    screening = sum(
+        c * torch.exp(-d * x) for c, d in zip(ZBL_COEFFICIENTS, ZBL_EXPONENTS, strict=True)
+    )
     return COULOMB_CONSTANT * zi * zj / r * screening
 
 
