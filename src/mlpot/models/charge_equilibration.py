@@ -81,7 +81,7 @@ class ChargeEquilibration(EnergyModel):
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 4,
+        interpolation_nodes: int = 5,
     ) -> None:
         super().__init__(
             elements,

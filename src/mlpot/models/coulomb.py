@@ -68,7 +68,7 @@ class LongRangeSettings:
         method: ``ewald`` or ``pme`` for periodic cells.
         lr_wavelength: shortest wavelength kept in the Ewald sum, Å (default ``σ / 3``).
         mesh_spacing: PME mesh spacing, Å (default ``σ / 2``).
-        interpolation_nodes: PME interpolation order.
+        interpolation_nodes: PME interpolation order (odd: centred on a mesh point).
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class LongRangeSettings:
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 4,
+        interpolation_nodes: int = 5,
     ) -> None:
         if not smearing > 0:
             raise ValueError(f"smearing must be positive, got {smearing}")
@@ -248,7 +248,7 @@ class Coulomb(EnergyModel):
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 4,
+        interpolation_nodes: int = 5,
     ) -> None:
         if len(charges) != len(elements):
             raise ValueError(f"{len(charges)} charges for {len(elements)} elements")
