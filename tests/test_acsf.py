@@ -202,3 +202,27 @@ def test_acsf_float32_matches_float64():
     single = descriptor.float()(graph32).detach().numpy()
     assert single.dtype == np.float32
     np.testing.assert_allclose(single, reference, rtol=2e-4, atol=2e-4 * np.abs(reference).max())
+
+
+def test_edge_chunks_change_nothing(monkeypatch):
+    """Many small edge chunks give the same features and position gradients as one."""
+    import mlpot.nn.acsf as acsf_module
+
+    atoms = small_periodic()
+    descriptor = ACSF([29, 47], 4.5, angular_cutoff=3.6)
+
+    def features_and_gradient():
+        graph = atoms_to_graph(atoms, 4.5)
+        graph["positions"].requires_grad_(True)
+        features = descriptor(graph)
+        weights = torch.linspace(-1.0, 1.0, features.numel(), dtype=features.dtype)
+        (grad,) = torch.autograd.grad((features.flatten() * weights).sum(), graph["positions"])
+        return features.detach(), grad, graph["edge_index"].shape[1]
+
+    whole, whole_grad, n_edges = features_and_gradient()
+    monkeypatch.setattr(acsf_module, "EDGE_CHUNK_BYTES", 1)
+    monkeypatch.setattr(acsf_module, "MIN_EDGE_CHUNK", 7)
+    assert n_edges > 3 * 7
+    chunked, chunked_grad, _ = features_and_gradient()
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-12, atol=1e-12)

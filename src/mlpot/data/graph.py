@@ -138,6 +138,10 @@ def edge_vectors(graph: Graph) -> torch.Tensor:
     through it yields exact forces and stress.
     """
     i, j = graph[EDGE_INDEX]
-    cell_per_edge = graph[CELL][graph[BATCH][i]]  # (E, 3, 3)
-    offsets = torch.einsum("ek,ekl->el", graph[CELL_SHIFTS], cell_per_edge)  # (E, 3)
+    cell = graph[CELL]
+    if cell.shape[0] == 1:  # one structure: no per-edge copy of the cell
+        offsets = graph[CELL_SHIFTS] @ cell[0]  # (E, 3)
+    else:
+        cell_per_edge = cell[graph[BATCH][i]]  # (E, 3, 3)
+        offsets = torch.einsum("ek,ekl->el", graph[CELL_SHIFTS], cell_per_edge)  # (E, 3)
     return graph[POSITIONS][j] - graph[POSITIONS][i] + offsets

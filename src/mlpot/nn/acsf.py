@@ -27,6 +27,9 @@ from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
 from mlpot.nn.cutoff import cosine_cutoff
 from mlpot.nn.species import SpeciesIndex
 
+EDGE_CHUNK_BYTES = 4 * 2**20  # largest per-edge temporary of the angular terms
+MIN_EDGE_CHUNK = 1024
+
 
 def _monomial_table(max_order: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exponents ``(M, 3)``, weights ``(M,)`` and orders ``(M,)`` of the weighted monomials.
@@ -122,38 +125,26 @@ class ACSF(torch.nn.Module):
         n_atoms = numbers.shape[0]
         n_species = self.species.n_species
         vectors = edge_vectors(graph)  # (E, 3)
-        r = torch.linalg.vector_norm(vectors, dim=-1)  # (E,)
         centre, neighbour = graph[EDGE_INDEX]
         slot = centre * n_species + self.species(numbers)[neighbour]  # (E,)
 
-        # radial G2
-        fc = cosine_cutoff(r, self.cutoff)  # (E,)
-        gauss = torch.exp(-self.radial_eta * (r[:, None] - self.radial_shifts) ** 2)  # (E, R)
-        g2 = vectors.new_zeros(n_atoms * n_species, gauss.shape[1])
-        g2 = g2.index_add(0, slot, gauss * fc[:, None]).view(n_atoms, -1)  # (N, S*R)
-
-        # angular G5 through weighted monomials of unit vectors
-        keep = r < self.angular_cutoff
-        if not bool(keep.all()):
-            vectors, r, slot = vectors[keep], r[keep], slot[keep]
-        unit = vectors / r[:, None]  # (E', 3)
-        radial = torch.exp(-self.angular_etas * (r * r)[:, None])  # (E', A)
-        radial = radial * cosine_cutoff(r, self.angular_cutoff)[:, None]
-        k = self.order_onehot.shape[1]
-        powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (E', 3, K)
-        monomials = (
-            powers[:, 0, self.exponents[:, 0]]
-            * powers[:, 1, self.exponents[:, 1]]
-            * powers[:, 2, self.exponents[:, 2]]
-            * self.monomial_weights
-        )  # (E', M)
-        n_eta = radial.shape[1]
-        moments = vectors.new_zeros(n_atoms * n_species, n_eta, monomials.shape[1])
-        moments = moments.index_add(0, slot, radial[:, :, None] * monomials[:, None, :])
-        moments = moments.view(n_atoms, n_species, n_eta, -1)  # (N, S, A, M)
+        # per-edge terms are summed into per-(atom, neighbour element) accumulators
+        n_eta = self.angular_etas.shape[0]
+        n_monomials = self.order_onehot.shape[0]
+        g2 = vectors.new_zeros(n_atoms * n_species, self.radial_shifts.shape[0])
+        moments = vectors.new_zeros(n_atoms * n_species, n_eta, n_monomials)
         self_term = vectors.new_zeros(n_atoms * n_species, n_eta)
-        self_term = self_term.index_add(0, slot, radial * radial).view(n_atoms, n_species, n_eta)
+        # Edges go through in chunks so that no per-edge temporary (the largest is
+        # (chunk, A, M)) exceeds EDGE_CHUNK_BYTES: large systems then reuse the same heap
+        # blocks every step instead of page-faulting fresh memory, and the cost per atom
+        # stays flat (bench/inference_scaling.py). ``split`` keeps the backward one cat.
+        edge_bytes = vectors.element_size() * n_eta * n_monomials
+        chunk = max(MIN_EDGE_CHUNK, EDGE_CHUNK_BYTES // edge_bytes)
+        for vec, slot_c in zip(vectors.split(chunk), slot.split(chunk), strict=True):
+            self._accumulate(vec, slot_c, g2, moments, self_term)
 
+        moments = moments.view(n_atoms, n_species, n_eta, -1)  # (N, S, A, M)
+        self_term = self_term.view(n_atoms, n_species, n_eta)
         products = moments[:, self.pair_a] * moments[:, self.pair_b]  # (N, P, A, M)
         by_order = products @ self.order_onehot  # (N, P, A, K): Σ_jk g_j g_k cos^n θ_jk
         same = self.pair_same[None, :, None, None]
@@ -161,4 +152,36 @@ class ACSF(torch.nn.Module):
             same, 0.5 * (by_order - self_term[:, self.pair_a, :, None]), by_order
         )  # unordered pairs j != k
         g5 = by_order @ self.g5_coefficients  # (N, P, A, Z)
-        return torch.cat([g2, g5.reshape(n_atoms, -1)], dim=1)  # (N, F)
+        return torch.cat([g2.view(n_atoms, -1), g5.reshape(n_atoms, -1)], dim=1)  # (N, F)
+
+    def _accumulate(
+        self,
+        vectors: torch.Tensor,
+        slot: torch.Tensor,
+        g2: torch.Tensor,
+        moments: torch.Tensor,
+        self_term: torch.Tensor,
+    ) -> None:
+        """Add the G2 terms, G5 moments and G5 self terms of some edges (in place)."""
+        r = torch.linalg.vector_norm(vectors, dim=-1)  # (C,)
+        fc = cosine_cutoff(r, self.cutoff)
+        gauss = torch.exp(-self.radial_eta * (r[:, None] - self.radial_shifts) ** 2)  # (C, R)
+        g2.index_add_(0, slot, gauss * fc[:, None])
+
+        # angular G5 through weighted monomials of unit vectors
+        if self.angular_cutoff < self.cutoff:
+            keep = r < self.angular_cutoff
+            vectors, r, slot = vectors[keep], r[keep], slot[keep]
+        unit = vectors / r[:, None]  # (C, 3)
+        radial = torch.exp(-self.angular_etas * (r * r)[:, None])  # (C, A)
+        radial = radial * cosine_cutoff(r, self.angular_cutoff)[:, None]
+        k = self.order_onehot.shape[1]
+        powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (C, 3, K)
+        monomials = (
+            powers[:, 0, self.exponents[:, 0]]
+            * powers[:, 1, self.exponents[:, 1]]
+            * powers[:, 2, self.exponents[:, 2]]
+            * self.monomial_weights
+        )  # (C, M)
+        moments.index_add_(0, slot, radial[:, :, None] * monomials[:, None, :])
+        self_term.index_add_(0, slot, radial * radial)
