@@ -9,9 +9,12 @@ Two remedies against catastrophic forgetting, chosen by ``finetune.method``:
 * ``replay`` — a random share of the old structures is mixed into every epoch;
 * ``plain`` — neither (the baseline to compare against).
 
-``F_i`` is the mean over structures of ``(∂L_s/∂θ_i)²``; ``λ`` defaults to the number of
-structures it was averaged over, the weight a Laplace approximation of the old posterior
-gives when the loss is a per-structure negative log-likelihood.
+``F_i`` is the mean over structures of ``(∂L_s/∂θ_i)²`` (the empirical Fisher). Near the
+old optimum it is roughly ``2 L̄_old`` times the Gauss-Newton curvature of the old loss,
+further divided by how many force components share one structure's gradient, so the ``λ``
+that weights the old task like the new one is of order
+``(force components per structure) / (2 L̄_old)``; ``fisher["mean_loss"]`` stores ``L̄_old``.
+In ``bench/fine_tuning.py`` useful values were 1e3-1e5; sweep it.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class FinetuneConfig(BaseModel):
         checkpoint: the trained model (``model.pt``) to start from; its model config,
             normalisation, reference energies and baseline are kept.
         method: ``ewc``, ``replay`` or ``plain``.
-        ewc_lambda: EWC strength λ (None: the number of structures behind the stored
-            Fisher information).
+        ewc_lambda: EWC strength λ (required by ``ewc``; see the module docstring for its
+            scale).
         replay_data: old structures (files or databases). Mixed into training by
             ``replay``; under every method, the errors on them before and after fine-tuning
             are reported in ``metrics.json``.
@@ -77,6 +80,8 @@ class FinetuneConfig(BaseModel):
     def _replay_has_data(self):
         if self.method == "replay" and not self.replay_data:
             raise ValueError("method 'replay' needs replay_data (the old structures)")
+        if self.method == "ewc" and self.ewc_lambda is None:
+            raise ValueError("method 'ewc' needs ewc_lambda (its strength λ)")
         return self
 
 
@@ -112,12 +117,14 @@ def diagonal_fisher(
     weights = fisher_weights(loss_weights)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     sums = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    total_loss = 0.0
     was_training = model.training
     model.eval()
     for graph in tqdm(graphs, desc="Fisher information", unit="structure", disable=not progress):
         batch = graph_to(graph, device)
         pred = predict_for_loss(model, batch, stress=False, create_graph=True)
         loss = compute_loss(pred, batch, weights).total
+        total_loss += float(loss.detach())
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for (name, _), grad in zip(params.items(), grads, strict=True):
             if grad is not None:
@@ -127,6 +134,7 @@ def diagonal_fisher(
         "kind": FISHER_KIND,
         "values": {n: (s / len(graphs)).cpu() for n, s in sums.items()},
         "n_structures": len(graphs),
+        "mean_loss": total_loss / len(graphs),
         "loss_weights": weights,
     }
 
@@ -226,9 +234,7 @@ def load_start(config: FinetuneConfig, dtype: torch.dtype) -> FinetuneStart:
 
 
 def ewc_penalty(config: FinetuneConfig, start: FinetuneStart) -> EWCPenalty:
-    fisher = start.payload["fisher"]
-    strength = config.ewc_lambda if config.ewc_lambda is not None else fisher["n_structures"]
-    return EWCPenalty(fisher["values"], start.anchor, strength)
+    return EWCPenalty(start.payload["fisher"]["values"], start.anchor, config.ewc_lambda)
 
 
 def store_fisher_from_files(
