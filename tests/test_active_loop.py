@@ -68,8 +68,8 @@ def test_learn_end_to_end_with_emt(tmp_path):
     store = _check_store(result.store_path, 16)
     assert result.model_path.exists()
     reasons = {row.reason for row in store.requests().values()}
-    assert {"initial", "test", "uncertain"} <= reasons
-    uncertain = [r for r in store.requests().values() if r.reason == "uncertain"]
+    assert {"initial", "test", "forces_std"} <= reasons
+    uncertain = [r for r in store.requests().values() if r.reason == "forces_std"]
     assert all(r.force_std > 0.02 and r.model_version >= 0 for r in uncertain)
     assert len(result.iterations) >= 2 and store.count("model") == len(result.iterations)
     assert result.oracle_calls["labels"] == 16 and result.failures == 0
@@ -114,13 +114,13 @@ def test_killed_learning_resumes_without_losing_or_repeating_labels(tmp_path):
     )
     deadline = time.time() + 240
     while time.time() < deadline:  # kill once exploration has sent its first requests
-        if store_path.exists() and Store(store_path).count("request", reason="uncertain"):
+        if store_path.exists() and Store(store_path).count("request", reason="forces_std"):
             break
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # the run and its labelling workers
     process.wait()
     before = Store(store_path)
-    assert before.count("request", reason="uncertain") >= 1
+    assert before.count("request", reason="forces_std") >= 1
     finished = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     _check_store(store_path, 20)

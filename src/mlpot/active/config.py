@@ -47,16 +47,22 @@ class TestSetConfig(_Section):
 
 
 class SelectConfig(_Section):
-    """Which configurations are labelled.
+    """Which configurations are labelled, and when a trajectory is stopped.
 
     ``force_std``: calibrated per-atom force std (eV/Å) above which a configuration is a
-    candidate; ``stop_force_std``: above this a trajectory is stopped; ``use_domain``: also
-    flag configurations outside the domain of applicability (Mahalanobis T² over its
-    chi-square threshold) when the model has one; ``strategy``: how a batch is chosen.
+    candidate; ``stop_force_std``: above this a trajectory is stopped. ``t2_quantile``: also
+    a candidate when an atom's Mahalanobis T² (domain of applicability) exceeds the
+    chi-square quantile ``χ²_F(t2_quantile)`` of the model's ``F`` features;
+    ``stop_t2_quantile``: stop a trajectory above ``χ²_F(stop_t2_quantile)`` (None: off).
+    ``use_domain``: also select configurations outside the checkpoint's own domain (T² or
+    nearest-neighbour distance over its thresholds). ``strategy``: how a batch is chosen.
+    The store records which score selected each configuration (``forces_std``, ``t2``).
     """
 
     force_std: float = Field(0.1, gt=0)
     stop_force_std: float = Field(0.6, gt=0)
+    t2_quantile: float | None = Field(None, gt=0, lt=1)
+    stop_t2_quantile: float | None = Field(None, gt=0, lt=1)
     use_domain: bool = False
     strategy: str = "d_optimal"
     batch_size: int = Field(8, ge=1)
@@ -67,7 +73,17 @@ class SelectConfig(_Section):
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.stop_force_std <= self.force_std:
             raise ValueError("stop_force_std must exceed force_std")
+        if (
+            self.t2_quantile is not None
+            and self.stop_t2_quantile is not None
+            and self.stop_t2_quantile <= self.t2_quantile
+        ):
+            raise ValueError("stop_t2_quantile must exceed t2_quantile")
         return self
+
+    @property
+    def needs_domain(self) -> bool:
+        return self.use_domain or self.t2_quantile is not None or self.stop_t2_quantile is not None
 
 
 class LabelConfig(_Section):

@@ -43,6 +43,8 @@ class LabelOutcome:
     error: str
     attempts: int
     seconds: float
+    started: float = 0.0  # wall-clock time.time() of the first attempt's start, s
+    ended: float = 0.0  # and of the last attempt's end
 
 
 _CALCULATORS: dict[str, Any] = {}
@@ -93,6 +95,7 @@ def label(
 ) -> LabelOutcome:
     """Label ``atoms`` with up to ``1 + retries`` attempts of the oracle."""
     key = repr(oracle)
+    started = time.time()
     start = time.perf_counter()
     error = ""
     for attempt in range(1, retries + 2):
@@ -101,10 +104,12 @@ def label(
                 _CALCULATORS[key] = oracle.build()
             with _time_limit(timeout_s):
                 results = _compute(_CALCULATORS[key], atoms, stress)
-            return LabelOutcome(uid, True, results, "", attempt, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            return LabelOutcome(uid, True, results, "", attempt, seconds, started, time.time())
         except Exception as err:  # any oracle failure is recorded, then retried
             error = f"{type(err).__name__}: {err}"
             if not str(err):
                 error += " " + traceback.format_exc(limit=2)
             _CALCULATORS.pop(key, None)  # a fresh calculator for the next attempt
-    return LabelOutcome(uid, False, {}, error, retries + 1, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return LabelOutcome(uid, False, {}, error, retries + 1, seconds, started, time.time())

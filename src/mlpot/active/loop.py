@@ -22,14 +22,15 @@ import torch
 from ase import Atoms
 
 from mlpot.active import sampling
+from mlpot.active.adversarial import AdversarialCalculator, adversarial_calculator
 from mlpot.active.config import LearnConfig
 from mlpot.active.executors import LabelExecutor, make_executor
-from mlpot.active.exploration import run_trajectory
+from mlpot.active.exploration import Thresholds, run_trajectory
 from mlpot.active.labelling import LabelOutcome, OracleSpec, label
 from mlpot.active.oracle_md import oracle_md_frames, relax
 from mlpot.active.report import validate_and_report
 from mlpot.active.selection import select_batch
-from mlpot.active.store import Store
+from mlpot.active.store import Store, hidden_oracle_fraction
 from mlpot.active.training_step import TrainedModel, train_iteration
 from mlpot.calculators import load_calculator
 from mlpot.data.systems import build_system
@@ -49,7 +50,8 @@ class LearnResult:
     iterations: list[dict] = field(default_factory=list)
     oracle_calls: dict[str, int] = field(default_factory=dict)
     failures: int = 0
-    hidden_oracle_fraction: float = float("nan")
+    hidden_oracle_fraction: float = float("nan")  # of oracle time, behind exploration
+    hidden_oracle_fraction_driver: float = float("nan")  # behind exploration or training
     report_path: Path | None = None
 
 
@@ -72,8 +74,6 @@ class ActiveLearner:
         self.store = Store(self.out / STORE_FILE)
         self.inflight: dict[Future, tuple[str, Atoms]] = {}
         self.setup_calls = 0
-        self.oracle_s = 0.0  # oracle time of labels that arrived while exploring
-        self.blocked_s = 0.0  # time the driver waited for those labels
         self.executor: LabelExecutor | None = None
         self.start_structures: list[Atoms] = []
 
@@ -107,7 +107,13 @@ class ActiveLearner:
             outcome = LabelOutcome(uid, False, {}, f"worker error: {err!r}", 0, 0.0)
         if outcome.ok:
             self.store.add_label(
-                uid, atoms, outcome.results, attempts=outcome.attempts, oracle_s=outcome.seconds
+                uid,
+                atoms,
+                outcome.results,
+                attempts=outcome.attempts,
+                oracle_s=outcome.seconds,
+                started=outcome.started,
+                ended=outcome.ended,
             )
         else:
             self.store.add_failure(uid, outcome.error, attempts=outcome.attempts)
@@ -121,19 +127,14 @@ class ActiveLearner:
         """Store finished labels; with ``block`` wait for all in flight. Returns how many."""
         done = [f for f in self.inflight if f.done()]
         if block and self.inflight:
-            start = time.perf_counter()
             wait(list(self.inflight))
-            self.blocked_s += time.perf_counter() - start
             done = list(self.inflight)
         for future in done:
-            outcome = self._record(future)
-            self.oracle_s += outcome.seconds
+            self._record(future)
         return len(done)
 
     def wait_any(self) -> None:
-        start = time.perf_counter()
         wait(list(self.inflight), return_when=FIRST_COMPLETED)
-        self.blocked_s += time.perf_counter() - start
 
     # ---- set-up: starts, initial data, held-out test set ---------------------------------
     def starts(self) -> list[Atoms]:
@@ -215,7 +216,6 @@ class ActiveLearner:
                 self._submit(uid, atoms)  # requests of a killed run, or the initial ones
             self.test_set(starts)
             self.collect(block=True)
-            self.blocked_s = 0.0  # count only waiting during the loop itself
             reason = self._iterate(starts)
             self.collect(block=True)
         finally:
@@ -248,6 +248,7 @@ class ActiveLearner:
         labelled = self.store.labelled(exclude={"test"})
         test = self.store.labelled(reasons={"test"})
         self.log(f"iteration {iteration}: training a committee on {len(labelled)} labels")
+        started = time.time()
         trained = train_iteration(
             self.config,
             labelled,
@@ -255,7 +256,14 @@ class ActiveLearner:
             self.out / f"iteration_{iteration}",
             seed=self.config.seed + iteration,
         )
-        self.store.add_model(iteration, iteration, str(trained.path), trained.metrics)
+        self.store.add_model(
+            iteration,
+            iteration,
+            str(trained.path),
+            trained.metrics,
+            started=started,
+            ended=time.time(),
+        )
         m = trained.metrics
         self.log(
             f"  test force RMSE {m['test_force_rmse']:.4f} eV/Å, energy RMSE "
@@ -274,10 +282,47 @@ class ActiveLearner:
             return f"{stop.max_iterations} iterations"
         return None
 
+    def _calculator(self, path: Path):
+        """The exploration calculator: the model, or the model plus the uncertainty bias."""
+        ec = self.config.explore
+        if ec.mode == "adversarial":
+            return adversarial_calculator(
+                path,
+                strength=ec.bias_strength,
+                width=ec.bias_width or 1.0,  # None: set per trajectory, see _explore
+                form=ec.bias_form,
+            )
+        return load_calculator(path)
+
+    def _thresholds(self, calc) -> Thresholds:
+        sc = self.config.select
+        t2 = stop_t2 = None
+        if sc.needs_domain:
+            if calc.domain is None:
+                raise MlpotInputError(
+                    "T² selection needs domain statistics, and this model has none "
+                    "(a model exposing per-atom features, e.g. bpnn)",
+                    field="select.t2_quantile",
+                )
+            from scipy import stats
+
+            f = calc.domain.n_features
+            t2 = None if sc.t2_quantile is None else float(stats.chi2.ppf(sc.t2_quantile, f))
+            if sc.stop_t2_quantile is not None:
+                stop_t2 = float(stats.chi2.ppf(sc.stop_t2_quantile, f))
+        return Thresholds(
+            force_std=sc.force_std,
+            stop_force_std=sc.stop_force_std,
+            t2=t2,
+            stop_t2=stop_t2,
+            domain=sc.use_domain,
+        )
+
     def _explore(self, iteration: int, trained: TrainedModel, starts: list[Atoms]) -> str:
         """Explore with the current model until enough labels arrived to retrain."""
         config = self.config
-        calc = load_calculator(trained.path)
+        calc = self._calculator(trained.path)
+        thresholds = self._thresholds(calc)
         rng = np.random.default_rng(config.seed + 1000 * (iteration + 1))
         arrived, quiet_steps, k = 0, 0, 0
         temperatures = config.explore.temperatures
@@ -285,16 +330,18 @@ class ActiveLearner:
             start = starts[int(rng.integers(len(starts)))]
             temperature = temperatures[k % len(temperatures)]
             k += 1
+            if isinstance(calc, AdversarialCalculator) and config.explore.bias_width is None:
+                calc.width = _start_width(calc, start)
             result = run_trajectory(
                 start,
                 calc,
                 temperature,
                 config.explore,
-                select_threshold=config.select.force_std,
-                stop_threshold=config.select.stop_force_std,
+                thresholds=thresholds,
                 seed=int(rng.integers(1 << 31)),
                 poll=lambda: any(f.done() for f in self.inflight),
             )
+            self._record_trajectory(iteration, temperature, result)
             arrived += self.collect()
             quiet_steps = 0 if result.candidates else quiet_steps + result.steps
             self._request_batch(result.candidates, iteration, calc, rng)
@@ -306,6 +353,21 @@ class ActiveLearner:
                 if not self.inflight:
                     return "converged" if arrived == 0 else "retrain"
                 self.wait_any()
+
+    def _record_trajectory(self, iteration: int, temperature: float, result) -> None:
+        figures = {
+            "mode": self.config.explore.mode,
+            "temperature": float(temperature),
+            "steps": result.steps,
+            "stop_reason": result.stop_reason,
+            "candidates": len(result.candidates),
+            "max_force_std": result.max_force_std,
+            "started": result.started,
+            "ended": result.ended,
+        }
+        if np.isfinite(result.max_t2):
+            figures["max_t2"] = result.max_t2
+        self.store.add_trajectory(iteration, **figures)
 
     def _request_batch(self, candidates, iteration: int, calc, rng) -> None:
         room = min(
@@ -330,11 +392,14 @@ class ActiveLearner:
         )
         for index in picks:
             c = candidates[index]
+            scores = {"force_std": c.force_std, "temperature": c.temperature}
+            if np.isfinite(c.t2):
+                scores["t2"] = c.t2
             self.request(
                 c.atoms,
                 iteration=iteration + 1,
-                reason="uncertain",
-                scores={"force_std": c.force_std, "temperature": c.temperature},
+                reason=c.reason,
+                scores=scores,
                 model_version=iteration,
             )
 
@@ -343,7 +408,7 @@ class ActiveLearner:
         final = Path(models[-1]["path"])
         model_path = self.out / "model.pt"
         shutil.copyfile(final, model_path)
-        hidden = 1.0 - self.blocked_s / self.oracle_s if self.oracle_s > 0 else float("nan")
+        overlap = hidden_oracle_fraction(self.store)
         result = LearnResult(
             model_path=model_path,
             store_path=self.out / STORE_FILE,
@@ -355,7 +420,8 @@ class ActiveLearner:
                 "test": self.store.count("request", reason="test"),
             },
             failures=self.store.count("failure"),
-            hidden_oracle_fraction=hidden,
+            hidden_oracle_fraction=overlap.behind_exploration,
+            hidden_oracle_fraction_driver=overlap.behind_driver,
         )
         if self.config.validation:
             self.log("validating the final model against the oracle ...")
@@ -380,6 +446,15 @@ class ActiveLearner:
         (self.out / "learn.json").write_text(json.dumps(summary, indent=2))
         self.log(f"stopped: {reason}; model {model_path}")
         return result
+
+
+def _start_width(calc: AdversarialCalculator, start: Atoms) -> float:
+    """Bias width ``B = σ_E / sqrt(N)`` (eV/atom) of the committee at ``start``."""
+    atoms = start.copy()
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    variance = calc.results["energy_variance"]
+    return max(float(np.sqrt(variance / len(atoms))), 1e-6)
 
 
 def learn(config: LearnConfig, *, resume: bool = False, log=print) -> LearnResult:

@@ -5,14 +5,22 @@ shared. Rows are only ever appended. Each row has a ``kind``:
 
 =============  ================================================================================
 ``request``    a configuration sent to the oracle: ``uid``, ``iteration``, ``reason``
-               (``initial``, ``test``, ``uncertain``, ...), its uncertainty scores, the
-               ``model_version`` that flagged it
+               (``initial``, ``test``, or the score(s) that selected it in exploration:
+               ``forces_std``, ``t2``, ``forces_std+t2``, ``domain``), its uncertainty
+               scores, the ``model_version`` that flagged it
 ``label``      the oracle's answer for ``uid`` (energy, forces, stress as calculator
-               results), ``attempts``, ``oracle_s``
+               results), ``attempts``, ``oracle_s``, wall-clock ``started``/``ended``
 ``failure``    the oracle gave up on ``uid`` after ``attempts`` tries; ``data["error"]``
-``model``      a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics
+``model``      a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics,
+               training wall-clock ``started``/``ended``
+``trajectory`` one exploration trajectory: ``iteration``, ``mode``, ``temperature``,
+               ``steps``, ``stop_reason``, ``candidates``, ``max_force_std``, ``max_t2``,
+               wall-clock ``started``/``ended``
 ``iteration``  the end of an iteration, with its figures in ``data``
 =============  ================================================================================
+
+Wall-clock times are ``time.time()`` seconds (comparable across processes), from which
+:func:`hidden_oracle_fraction` measures how much oracle time ran behind the driver's work.
 
 A run killed at any point resumes from the store: requests without a label or a failure
 are sent again, and a label is written only if its ``uid`` has none yet.
@@ -29,6 +37,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 REQUEST, LABEL, FAILURE, MODEL, ITERATION = "request", "label", "failure", "model", "iteration"
+TRAJECTORY = "trajectory"
 
 
 @dataclass
@@ -76,26 +85,58 @@ class Store:
         )
 
     def add_label(
-        self, uid: str, atoms: Atoms, results: dict[str, Any], *, attempts: int, oracle_s: float
+        self,
+        uid: str,
+        atoms: Atoms,
+        results: dict[str, Any],
+        *,
+        attempts: int,
+        oracle_s: float,
+        started: float = 0.0,
+        ended: float = 0.0,
     ) -> bool:
-        """Write the label of ``uid`` unless it already has one; True if written."""
+        """Write the label of ``uid`` unless it already has one; True if written.
+        ``started``/``ended``: wall-clock time of the oracle work (0: not timed)."""
         if self.has(uid, LABEL):
             return False
         labelled = atoms.copy()
         labelled.calc = SinglePointCalculator(labelled, **results)
-        self.db.write(labelled, kind=LABEL, uid=uid, attempts=attempts, oracle_s=oracle_s)
+        self.db.write(
+            labelled,
+            kind=LABEL,
+            uid=uid,
+            attempts=attempts,
+            oracle_s=oracle_s,
+            started=started,
+            ended=ended,
+        )
         return True
+
+    def add_trajectory(self, iteration: int, **figures: float | int | str) -> None:
+        """One exploration trajectory's figures (numbers or strings; see module table)."""
+        self.db.write(Atoms(), kind=TRAJECTORY, iteration=iteration, **figures)
 
     def add_failure(self, uid: str, error: str, *, attempts: int) -> None:
         if not self.has(uid, FAILURE):
             self.db.write(Atoms(), kind=FAILURE, uid=uid, attempts=attempts, data={"error": error})
 
-    def add_model(self, version: int, iteration: int, path: str, metrics: dict) -> None:
+    def add_model(
+        self,
+        version: int,
+        iteration: int,
+        path: str,
+        metrics: dict,
+        *,
+        started: float = 0.0,
+        ended: float = 0.0,
+    ) -> None:
         self.db.write(
             Atoms(),
             kind=MODEL,
             model_version=version,
             iteration=iteration,
+            started=started,
+            ended=ended,
             data={"path": path, "metrics": metrics},
         )
 
@@ -156,3 +197,72 @@ class Store:
 
     def count(self, kind: str, **filters: Any) -> int:
         return self.db.count(kind=kind, **filters)
+
+    def intervals(self, kind: str, **filters: Any) -> list[tuple[float, float]]:
+        """Wall-clock ``(started, ended)`` of the timed rows of ``kind``."""
+        rows = self.db.select(kind=kind, **filters)
+        return [
+            (row.started, row.ended)
+            for row in rows
+            if row.get("started", 0.0) > 0 and row.get("ended", 0.0) >= row.started
+        ]
+
+    def trajectories(self) -> list[dict[str, Any]]:
+        keys = ("iteration", "mode", "temperature", "steps", "stop_reason", "candidates")
+        return [
+            {k: row.get(k) for k in (*keys, "max_force_std", "max_t2", "started", "ended")}
+            for row in self.db.select(kind=TRAJECTORY, sort="id")
+        ]
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged]
+
+
+def overlap_seconds(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length (s) of the intersection of the unions of two lists of intervals."""
+    total, a, b = 0.0, _union(a), _union(b)
+    i = j = 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+@dataclass
+class Overlap:
+    """How much wall-clock time of the oracle (the union of its labels' intervals, after
+    the initial set) ran while the driver explored, or explored or trained."""
+
+    oracle_s: float
+    behind_exploration: float  # fraction of oracle_s
+    behind_driver: float  # fraction of oracle_s behind exploration or training
+
+
+def hidden_oracle_fraction(store: Store) -> Overlap:
+    """Oracle time hidden behind exploration (and training), from the store's intervals.
+    Only labels that ended after the first exploration started count: the initial set is
+    labelled before there is anything to explore with."""
+    explore = store.intervals(TRAJECTORY)
+    if not explore:
+        return Overlap(0.0, float("nan"), float("nan"))
+    first = min(start for start, _ in explore)
+    oracle = [(max(a, first), b) for a, b in store.intervals(LABEL) if b > first]
+    oracle_s = sum(b - a for a, b in _union(oracle))
+    if oracle_s <= 0:
+        return Overlap(0.0, float("nan"), float("nan"))
+    driver = explore + store.intervals(MODEL)
+    return Overlap(
+        oracle_s,
+        overlap_seconds(oracle, explore) / oracle_s,
+        overlap_seconds(oracle, driver) / oracle_s,
+    )

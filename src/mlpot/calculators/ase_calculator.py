@@ -122,6 +122,11 @@ class MlpotCalculator(Calculator):
             self.results[outputs.IN_DOMAIN] = bool(out[outputs.IN_DOMAIN][0])
         if self.baseline is not None:
             self._add_baseline(atoms)
+        self.extend_results(out)
+
+    def extend_results(self, out: dict[str, torch.Tensor]) -> None:
+        """Hook for wrappers (e.g. an exploration bias): add to ``self.results`` from the raw
+        outputs ``out`` of the same evaluation, member outputs included. Does nothing here."""
 
     def _add_baseline(self, atoms: Atoms) -> None:
         """Delta-learning: add the baseline's energy, forces (and stress, energies)."""
