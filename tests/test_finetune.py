@@ -170,3 +170,17 @@ def test_bad_finetune_configs_are_clear_errors(tasks, tmp_path):
     )
     with pytest.raises(MlpotInputError, match="mlpot fisher"):
         run_training(no_fisher)
+
+
+def test_fisher_command(tasks, tmp_path):
+    from typer.testing import CliRunner
+
+    from mlpot.cli.main import app
+
+    copy = tmp_path / "m.pt"
+    copy.write_bytes(open(tasks["a_model"], "rb").read())
+    out = CliRunner().invoke(app, ["fisher", str(copy), tasks["a_train"], "--structures", "4"])
+    assert out.exit_code == 0, out.output
+    assert load_checkpoint(copy)["fisher"]["n_structures"] == 4
+    bad = CliRunner().invoke(app, ["fisher", str(copy), str(tmp_path / "missing.xyz")])
+    assert bad.exit_code == 2 and "not found" in bad.output

@@ -78,6 +78,25 @@ def evaluate_cmd(
         typer.echo(format_scores({name: r.get("uncertainty", {}) for name, r in report.items()}))
 
 
+@app.command()
+def fisher(
+    model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt) to store it in.")],
+    data: Annotated[list[Path], typer.Argument(help="The model's original training data.")],
+    structures: Annotated[int, typer.Option(help="Structures to average over (seeded).")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the structure subset.")] = 0,
+) -> None:
+    """Store the diagonal Fisher information of MODEL on DATA (for EWC fine-tuning)."""
+    from mlpot.training.finetune import FisherOptions, store_fisher_from_files
+
+    try:
+        result = store_fisher_from_files(
+            model, [str(d) for d in data], options=FisherOptions(structures=structures, seed=seed)
+        )
+    except MlpotInputError as err:
+        _fail(err)
+    typer.echo(f"Fisher information of {result['n_structures']} structures stored in {model}")
+
+
 def _format_metrics(report: dict[str, dict]) -> str:
     units = {
         "energy_per_atom": ("meV/atom", 1e3),
