@@ -38,6 +38,11 @@ def learn(
         f"oracle calls: {calls['labels']} labels, {calls['setup']} set-up, "
         f"{calls['test']} test frames; failures: {result.failures}"
     )
+    typer.echo(
+        "oracle time hidden behind exploration: "
+        f"{result.hidden_oracle_fraction:.0%} (behind exploration or training: "
+        f"{result.hidden_oracle_fraction_driver:.0%})"
+    )
     typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
     if result.report_path:
         typer.echo(f"report: {result.report_path}")
