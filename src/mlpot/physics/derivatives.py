@@ -26,6 +26,41 @@ def cell_volume(graph: Graph) -> torch.Tensor:
     return torch.linalg.det(graph[CELL]).abs()
 
 
+def strained_graph(
+    graph: Graph, *, forces: bool, stress: bool
+) -> tuple[Graph, list[torch.Tensor]]:
+    """A copy of ``graph`` set up for derivatives, and the autograd inputs to take them by.
+
+    With ``forces`` the positions become a leaf; with ``stress`` a zero strain ``(S, 3, 3)``
+    is a leaf too, and its symmetric part deforms positions and cell. Inputs come in that
+    order: ``[positions][, strain]``.
+    """
+    graph = dict(graph)
+    positions = graph[POSITIONS]
+    inputs = []
+    if forces:
+        positions = positions.detach().requires_grad_(True)
+        inputs.append(positions)
+    if stress:
+        n_structures = graph[N_ATOMS].shape[0]
+        strain = positions.new_zeros((n_structures, 3, 3)).requires_grad_(True)
+        inputs.append(strain)
+        identity = torch.eye(3, dtype=positions.dtype, device=positions.device)
+        deformation = identity + 0.5 * (strain + strain.transpose(1, 2))  # (S, 3, 3)
+        graph[CELL] = torch.bmm(graph[CELL], deformation)
+        positions = torch.einsum("ni,nij->nj", positions, deformation[graph[BATCH]])
+    graph[POSITIONS] = positions
+    return graph, inputs
+
+
+def stress_from_strain_derivative(de_dstrain: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """``σ = (1/V) dE/dε`` for ``de_dstrain (..., S, 3, 3)``; zero where there is no volume."""
+    volume = cell_volume(graph)  # (S,)
+    safe = torch.where(volume > 0, volume, torch.ones_like(volume))[:, None, None]
+    has_volume = (volume > 0)[:, None, None]
+    return torch.where(has_volume, de_dstrain / safe, torch.zeros_like(de_dstrain))
+
+
 def predict(
     model: torch.nn.Module,
     graph: Graph,
@@ -39,28 +74,7 @@ def predict(
     ``create_graph=True`` keeps the derivative graph so a loss on forces or stress can be
     back-propagated (training). Stress is zero for structures without a volume.
     """
-    graph = dict(graph)
-    positions = graph[POSITIONS]
-    inputs = []
-    if forces:
-        positions = positions.detach().requires_grad_(True)
-        inputs.append(positions)
-    if stress:
-        n_structures = graph[N_ATOMS].shape[0]
-        strain = torch.zeros(
-            (n_structures, 3, 3),
-            dtype=positions.dtype,
-            device=positions.device,
-            requires_grad=True,
-        )
-        inputs.append(strain)
-        symmetric = 0.5 * (strain + strain.transpose(1, 2))
-        identity = torch.eye(3, dtype=positions.dtype, device=positions.device)
-        deformation = identity + symmetric  # (S, 3, 3)
-        graph[CELL] = torch.bmm(graph[CELL], deformation)
-        positions = torch.einsum("ni,nij->nj", positions, deformation[graph[BATCH]])
-    graph[POSITIONS] = positions
-
+    graph, inputs = strained_graph(graph, forces=forces, stress=stress)
     local = model(graph)  # (N,)
     energy = structure_sum(local, graph)  # (S,)
     results = {outputs.ENERGY: energy, outputs.LOCAL_ENERGIES: local}
@@ -78,14 +92,8 @@ def predict(
         results[outputs.FORCES] = -grads[0]
     if stress:
         de_dstrain = grads[-1]  # (S, 3, 3)
-        volume = cell_volume(graph)
-        safe = torch.where(volume > 0, volume, torch.ones_like(volume))
         results[outputs.VIRIAL] = -de_dstrain
-        results[outputs.STRESS] = torch.where(
-            (volume > 0)[:, None, None],
-            de_dstrain / safe[:, None, None],
-            torch.zeros_like(de_dstrain),
-        )
+        results[outputs.STRESS] = stress_from_strain_derivative(de_dstrain, graph)
     return results if create_graph else _detached(results)
 
 

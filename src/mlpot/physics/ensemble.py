@@ -15,35 +15,13 @@ from collections.abc import Callable
 
 import torch
 
-from mlpot.data.graph import BATCH, CELL, N_ATOMS, POSITIONS, Graph
+from mlpot.data.graph import Graph
 from mlpot.physics import outputs
-from mlpot.physics.derivatives import cell_volume, structure_sum
-
-
-def _strained(graph: Graph, *, forces: bool, stress: bool) -> tuple[Graph, list[torch.Tensor]]:
-    """A copy of ``graph`` whose positions (and a zero symmetric strain) are autograd leaves."""
-    graph = dict(graph)
-    positions = graph[POSITIONS].detach().requires_grad_(forces)
-    inputs = [positions] if forces else []
-    if stress:
-        n_structures = graph[N_ATOMS].shape[0]
-        strain = positions.new_zeros((n_structures, 3, 3)).requires_grad_(True)
-        inputs.append(strain)
-        deformation = torch.eye(3, dtype=positions.dtype, device=positions.device) + 0.5 * (
-            strain + strain.transpose(1, 2)
-        )  # (S, 3, 3)
-        graph[CELL] = torch.bmm(graph[CELL], deformation)
-        positions = torch.einsum("ni,nij->nj", positions, deformation[graph[BATCH]])
-    graph[POSITIONS] = positions
-    return graph, inputs
-
-
-def _stress(de_dstrain: torch.Tensor, graph: Graph) -> torch.Tensor:
-    """``σ = (1/V) dE/dε`` for ``de_dstrain (..., S, 3, 3)``; zero where there is no volume."""
-    volume = cell_volume(graph)  # (S,)
-    safe = torch.where(volume > 0, volume, torch.ones_like(volume))[:, None, None]
-    has_volume = (volume > 0)[:, None, None]
-    return torch.where(has_volume, de_dstrain / safe, torch.zeros_like(de_dstrain))
+from mlpot.physics.derivatives import (
+    strained_graph,
+    stress_from_strain_derivative,
+    structure_sum,
+)
 
 
 def predict_members(
@@ -69,7 +47,7 @@ def predict_members(
     ``forces``/``stress`` the means ``FORCES``, ``STRESS``, ``VIRIAL`` and, with
     ``member_forces``, ``MEMBER_FORCES (K, N, 3)`` and ``MEMBER_STRESS (K, S, 3, 3)``.
     """
-    graph, inputs = _strained(graph, forces=forces, stress=stress)
+    graph, inputs = strained_graph(graph, forces=forces, stress=stress)
     local = member_energies(graph)  # (N, K)
     energy = structure_sum(local, graph)  # (S, K)
     results = {
@@ -108,7 +86,7 @@ def predict_members(
             results[outputs.MEMBER_FORCES] = -grads[0]  # (K, N, 3)
     if stress:
         de_dstrain = grads[-1]  # (K, S, 3, 3) or (S, 3, 3)
-        member_stress = _stress(de_dstrain, graph)
+        member_stress = stress_from_strain_derivative(de_dstrain, graph)
         if member_forces:
             results[outputs.MEMBER_STRESS] = member_stress
             de_dstrain, member_stress = de_dstrain.mean(0), member_stress.mean(0)
