@@ -163,3 +163,24 @@ def test_identical_potential_passes_with_default_settings():
         lj(), oracle="lj", oracle_params=LJ_ORACLE, system="cu-fcc", progress=False
     )
     assert report.passed and report.counts()["pass"] == 10
+
+
+def test_delta_checkpoint_is_validated_as_baseline_plus_correction(tmp_path):
+    """LJ is linear in ε: a learned LJ(0.6 ε) on an LJ(0.4 ε) baseline is the oracle LJ(ε),
+    so a delta-learned checkpoint must validate at round-off (energies, forces, stress,
+    and the Hessian: model autograd + baseline finite differences)."""
+    from mlpot.models.checkpoint import save_model
+
+    path = tmp_path / "delta.pt"
+    baseline = {"name": "lj", "params": {**LJ_ORACLE, "epsilon": 0.4 * EPSILON}}
+    save_model(path, lj(epsilon=0.6 * EPSILON), baseline=baseline)
+    report = validate(path, checks=["errors", "vibrations", "elastic"])
+    f = {c.name: c.figures for c in report.checks}
+    assert report.passed
+    assert f["errors"]["forces_rmse_eV_per_A"] < 1e-9
+    assert f["errors"]["stress_rmse_GPa"] < 1e-9
+    assert f["vibrations"]["mean_relative_error"] < 1e-3
+    assert f["elastic"]["max_error_GPa"] < 1e-6
+    # without its baseline the same correction is far off
+    alone = validate(lj(epsilon=0.6 * EPSILON), checks=["errors"])
+    assert {c.name: c.figures for c in alone.checks}["errors"]["forces_rmse_eV_per_A"] > 1e-3

@@ -48,6 +48,8 @@ class ValidationContext:
         settings, tolerances: see :mod:`mlpot.validation.settings`.
         progress: show progress bars of long steps.
         uncertainty_scale: calibration factor of committee standard deviations.
+        baseline: oracle spec of a delta-learned model's baseline (its calculator runs it
+            and adds it; see :mod:`mlpot.training.delta`), None otherwise.
     """
 
     model: EnergyModel
@@ -58,13 +60,14 @@ class ValidationContext:
     tolerances: Tolerances
     progress: bool = False
     uncertainty_scale: float = 1.0
+    baseline: dict[str, Any] | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def calculator(self, which: str) -> BaseCalculator:
         """The model's ASE calculator (``"model"``) or the oracle's (``"oracle"``)."""
         if which == MODEL:
             if MODEL not in self._cache:
-                self._cache[MODEL] = MlpotCalculator(self.model)
+                self._cache[MODEL] = MlpotCalculator(self.model, baseline=self.baseline)
             return self._cache[MODEL]
         return self.oracle.calc
 
@@ -72,7 +75,7 @@ class ValidationContext:
         """A calculator of its own for one structure among several (NEB images), so results
         stay cached per structure; a given oracle instance is shared."""
         if which == MODEL:
-            return MlpotCalculator(self.model)
+            return MlpotCalculator(self.model, baseline=self.baseline)
         return self.oracle.fresh()
 
     @property

@@ -35,14 +35,18 @@ from mlpot.validation.settings import (
 from mlpot.validation.systems import System, resolve_system
 
 
-def _load_model(model: EnergyModel | str | Path) -> tuple[EnergyModel, dict[str, Any], float]:
-    """A float64 copy of the model, its description, and its force-uncertainty scale."""
-    scale, source = 1.0, "in memory"
+def _load_model(
+    model: EnergyModel | str | Path,
+) -> tuple[EnergyModel, dict[str, Any], float, dict[str, Any] | None]:
+    """A float64 copy of the model, its description, its force-uncertainty scale, and the
+    baseline oracle spec of a delta-learned checkpoint (None otherwise)."""
+    scale, source, baseline = 1.0, "in memory", None
     if isinstance(model, str | Path):
         source = str(model)
         payload = load_checkpoint(model)
         calibration = payload.get("calibration") or {}
         scale = float(calibration.get("forces_scale", 1.0))
+        baseline = payload.get("baseline")
         model = model_from_payload(payload, source=source)
     elif isinstance(model, EnergyModel):
         model = copy.deepcopy(model)  # the caller's model keeps its dtype and mode
@@ -59,8 +63,9 @@ def _load_model(model: EnergyModel | str | Path) -> tuple[EnergyModel, dict[str,
         "parameters": sum(p.numel() for p in model.parameters()),
         "committee_members": len(model.members) if isinstance(model, Committee) else 0,
         "source": source,
+        "baseline": baseline,
     }
-    return model, description, scale
+    return model, description, scale, baseline
 
 
 def _check_elements(system: System, model: EnergyModel) -> None:
@@ -168,7 +173,7 @@ def run_validation(
         raise MlpotInputError(
             f"must be a positive number of K, got {temperature!r}", field="temperature"
         )
-    energy_model, model_info, scale = _load_model(model)
+    energy_model, model_info, scale, baseline = _load_model(model)
     target = resolve_system(system)
     _check_elements(target, energy_model)
     reference = resolve_oracle(oracle, oracle_params)
@@ -181,6 +186,7 @@ def run_validation(
         make_tolerances(tolerances),
         progress=progress,
         uncertainty_scale=scale if uncertainty_scale is None else float(uncertainty_scale),
+        baseline=baseline,
     )
     selected = _select(checks, ctx)
     plots = {name: as_png(value, name) for name, value in (extra_plots or {}).items()}

@@ -25,20 +25,32 @@ FLOOR = 50.0  # cm⁻¹: modes softer than this are left out of the relative err
 IMAGINARY = 20.0  # cm⁻¹: imaginary modes weaker than this count as numerical noise
 
 
-def oracle_frequencies(atoms: Atoms, calc, delta: float) -> np.ndarray:
-    """Frequencies (cm⁻¹) from the oracle's finite-difference Hessian."""
+def finite_difference_hessian(atoms: Atoms, calc, delta: float) -> np.ndarray:
+    """``(3N, 3N)`` Hessian, eV/Å², from ASE's central differences of ``calc``'s forces."""
     atoms = atoms.copy()
     atoms.calc = calc
     with tempfile.TemporaryDirectory(prefix="mlpot-vib-") as tmp:
         vib = Vibrations(atoms, name=str(Path(tmp) / "vib"), delta=delta)
         vib.run()
-        data = vib.get_vibrations()
+        return vib.get_vibrations().get_hessian_2d()
+
+
+def oracle_frequencies(atoms: Atoms, calc, delta: float) -> np.ndarray:
+    """Frequencies (cm⁻¹) from the oracle's finite-difference Hessian."""
+    data = VibrationsData.from_2d(atoms, finite_difference_hessian(atoms, calc, delta))
     return vibrational_frequencies(data, atoms)
 
 
 def model_frequencies(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
-    """Frequencies (cm⁻¹) from the model's autograd Hessian."""
-    data = VibrationsData.from_2d(atoms, model_hessian(ctx.model, atoms))
+    """Frequencies (cm⁻¹) from the model's autograd Hessian (plus, for a delta-learned
+    model, its baseline's finite-difference Hessian)."""
+    hessian = model_hessian(ctx.model, atoms)
+    if ctx.baseline is not None:
+        from mlpot.calculators.oracles import make_oracle
+
+        baseline = make_oracle(ctx.baseline["name"], **ctx.baseline.get("params", {}))
+        hessian = hessian + finite_difference_hessian(atoms, baseline, ctx.settings.vib_delta)
+    data = VibrationsData.from_2d(atoms, hessian)
     return vibrational_frequencies(data, atoms)
 
 
