@@ -144,4 +144,5 @@ def edge_vectors(graph: Graph) -> torch.Tensor:
     else:
         cell_per_edge = cell[graph[BATCH][i]]  # (E, 3, 3)
         offsets = torch.einsum("ek,ekl->el", graph[CELL_SHIFTS], cell_per_edge)  # (E, 3)
-    return graph[POSITIONS][j] - graph[POSITIONS][i] + offsets
+    positions = graph[POSITIONS]  # index_select: its backward is one index_add
+    return positions.index_select(0, j) - positions.index_select(0, i) + offsets

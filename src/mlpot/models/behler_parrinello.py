@@ -108,5 +108,5 @@ class BehlerParrinello(EnergyModel):
         out = x.new_zeros(x.shape[0])
         for k, network in enumerate(self.networks):
             index = torch.nonzero(species == k).squeeze(1)
-            out = out.index_copy(0, index, network(x[index]).squeeze(-1))
+            out = out.index_copy(0, index, network(x.index_select(0, index)).squeeze(-1))
         return out * self.energy_scale  # (N,)

@@ -78,7 +78,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         out = x.new_zeros(x.shape[0], self.n_members)
         for k, network in enumerate(self.networks):
             index = torch.nonzero(species == k).squeeze(1)
-            hidden = network[:-1](x[index])  # (n, H)
+            hidden = network[:-1](x.index_select(0, index))  # (n, H)
             heads = network[-1](hidden)  # (n, K)
             if self.training:
                 frozen = network[-1](hidden.detach())  # (n, K)

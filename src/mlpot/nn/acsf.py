@@ -145,11 +145,12 @@ class ACSF(torch.nn.Module):
 
         moments = moments.view(n_atoms, n_species, n_eta, -1)  # (N, S, A, M)
         self_term = self_term.view(n_atoms, n_species, n_eta)
-        products = moments[:, self.pair_a] * moments[:, self.pair_b]  # (N, P, A, M)
+        pair_a = moments.index_select(1, self.pair_a)  # (N, P, A, M)
+        products = pair_a * moments.index_select(1, self.pair_b)  # (N, P, A, M)
         by_order = products @ self.order_onehot  # (N, P, A, K): Σ_jk g_j g_k cos^n θ_jk
         same = self.pair_same[None, :, None, None]
         by_order = torch.where(
-            same, 0.5 * (by_order - self_term[:, self.pair_a, :, None]), by_order
+            same, 0.5 * (by_order - self_term.index_select(1, self.pair_a)[..., None]), by_order
         )  # unordered pairs j != k
         g5 = by_order @ self.g5_coefficients  # (N, P, A, Z)
         return torch.cat([g2.view(n_atoms, -1), g5.reshape(n_atoms, -1)], dim=1)  # (N, F)
@@ -178,9 +179,9 @@ class ACSF(torch.nn.Module):
         k = self.order_onehot.shape[1]
         powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (C, 3, K)
         monomials = (
-            powers[:, 0, self.exponents[:, 0]]
-            * powers[:, 1, self.exponents[:, 1]]
-            * powers[:, 2, self.exponents[:, 2]]
+            powers[:, 0].index_select(1, self.exponents[:, 0])
+            * powers[:, 1].index_select(1, self.exponents[:, 1])
+            * powers[:, 2].index_select(1, self.exponents[:, 2])
             * self.monomial_weights
         )  # (C, M)
         moments.index_add_(0, slot, radial[:, :, None] * monomials[:, None, :])

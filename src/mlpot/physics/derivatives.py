@@ -48,7 +48,7 @@ def strained_graph(
         identity = torch.eye(3, dtype=positions.dtype, device=positions.device)
         deformation = identity + 0.5 * (strain + strain.transpose(1, 2))  # (S, 3, 3)
         graph[CELL] = torch.bmm(graph[CELL], deformation)
-        positions = torch.einsum("ni,nij->nj", positions, deformation[graph[BATCH]])
+        positions = torch.einsum("ni,nij->nj", positions, deformation.index_select(0, graph[BATCH]))
     graph[POSITIONS] = positions
     return graph, inputs
 
