@@ -37,13 +37,17 @@ class InitialConfig(_Section):
 
 
 class TestSetConfig(_Section):
-    """Held-out oracle MD: ``frames`` frames every ``stride`` steps at ``temperature`` K."""
+    """Held-out oracle MD: ``frames`` frames every ``stride`` steps at ``temperature`` K.
+
+    The defaults span 1 ps: long enough for a small molecule's torsions to turn at 600 K
+    (ethanol's OH rotor crosses between trans and gauche), so the test set is not just the
+    neighbourhood of the starting conformer."""
 
     temperature: float = Field(600.0, gt=0)
     frames: int = Field(40, ge=1)
-    stride: int = Field(10, ge=1)
+    stride: int = Field(25, ge=1)
     equilibration: int = Field(100, ge=0)
-    timestep_fs: float = Field(0.5, gt=0)
+    timestep_fs: float = Field(1.0, gt=0)
 
 
 class SelectConfig(_Section):

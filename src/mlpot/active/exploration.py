@@ -49,8 +49,8 @@ class ExploreOptions:
     """
 
     temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0])
-    steps: int = Field(400, ge=1)
-    timestep_fs: float = Field(0.5, gt=0)
+    steps: int = Field(1000, ge=1)  # 1 ps at 1 fs: slow torsions get a chance to turn
+    timestep_fs: float = Field(1.0, gt=0)
     thermostat: Literal["langevin", "bussi", "nve"] = "langevin"
     friction_per_fs: float = Field(0.02, gt=0)
     bussi_tau_fs: float = Field(50.0, gt=0)
