@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "emt_copper"
 
 def test_learn_example_is_valid():
     config = load_learn_config(EXAMPLES / "learn.yaml")
-    assert config.system == "cu-vacancy" and config.oracle.name == "emt"
+    assert config.system == "cu-fcc,cu-vacancy" and config.oracle.name == "emt"
 
 
 def test_train_example_trains(tmp_path):

@@ -43,7 +43,13 @@ SYSTEMS: dict[str, Callable[[], Atoms]] = {
 
 
 def build_system(spec: str) -> list[Atoms]:
-    """Structures for ``spec``: a built-in name (see ``SYSTEMS``) or a structure file."""
+    """Structures for ``spec``: a built-in name (see ``SYSTEMS``), a structure file, or
+    several of these separated by commas (e.g. ``cu-fcc,cu-vacancy``)."""
+    if "," in spec:
+        parts = [part.strip() for part in spec.split(",")]
+        if not all(parts):
+            raise MlpotInputError(f"empty entry in the system list {spec!r}", field="system")
+        return [atoms for part in parts for atoms in build_system(part)]
     if spec in SYSTEMS:
         return [SYSTEMS[spec]()]
     path = Path(spec)
