@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--b-train", type=int, default=16)
     parser.add_argument("--b-epochs", type=int, default=40)
     parser.add_argument("--test", type=int, default=16)
-    parser.add_argument("--ewc-lambdas", type=float, nargs="+", default=[1e3, 1e4, 1e5])
+    parser.add_argument("--ewc-lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--replay-fractions", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None)

@@ -4,17 +4,20 @@ Two remedies against catastrophic forgetting, chosen by ``finetune.method``:
 
 * ``ewc`` — elastic weight consolidation (Kirkpatrick et al., PNAS 2017): the loss on the
   new data plus ``λ/2 Σ_i F_i (θ_i - θ*_i)²``, with ``θ*`` the checkpoint's weights and
-  ``F`` the diagonal (empirical) Fisher information of the per-structure loss (energy per
-  atom and forces) on the original training data, stored in the checkpoint;
+  ``F`` the diagonal Fisher information of the per-structure loss (energy per atom and
+  forces) on the original training data, stored in the checkpoint;
 * ``replay`` — a random share of the old structures is mixed into every epoch;
 * ``plain`` — neither (the baseline to compare against).
 
-``F_i`` is the mean over structures of ``(∂L_s/∂θ_i)²`` (the empirical Fisher). Near the
-old optimum it is roughly ``2 L̄_old`` times the Gauss-Newton curvature of the old loss,
-further divided by how many force components share one structure's gradient, so the ``λ``
-that weights the old task like the new one is of order
-``(force components per structure) / (2 L̄_old)``; ``fisher["mean_loss"]`` stores ``L̄_old``.
-In ``bench/fine_tuning.py`` useful values were 1e3-1e5; sweep it.
+The loss ``L = w_E (ΔE/N)² + w_F mean(ΔF²)`` is, up to a constant, the negative
+log-likelihood of Gaussian label noise with variances ``σ_E² = 1/(2 w_E)`` (energy per
+atom) and ``σ_F² = n_F/(2 w_F)`` (each of the ``n_F`` force components). ``F`` is the Fisher
+information of that model: the mean over structures of the squared gradient of ``L`` at
+labels *drawn* from it (prediction + noise of those variances), one draw per structure. Its
+expectation is the Gauss–Newton curvature of the old mean loss, whatever the old model's
+remaining error (the "empirical" Fisher, at the real labels, shrinks with that error). So
+``λ/2 Σ F Δθ²`` approximates ``λ`` times the rise of the old data's mean loss, and ``λ`` is
+the weight of the old data relative to the new: 1 (the default) weighs them alike.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from mlpot.data.graph import Graph, graph_to
+from mlpot.data.graph import ENERGY, FORCES, N_ATOMS, Graph, graph_to
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
 from mlpot.models.committee import Committee
+from mlpot.physics import outputs
 from mlpot.training.loss import compute_loss, predict_for_loss
 
-FISHER_KIND = "diagonal empirical Fisher of the per-structure loss (energy per atom + forces)"
+FISHER_KIND = "diagonal Fisher of the per-structure loss (energy per atom + forces), sampled labels"
 
 
 class FisherOptions(BaseModel):
@@ -45,7 +49,7 @@ class FisherOptions(BaseModel):
     Args:
         structures: training structures it is averaged over (a seeded random subset when
             the training set is larger); 0 stores none.
-        seed: seed of that subset.
+        seed: seed of that subset and of the sampled labels.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -60,8 +64,8 @@ class FinetuneConfig(BaseModel):
         checkpoint: the trained model (``model.pt``) to start from; its model config,
             normalisation, reference energies and baseline are kept.
         method: ``ewc``, ``replay`` or ``plain``.
-        ewc_lambda: EWC strength λ (required by ``ewc``; see the module docstring for its
-            scale).
+        ewc_lambda: EWC strength λ: the weight of the old data's mean loss relative to the
+            new data's (see the module docstring).
         replay_data: old structures (files or databases). Mixed into training by
             ``replay``; under every method, the errors on them before and after fine-tuning
             are reported in ``metrics.json``.
@@ -72,7 +76,7 @@ class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     checkpoint: str
     method: Literal["ewc", "replay", "plain"] = "ewc"
-    ewc_lambda: float | None = Field(None, ge=0)
+    ewc_lambda: float = Field(1.0, ge=0)
     replay_data: list[str] = []
     replay_fraction: float = Field(0.5, gt=0, lt=1)
 
@@ -80,8 +84,6 @@ class FinetuneConfig(BaseModel):
     def _replay_has_data(self):
         if self.method == "replay" and not self.replay_data:
             raise ValueError("method 'replay' needs replay_data (the old structures)")
-        if self.method == "ewc" and self.ewc_lambda is None:
-            raise ValueError("method 'ewc' needs ewc_lambda (its strength λ)")
         return self
 
 
@@ -104,9 +106,12 @@ def diagonal_fisher(
     *,
     device: str = "cpu",
     progress: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Mean over ``graphs`` of the squared gradient of each structure's loss with respect to
-    every trainable parameter. Returns the checkpoint's ``fisher`` field."""
+    """Diagonal Fisher information of the per-structure loss (module docstring): the mean
+    over ``graphs`` of the squared parameter gradient of each structure's loss at labels
+    sampled from the model's Gaussian noise model. Returns the checkpoint's ``fisher``
+    field (``mean_loss``: the mean loss at the real labels, for the record)."""
     if isinstance(model, Committee):
         raise MlpotInputError(
             "Fisher information of a committee is not supported; fine-tune single models",
@@ -117,15 +122,16 @@ def diagonal_fisher(
     weights = fisher_weights(loss_weights)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     sums = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    generator = torch.Generator().manual_seed(seed)
     total_loss = 0.0
     was_training = model.training
     model.eval()
     for graph in tqdm(graphs, desc="Fisher information", unit="structure", disable=not progress):
         batch = graph_to(graph, device)
         pred = predict_for_loss(model, batch, stress=False, create_graph=True)
-        loss = compute_loss(pred, batch, weights).total
-        total_loss += float(loss.detach())
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        total_loss += float(compute_loss(pred, batch, weights).total.detach())
+        loss = compute_loss(pred, sampled_labels(pred, batch, weights, generator), weights)
+        grads = torch.autograd.grad(loss.total, list(params.values()), allow_unused=True)
         for (name, _), grad in zip(params.items(), grads, strict=True):
             if grad is not None:
                 sums[name] += grad.detach().double() ** 2
@@ -136,6 +142,29 @@ def diagonal_fisher(
         "n_structures": len(graphs),
         "mean_loss": total_loss / len(graphs),
         "loss_weights": weights,
+    }
+
+
+def sampled_labels(
+    pred: dict[str, torch.Tensor],
+    batch: Graph,
+    weights: dict[str, float],
+    generator: torch.Generator,
+) -> Graph:
+    """``batch`` with energy and force labels drawn from ``N(prediction, σ²)``, the noise
+    variances the loss weights imply (module docstring)."""
+    energy, forces = pred[outputs.ENERGY].detach(), pred[outputs.FORCES].detach()
+    n_atoms = batch[N_ATOMS].to(energy.dtype)
+    sigma_e = math.sqrt(0.5 / weights["energy"]) if weights["energy"] > 0 else 0.0
+    sigma_f = math.sqrt(0.5 * forces.numel() / weights["forces"]) if weights["forces"] > 0 else 0.0
+
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+
+    return {
+        **batch,
+        ENERGY: energy + sigma_e * n_atoms * noise(energy),
+        FORCES: forces + sigma_f * noise(forces),
     }
 
 
@@ -262,6 +291,7 @@ def store_fisher_from_files(
         sample_to_graph(s, model.cutoff, dtype=dtype, elements=model.elements) for s in samples
     ]
     weights = (payload.get("training") or {}).get("loss_weights") or {}
-    fisher = diagonal_fisher(model, fisher_subset(graphs, options), weights, progress=progress)
+    subset = fisher_subset(graphs, options)
+    fisher = diagonal_fisher(model, subset, weights, progress=progress, seed=options.seed)
     update_checkpoint(model_path, fisher=fisher)
     return fisher

@@ -322,6 +322,7 @@ def store_fisher(
         config.loss.resolved(),
         device=config.training.device,
         progress=config.training.progress,
+        seed=config.fisher.seed,
     )
     update_checkpoint(path, fisher=combine_fisher(previous, fisher))
 
