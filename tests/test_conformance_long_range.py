@@ -23,8 +23,8 @@ from mlpot.models.registry import build_model
 
 NA, CL, CU, AG = 11, 17, 29, 47
 
-# Ewald to round-off (k_max = 3π/σ), so exact identities such as extensivity hold to 1e-10
-EXACT_EWALD = {"smearing": 1.0, "lr_wavelength": 1.0 / 3.0}
+# Ewald to round-off (accuracy 1e-12), so exact identities such as extensivity hold to 1e-10
+EXACT_EWALD = {"smearing": 1.0, "accuracy": 1e-12}
 COULOMB_SPEC = {"name": "coulomb", "elements": [NA, CL], "charges": [0.8, -0.8], **EXACT_EWALD}
 QEQ_SPEC = {"name": "qeq", "elements": [NA, CL], "cutoff": 4.0, "hidden": [8], **EXACT_EWALD}
 BPNN_SPEC = {"name": "bpnn", "elements": [NA, CL], "cutoff": 4.0, "hidden": [8, 8]}

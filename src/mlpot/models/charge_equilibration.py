@@ -7,17 +7,21 @@ The charges minimise, at fixed total charge ``Q`` of each structure,
     E_QEq(q) = Σ_i (χ_i q_i + ½ J_i q_i²) + ½ k_e Σ_ij q_i q_j γ_ij
 
 where ``γ`` is the *long-range* Coulomb kernel of :mod:`mlpot.models.coulomb` (smearing
-``σ``): ``γ_ij = Σ_n' erf(r_ij,n/√2σ)/r_ij,n`` over periodic images (Ewald/PME from
-torch-pme with an identity charge matrix, one channel per atom) or pairs of a molecule,
-plus the Gaussian self-energy ``γ_ii += √(2/π)/σ``. With this self term ``γ`` is positive
-semi-definite on neutral charge vectors and ``J > 0``, so the constrained minimum is
-unique. It is found exactly from the linear (KKT) system
+``σ``): ``γ_ij = Σ_n' erf(r_ij,n/√2σ)/r_ij,n`` over periodic images or pairs of a
+molecule, plus the Gaussian self-energy ``γ_ii += √(2/π)/σ``
+(:func:`~mlpot.models.coulomb.coulomb_matrix`). In a cell it is written as a matrix
+directly from the Ewald sum, ``γ = cos W cosᵀ + sin W sinᵀ - 2πσ²/V`` with ``cos_ik =
+cos(k·r_i)`` over the half sphere of wave vectors set by ``accuracy`` (one ``(n, K) @ (K,
+n)`` product, whatever ``method``: a mesh would need one convolution per atom). With the
+self term ``γ`` is positive semi-definite on neutral charge vectors and ``J > 0``, so the
+constrained minimum is unique. It is found exactly from the linear (KKT) system
 
     [ J + k_e γ   1 ] [ q ]   [ -χ ]
     [ 1ᵀ          0 ] [ λ ] = [  Q ]
 
-a dense ``O(n³)`` solve per structure (fine for the hundreds of atoms of training sets;
-large systems would need an iterative solver). The per-atom energy is
+a dense ``O(n³)`` solve per structure (with the ``O(n² K)`` matrix: fine for the hundreds
+of atoms of training sets; thousands of atoms would need an iterative solver with PME
+products). The per-atom energy is
 ``ε_i = χ_i q_i + ½ J_i q_i² + ½ k_e q_i (γ q)_i`` at the solution. Everything (descriptor,
 network, Coulomb matrix, solve) is differentiated by autograd, so forces and stress are the
 exact gradients of this energy. The erfc short-range remainder of the Coulomb interaction
@@ -29,8 +33,6 @@ graph's per-structure ``"total_charge" (S,)``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from mlpot.data.graph import CELL, NUMBERS, PBC, POSITIONS, Graph
@@ -38,7 +40,7 @@ from mlpot.models.base import EnergyModel
 from mlpot.models.coulomb import (
     COULOMB_CONSTANT,
     LongRangeSettings,
-    long_range_potential,
+    coulomb_matrix,
     structure_slices,
 )
 from mlpot.nn.acsf import ACSF
@@ -60,8 +62,10 @@ class ChargeEquilibration(EnergyModel):
         radial_count, angular_etas, zetas, lambdas: ACSF settings (see
             :class:`~mlpot.nn.acsf.ACSF`).
         hidden: hidden widths of each element's network. activation: its nonlinearity.
-        method, lr_wavelength, mesh_spacing, interpolation_nodes: periodic summation (see
-            :class:`~mlpot.models.coulomb.LongRangeSettings`).
+        method, accuracy, lr_wavelength, mesh_spacing, interpolation_nodes: periodic
+            summation (see :class:`~mlpot.models.coulomb.LongRangeSettings`; the QEq
+            matrix always comes from the Ewald sphere set by ``accuracy`` or
+            ``lr_wavelength``).
     """
 
     name = "qeq"
@@ -81,7 +85,8 @@ class ChargeEquilibration(EnergyModel):
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 5,
+        interpolation_nodes: int = 7,
+        accuracy: float | None = None,
     ) -> None:
         super().__init__(
             elements,
@@ -98,9 +103,10 @@ class ChargeEquilibration(EnergyModel):
             lr_wavelength=lr_wavelength,
             mesh_spacing=mesh_spacing,
             interpolation_nodes=int(interpolation_nodes),
+            accuracy=accuracy,
         )
         self.settings = LongRangeSettings(
-            smearing, method, lr_wavelength, mesh_spacing, interpolation_nodes
+            smearing, method, lr_wavelength, mesh_spacing, interpolation_nodes, accuracy
         )
         self.total_charge = float(total_charge)
         self.descriptor = ACSF(
@@ -152,21 +158,21 @@ class ChargeEquilibration(EnergyModel):
     def solve(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """Equilibrated charges ``q (N,)`` (e) and per-atom energies ``ε (N,)`` (eV)."""
         chi, hardness = self.electronegativity_hardness(graph)
-        self_term = math.sqrt(2.0 / math.pi) / self.settings.smearing
+        totals = self._total_charges(graph)
         charges, energies = [], []
         for s, atoms in enumerate(structure_slices(graph)):
             x = graph[POSITIONS][atoms]
             n = x.shape[0]
-            eye = torch.eye(n, dtype=x.dtype, device=x.device)
-            gamma = long_range_potential(
-                eye, x, graph[CELL][s], graph[PBC][s].to(torch.bool), self.settings
-            )  # (n, n)
-            gamma = 0.5 * (gamma + gamma.T) + self_term * eye  # symmetric to round-off
-            matrix = x.new_zeros(n + 1, n + 1)
-            matrix[:n, :n] = COULOMB_CONSTANT * gamma + torch.diag(hardness[atoms])
-            matrix[:n, n] = 1.0
-            matrix[n, :n] = 1.0
-            rhs = torch.cat([-chi[atoms], x.new_tensor([self._total_charges(graph)[s]])])
+            gamma = coulomb_matrix(x, graph[CELL][s], graph[PBC][s].to(torch.bool), self.settings)
+            gamma = 0.5 * (gamma + gamma.T)  # (n, n), symmetric to round-off
+            ones = x.new_ones(n, 1)
+            matrix = torch.cat(
+                [
+                    torch.cat([COULOMB_CONSTANT * gamma + torch.diag(hardness[atoms]), ones], 1),
+                    torch.cat([ones.T, x.new_zeros(1, 1)], 1),
+                ]
+            )  # (n + 1, n + 1) KKT matrix
+            rhs = torch.cat([-chi[atoms], x.new_tensor([totals[s]])])
             q = torch.linalg.solve(matrix, rhs)[:n]  # (n,)
             phi = COULOMB_CONSTANT * (gamma @ q)  # (n,) V, Gaussian self-energy included
             energies.append(chi[atoms] * q + 0.5 * hardness[atoms] * q * q + 0.5 * q * phi)
