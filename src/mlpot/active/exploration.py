@@ -23,9 +23,11 @@ from typing import Literal
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated
+
+from mlpot.physics.velocities import thermalize_momenta
 
 
 @validated(config=ConfigDict(extra="forbid"))
@@ -167,10 +169,12 @@ def run_trajectory(
     ``calculator`` must give ``forces_std`` (per atom, calibrated) with the forces, and may
     give ``mahalanobis`` (per-atom T²) and ``in_domain``. ``poll`` is called at every check;
     returning True ends the trajectory early (e.g. enough new labels arrived to retrain).
+    The first check is at step ``check_interval``: step 0 is ``start`` itself, which every
+    trajectory from it shares (selecting it would label the same structure again and again).
     """
     atoms = start.copy()
     atoms.calc = calculator
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
@@ -178,8 +182,8 @@ def run_trajectory(
     result = TrajectoryResult(started=time.time())
     for step, _ in enumerate(dynamics.irun(options.steps)):
         result.steps = step
-        if step % options.check_interval:
-            continue
+        if step == 0 or step % options.check_interval:
+            continue  # step 0 is ``start`` itself, the same in every trajectory from it
         scores = atoms.calc.results
         force_std = float(np.max(scores["forces_std"]))
         t2 = float(np.max(scores["mahalanobis"])) if "mahalanobis" in scores else float("nan")

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary
 from ase.optimize import BFGS
+
+from mlpot.physics.velocities import thermalize_momenta
 
 
 def relax(atoms: Atoms, calculator, *, fmax: float = 0.05, steps: int = 200) -> tuple[Atoms, int]:
@@ -43,7 +45,7 @@ def oracle_md_frames(
     atoms = start.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    thermalize_momenta(atoms, temperature, rng=rng)
     Stationary(atoms)
     dynamics = Langevin(
         atoms,

@@ -21,14 +21,7 @@ from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
 from mlpot.errors import MlpotInputError
-
-try:  # ASE >= 3.29
-    from ase.md.velocitydistribution import thermalize_momenta
-except ImportError:  # pragma: no cover - older ASE
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-    def thermalize_momenta(atoms: Atoms, temperature_K: float, *, rng=None) -> None:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+from mlpot.physics.velocities import thermalize_momenta
 
 
 class MDUnstable(RuntimeError):
