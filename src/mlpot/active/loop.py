@@ -339,7 +339,11 @@ class ActiveLearner:
                 config.explore,
                 thresholds=thresholds,
                 seed=int(rng.integers(1 << 31)),
-                poll=lambda: any(f.done() for f in self.inflight),
+                # end early only once enough labels are in to retrain: ending at any
+                # arrival cuts every trajectory at its first check when the oracle is fast
+                poll=lambda need=config.select.batch_size - arrived: (
+                    sum(f.done() for f in self.inflight) >= need
+                ),
             )
             self._record_trajectory(iteration, temperature, result)
             arrived += self.collect()
