@@ -45,6 +45,9 @@ removed; a net charge ``Q`` is compensated by a uniform background, the usual co
 Both are differentiable in positions and cell (the cell enters through the reciprocal
 vectors and the fractional coordinates), so forces and stress
 (:func:`mlpot.physics.derivatives.predict`) are exact gradients of the approximate energy.
+The set of wave vectors and the mesh size are integers chosen from the cell, so under a
+changing cell (NPT) the energy can step by an amount of the order of ``accuracy`` where
+one of them changes.
 What depends on the cell only (the selected wave vectors, the mesh frequencies and the
 B-spline moduli, the kernel on the mesh) is cached; the kernel is recomputed (cheaply,
 differentiably) only when the cell carries a gradient (stress) or changes.
@@ -80,7 +83,7 @@ COULOMB_CONSTANT = Hartree * Bohr
 METHODS = ("ewald", "pme")
 
 #: Default relative accuracy of the reciprocal-space sum (RMS force error / RMS force).
-DEFAULT_ACCURACY = 1e-4
+DEFAULT_ACCURACY = 1e-3
 
 #: PME error model: ``rms force error / rms force <= c (h/σ)^e`` per B-spline order (``c``
 #: bounds the worst of rattled, sheared rock salt with 64 and 216 ions, σ = 0.8 to 1.4 Å,
@@ -189,7 +192,7 @@ class LongRangeSettings:
     Args:
         smearing: Gaussian width ``σ`` of the range separation, Å.
         method: ``ewald`` or ``pme`` for periodic cells.
-        accuracy: target relative RMS error of the long-range forces (default ``1e-4``);
+        accuracy: target relative RMS error of the long-range forces (default ``1e-3``);
             sets the Ewald sphere ``k_max = √(2 ln(10/accuracy)) / σ`` and the PME mesh
             spacing (:func:`pme_mesh_spacing`).
         lr_wavelength: shortest wavelength kept in the Ewald sum, Å (``k_max = 2π /
