@@ -150,16 +150,18 @@ def _p3m_filter_class():
 
     class CellP3MFilter(P3MKSpaceFilter):
         """``G(k) / U(k)²`` with ``U = Π_i sinc(m_i / n_i)^p`` at the integer frequency ``m_i
-        = k·a_i / 2π`` of each cell vector (mode 0: the potential). torch-pme 0.5 uses
-        ``k_x |a_x| / n_x`` per Cartesian axis instead, the same only for orthogonal cells.
-        ``U`` depends on integers only, so it carries no cell gradient."""
+        = k·a_i / 2π`` along each cell vector (mode 0: the potential), as a product of three
+        1D factors. torch-pme 0.5 evaluates ``sinc`` at ``k_x |a_x| / 2π n_x`` per Cartesian
+        axis instead, the same only for orthogonal cells. ``U`` depends on integers only, so
+        it carries no cell gradient."""
 
         def _compute_influence(self, kvectors: torch.Tensor) -> torch.Tensor:
-            frequencies = torch.round((kvectors @ self.cell.T).detach() / (2.0 * math.pi))
-            phases = 2.0 * math.pi * frequencies / self.ns_mesh.to(kvectors.dtype)
-            u2 = self._charge_assignment(phases)
-            safe = torch.where(u2 == 0, torch.ones_like(u2), u2)
-            return torch.where(u2 == 0, torch.zeros_like(u2), 1.0 / safe)
+            options = {"dtype": kvectors.dtype, "device": kvectors.device}
+            n1, n2, n3 = (int(n) for n in self.ns_mesh)
+            power = 2 * self.interpolation_nodes
+            u1, u2 = (torch.sinc(torch.fft.fftfreq(n, **options)) ** power for n in (n1, n2))
+            u3 = torch.sinc(torch.fft.rfftfreq(n3, **options)) ** power  # |m/n| <= ½: > 0
+            return 1.0 / (u1[:, None, None] * u2[None, :, None] * u3)  # (n1, n2, n3//2+1)
 
     return CellP3MFilter
 
