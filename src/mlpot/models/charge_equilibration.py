@@ -85,7 +85,7 @@ class ChargeEquilibration(EnergyModel):
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 7,
+        interpolation_nodes: int = 5,
         accuracy: float | None = None,
     ) -> None:
         super().__init__(

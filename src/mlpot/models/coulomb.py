@@ -28,29 +28,43 @@ With ``G(k) = 4π exp(-σ²k²/2) / k²`` and the structure factor ``S(k) = Σ_j
 ``φ_i = (1/V) Σ_{k≠0} G(k) Re[e^{-ik·r_i} S(k)] - q_i √(2/π)/σ - 2πσ² Q/V`` (own Gaussian
 removed; a net charge ``Q`` is compensated by a uniform background, the usual convention).
 
-* **Ewald** (``method="ewald"``): the sum over the half space of reciprocal lattice vectors
-  inside the sphere ``|k| <= k_max``, ``k_max = √(2 ln(10/accuracy)) / σ`` (the kernel
-  has fallen to a tenth of ``accuracy`` there; measured RMS force errors stay below
-  ``accuracy``), as two ``(n, K)`` matrix products;
-  ``O(N²)`` since ``K`` grows with the volume. Exact identities (rotations, supercells)
-  hold to round-off because the sphere turns and repeats with the lattice.
-* **PME** (``method="pme"``, use it beyond ~100 atoms): smooth particle-mesh Ewald
-  (Essmann et al. 1995). Charges are spread on a mesh with cardinal B-splines of order
-  ``interpolation_nodes`` (``p``; smooth to ``p - 2`` derivatives, so forces are continuous),
-  convolved with ``G(k) / |b(k)|²`` by FFT, and interpolated back with the same B-splines:
-  ``O(N log N)``. The mesh spacing comes from ``accuracy`` (see
-  :func:`pme_mesh_spacing`, measured error model) unless ``mesh_spacing`` is given; the mesh
-  size is the next FFT-friendly integer (factors 2, 3, 5).
+Both run through torch-pme (``pip install 'mlpot[long-range]'``), whose
+``CoulombPotential(smearing=σ)`` has exactly this kernel, self term and background; it gets
+no neighbour list (the reciprocal part only) and the 3D-periodic setting (the slab
+correction below is ours: torch-pme's takes a Cartesian axis, not the normal of the periodic
+plane). The dense Coulomb matrix of charge equilibration (:func:`coulomb_matrix`) is ours
+too: torch-pme returns potentials, and a matrix from them needs one charge channel per atom.
 
-Both are differentiable in positions and cell (the cell enters through the reciprocal
-vectors and the fractional coordinates), so forces and stress
+* **Ewald** (``method="ewald"``): torch-pme's ``EwaldCalculator`` over the sphere of
+  reciprocal lattice vectors ``0 < |k| <= k_max``, ``k_max = √(2 ln(10/accuracy)) / σ`` (the
+  kernel has fallen to a tenth of ``accuracy`` there; measured RMS force errors stay below
+  ``accuracy``), passed to it as ``kvectors`` (its own choice from ``lr_wavelength`` is a
+  box, which does not turn with the cell). ``O(N²)`` since ``K`` grows with the volume.
+  Exact identities (rotations, supercells) hold to round-off because the sphere turns and
+  repeats with the lattice.
+* **PME** (``method="pme"``, use it beyond ~100 atoms): particle-particle particle-mesh
+  (P3M) with torch-pme's pieces
+  (Hockney–Eastwood/Deserno–Holm): its ``MeshInterpolator`` spreads the charges with
+  B-splines of order ``interpolation_nodes`` (``p`` = 3 to 5; smooth to ``p - 2``
+  derivatives, so forces are continuous), its ``P3MKSpaceFilter`` convolves with
+  ``G(k) / U(k)²`` by FFT, and the same B-splines interpolate back: ``O(N log N)``. Two
+  choices are ours: the mesh size is the next FFT-friendly integer (factors 2, 3, 5) above
+  ``cell length / mesh_spacing`` (torch-pme rounds up to a power of two, up to 8 times the
+  points), with the spacing from ``accuracy`` (:func:`pme_mesh_spacing`, measured error
+  model) unless ``mesh_spacing`` is given; and the filter takes ``U`` at the mesh phases
+  ``k·a_i / n_i`` along the cell vectors (torch-pme 0.5 multiplies Cartesian ``k`` by
+  cell-vector lengths, right for orthogonal cells only: on a sheared cell its force error
+  stalls near 1e-3 whatever the mesh).
+
+Both are differentiable in positions and cell (the cell enters through the wave vectors,
+the volume and the fractional coordinates), so forces and stress
 (:func:`mlpot.physics.derivatives.predict`) are exact gradients of the approximate energy.
 The set of wave vectors and the mesh size are integers chosen from the cell, so under a
 changing cell (NPT) the energy can step by an amount of the order of ``accuracy`` where
 one of them changes.
-What depends on the cell only (the selected wave vectors, the mesh frequencies and the
-B-spline moduli, the kernel on the mesh) is cached; the kernel is recomputed (cheaply,
-differentiably) only when the cell carries a gradient (stress) or changes.
+What depends on the cell only (the selected wave vectors; the P3M filter on the mesh) is
+cached; it is recomputed (differentiably) only when the cell carries a gradient (stress) or
+changes.
 
 * **slab** (periodic in 2D, one non-periodic direction): the 3D sum of the cell with its
   vacuum, plus the slab correction of Yeh & Berkowitz (with the charged-slab terms of
@@ -65,6 +79,7 @@ e²``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 
@@ -85,10 +100,14 @@ METHODS = ("ewald", "pme")
 #: Default relative accuracy of the reciprocal-space sum (RMS force error / RMS force).
 DEFAULT_ACCURACY = 1e-3
 
-#: PME error model: ``rms force error / rms force <= c (h/σ)^e`` per B-spline order (``c``
-#: bounds the worst of rattled, sheared rock salt with 64 and 216 ions, σ = 0.8 to 1.4 Å,
-#: h/σ = 0.15 to 1, against Ewald at 1e-14; the fitted ``c`` is 2 to 3 times smaller).
-PME_ERROR_MODEL = {4: (0.21, 3.21), 5: (0.093, 5.06), 6: (0.060, 5.84), 7: (0.043, 7.54)}
+#: P3M error model: ``rms force error / rms force <= c (h/σ)^e`` per B-spline order, for the
+#: P3M of :func:`_pme` (``e`` fitted on rattled, sheared rock salt with 64 and 216 ions,
+#: σ = 0.8 to 1.4 Å, h/σ = 0.15 to 1, against Ewald at 1e-14; ``c`` is twice the worst of
+#: those, as CsCl-type cells reach 1.5 times it).
+PME_ERROR_MODEL = {3: (0.9, 2.67), 4: (0.5, 3.23), 5: (0.23, 5.05)}
+
+#: Orders of the own smooth PME this module had before torch-pme (6, 7): read as 5.
+_LEGACY_ORDERS = (6, 7)
 
 _CACHE_SIZE = 16
 
@@ -112,30 +131,39 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
-def _bspline_weights(u: torch.Tensor, order: int) -> torch.Tensor:
-    """Cardinal B-spline ``M_p(u + j)``, ``j = 0..p-1``, for ``u (...,)`` in ``[0, 1)``.
-
-    Returns ``(..., p)``; the recursion ``M_k(x) = (x M_{k-1}(x) + (k - x) M_{k-1}(x - 1))
-    / (k - 1)`` from ``M_1 = 1`` on ``[0, 1)``.
-    """
-    weights = [torch.ones_like(u)]
-    for k in range(2, order + 1):
-        new = []
-        for j in range(k):
-            x = u + j
-            term = x * weights[j] if j < k - 1 else torch.zeros_like(u)
-            if j > 0:
-                term = term + (k - x) * weights[j - 1]
-            new.append(term / (k - 1))
-        weights = new
-    return torch.stack(weights, dim=-1)
+def _torchpme():
+    """The torch-pme package, or a clear error naming the extra that installs it."""
+    try:
+        import torchpme
+    except ImportError as error:  # pragma: no cover - torch-pme is a test dependency
+        raise ImportError(
+            "periodic electrostatics (coulomb in a cell) runs through torch-pme: "
+            "pip install 'mlpot[long-range]'"
+        ) from error
+    return torchpme
 
 
-def _spline_shift(order: int) -> float:
-    """Offset of the mesh coordinates: ½ for odd orders, whose B-spline sampled at integers
-    has a zero Fourier modulus at the Nyquist frequency (a constant shift of the mesh
-    cancels between spreading and interpolation)."""
-    return 0.5 if order % 2 else 0.0
+@functools.cache
+def _p3m_filter_class():
+    """torch-pme's P3M k-space filter with the mesh phases taken along the cell vectors."""
+    from torchpme.lib.kspace_filter import P3MKSpaceFilter
+
+    class CellP3MFilter(P3MKSpaceFilter):
+        """``G(k) / U(k)²`` with ``U = Π_i sinc(m_i / n_i)^p`` at the integer frequency ``m_i
+        = k·a_i / 2π`` along each cell vector (mode 0: the potential), as a product of three
+        1D factors. torch-pme 0.5 evaluates ``sinc`` at ``k_x |a_x| / 2π n_x`` per Cartesian
+        axis instead, the same only for orthogonal cells. ``U`` depends on integers only, so
+        it carries no cell gradient."""
+
+        def _compute_influence(self, kvectors: torch.Tensor) -> torch.Tensor:
+            options = {"dtype": kvectors.dtype, "device": kvectors.device}
+            n1, n2, n3 = (int(n) for n in self.ns_mesh)
+            power = 2 * self.interpolation_nodes
+            u1, u2 = (torch.sinc(torch.fft.fftfreq(n, **options)) ** power for n in (n1, n2))
+            u3 = torch.sinc(torch.fft.rfftfreq(n3, **options)) ** power  # |m/n| <= ½: > 0
+            return 1.0 / (u1[:, None, None] * u2[None, :, None] * u3)  # (n1, n2, n3//2+1)
+
+    return CellP3MFilter
 
 
 def _inverse_cell(cell: torch.Tensor) -> torch.Tensor:
@@ -198,8 +226,10 @@ class LongRangeSettings:
         lr_wavelength: shortest wavelength kept in the Ewald sum, Å (``k_max = 2π /
             lr_wavelength``); overrides ``accuracy`` for Ewald.
         mesh_spacing: largest PME mesh spacing, Å; overrides ``accuracy`` for PME.
-        interpolation_nodes: PME B-spline order ``p`` (mesh points per axis and atom),
-            one of 4 to 7; 7 (default) needs the coarsest mesh and is the fastest.
+        interpolation_nodes: P3M B-spline order ``p`` (mesh points per axis and atom),
+            3 to 5 (torch-pme's range); 5 (default) needs the coarsest mesh by far (orders
+            3 and 4 converge like ``h²`` to ``h³``). 6 and 7, the orders of the former own
+            PME, are read as 5.
     """
 
     def __init__(
@@ -208,7 +238,7 @@ class LongRangeSettings:
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 7,
+        interpolation_nodes: int = 5,
         accuracy: float | None = None,
     ) -> None:
         if not smearing > 0:
@@ -218,7 +248,10 @@ class LongRangeSettings:
         accuracy = DEFAULT_ACCURACY if accuracy is None else float(accuracy)
         if not 0 < accuracy < 1:
             raise ValueError(f"accuracy must be in (0, 1), got {accuracy}")
-        if int(interpolation_nodes) not in PME_ERROR_MODEL:
+        interpolation_nodes = int(interpolation_nodes)
+        if interpolation_nodes in _LEGACY_ORDERS:
+            interpolation_nodes = max(PME_ERROR_MODEL)
+        if interpolation_nodes not in PME_ERROR_MODEL:
             raise ValueError(
                 f"interpolation_nodes must be one of {sorted(PME_ERROR_MODEL)}, "
                 f"got {interpolation_nodes}"
@@ -226,7 +259,7 @@ class LongRangeSettings:
         self.smearing = float(smearing)
         self.method = method
         self.accuracy = accuracy
-        self.interpolation_nodes = int(interpolation_nodes)
+        self.interpolation_nodes = interpolation_nodes
         if lr_wavelength:
             self.k_cutoff = 2.0 * math.pi / float(lr_wavelength)
         else:
@@ -235,8 +268,8 @@ class LongRangeSettings:
             mesh_spacing or pme_mesh_spacing(self.smearing, accuracy, self.interpolation_nodes)
         )
         self._wave_numbers = _Cache()  # cell -> integer k indices inside the sphere (K, 3)
-        self._meshes = _Cache()  # (mesh, dtype, device) -> frequency products, 1/|b|²
-        self._kernels = _Cache()  # cell without gradient -> kernel (Ewald weights or mesh)
+        self._kernels = _Cache()  # cell without gradient -> k vectors, weights, P3M filter
+        self._calculators = {}  # (dtype, device) -> torch-pme Ewald calculator
 
     # ------------------------------------------------------------------ Ewald
 
@@ -279,41 +312,49 @@ class LongRangeSettings:
         lengths = torch.linalg.vector_norm(cell.detach(), dim=1).tolist()
         return tuple(_fft_size(math.ceil(n / self.mesh_spacing)) for n in lengths)
 
-    def _mesh_constants(self, shape, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frequency products ``(n1, n2, n3//2+1, 6)`` and ``1/|b1 b2 b3|²`` of the mesh."""
+    def potential(self, dtype: torch.dtype, device: torch.device):
+        """torch-pme's ``CoulombPotential(smearing=σ)`` in ``dtype`` on ``device``."""
+        return self.ewald_calculator(dtype, device).potential
+
+    def ewald_calculator(self, dtype: torch.dtype, device: torch.device):
+        """torch-pme's ``EwaldCalculator`` (its ``lr_wavelength`` unused: the k vectors of
+        :meth:`ewald_kvectors` are passed to it)."""
+        key = (dtype, str(device))
+        if key not in self._calculators:
+            torchpme = _torchpme()
+            potential = torchpme.CoulombPotential(smearing=self.smearing)
+            calculator = torchpme.EwaldCalculator(potential, lr_wavelength=1.0)
+            self._calculators[key] = calculator.to(dtype=dtype, device=device)
+        return self._calculators[key]
+
+    def ewald_kvectors(self, cell: torch.Tensor) -> torch.Tensor:
+        """The full sphere ``0 < |k| <= k_max`` of wave vectors ``(2K, 3)``, ``±k``."""
 
         def build():
-            p = self.interpolation_nodes
-            shift = torch.full((), _spline_shift(p), dtype=dtype, device=device)
-            at_nodes = _bspline_weights(shift, p)  # (p,) the spline at the mesh nodes
-            freqs, moduli = [], []
-            for axis, n in enumerate(shape):
-                f = torch.fft.rfftfreq(n) if axis == 2 else torch.fft.fftfreq(n)
-                f = (f * n).round().to(dtype=dtype, device=device)  # integer frequencies
-                phase = 2.0 * math.pi * f[:, None] * torch.arange(p, dtype=dtype, device=device)
-                re = (at_nodes * torch.cos(phase / n)).sum(1)
-                im = (at_nodes * torch.sin(phase / n)).sum(1)
-                freqs.append(f)
-                moduli.append(re**2 + im**2)
-            m = torch.stack(torch.meshgrid(*freqs, indexing="ij"), dim=-1)
-            modulus = moduli[0][:, None, None] * moduli[1][None, :, None] * moduli[2]
-            return _metric_products(m), 1.0 / modulus
-
-        return self._meshes.get_or((shape, dtype, str(device)), build)
-
-    def pme_kernel(self, cell: torch.Tensor, shape) -> torch.Tensor:
-        """``G(k) / (V |b(k)|²)`` on the real-FFT half mesh ``(n1, n2, n3//2+1)``."""
-
-        def build():
-            products, inverse_modulus = self._mesh_constants(shape, cell.dtype, cell.device)
-            _, metric = _reciprocal_metric(cell)
-            k2 = products @ metric
-            volume = torch.linalg.det(cell).abs()
-            return _kernel(k2, self.smearing) * inverse_modulus / volume
+            k = self.wave_numbers(cell) @ _reciprocal_metric(cell)[0]
+            return torch.cat([k, -k])
 
         if cell.requires_grad:
             return build()
-        return self._kernels.get_or(("pme", shape) + _cell_key(cell), build)
+        return self._kernels.get_or(("kvectors",) + _cell_key(cell), build)
+
+    def p3m_filter(self, cell: torch.Tensor, shape: tuple[int, int, int]):
+        """torch-pme's P3M filter of ``cell`` on the mesh ``shape`` (cell-vector phases)."""
+
+        def build():
+            ns = torch.tensor(shape, device=cell.device)
+            return _p3m_filter_class()(
+                cell,
+                ns,
+                self.interpolation_nodes,
+                self.potential(cell.dtype, cell.device),
+                fft_norm="backward",
+                ifft_norm="forward",
+            )
+
+        if cell.requires_grad:
+            return build()
+        return self._kernels.get_or(("p3m", shape) + _cell_key(cell), build)
 
 
 def structure_slices(graph: Graph) -> list[slice]:
@@ -364,57 +405,42 @@ def long_range_potential(
         phi = _ewald(charges, positions, cell, settings)
     else:
         phi = _pme(charges, positions, cell, settings)
-    sigma = settings.smearing
-    phi = phi - math.sqrt(2.0 / math.pi) / sigma * charges  # own Gaussian
-    phi = phi - 2.0 * math.pi * sigma**2 / volume * charges.sum(0)  # neutralising background
     if n_periodic == 2:
         phi = phi + _slab_correction(charges, positions, cell, pbc, volume)
     return phi
 
 
+def _no_pairs(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An empty neighbour list: torch-pme computes the reciprocal part only."""
+    return (
+        torch.zeros((0, 2), dtype=torch.long, device=positions.device),
+        positions.new_zeros(0),
+    )
+
+
 def _ewald(charges, positions, cell, settings) -> torch.Tensor:
-    """Reciprocal Ewald sum ``Σ_k w_k [cos(k·r_i) C(k) + sin(k·r_i) S(k)]``, ``(n, C)``."""
-    kvectors, weights = settings.ewald_terms(cell)  # (K, 3), (K,)
-    phase = positions @ kvectors.T  # (n, K)
-    cos, sin = torch.cos(phase), torch.sin(phase)
-    return cos @ (weights[:, None] * (cos.T @ charges)) + sin @ (
-        weights[:, None] * (sin.T @ charges)
-    )  # (n, C)
+    """torch-pme's Ewald sum over the sphere of ``settings``, own Gaussian and background
+    included, ``(n, C)``; torch-pme returns ``V_i = φ_i / 2``."""
+    calculator = settings.ewald_calculator(positions.dtype, positions.device)
+    kvectors = settings.ewald_kvectors(cell)
+    pairs, distances = _no_pairs(positions)
+    return 2.0 * calculator(charges, cell, positions, pairs, distances, kvectors=kvectors)
 
 
 def _pme(charges, positions, cell, settings) -> torch.Tensor:
-    """Smooth PME: B-spline spreading, FFT convolution, B-spline interpolation, ``(n, C)``."""
+    """P3M with torch-pme's mesh interpolator and filter, own Gaussian and background
+    removed with torch-pme's ``CoulombPotential`` terms as in its calculators, ``(n, C)``."""
+    torchpme = _torchpme()
     shape = settings.mesh_shape(cell)
-    order = settings.interpolation_nodes
-    n_atoms, n_channels = charges.shape
-    sizes = torch.tensor(shape, dtype=positions.dtype, device=positions.device)
-    scaled = (positions @ _inverse_cell(cell)) * sizes + _spline_shift(order)  # (n, 3)
-    base = torch.floor(scaled.detach())
-    weights = _bspline_weights(scaled - base, order)  # (n, 3, p)
-    steps = torch.arange(order, device=positions.device)
-    extent = torch.tensor(shape, device=positions.device)[:, None]
-    nodes = (base.long()[:, :, None] - steps) % extent  # (n, 3, p): M_p(u + j) at floor - j
-    ix, iy, iz = nodes.unbind(1)  # (n, p) each
-    flat = (ix[:, :, None, None] * shape[1] + iy[:, None, :, None]) * shape[2]
-    flat = flat + iz[:, None, None, :]  # (n, p, p, p) flat mesh index
-    wx, wy, wz = weights.unbind(1)  # (n, p) each
-    spread = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]  # (n, p, p, p)
-    values = charges.T[:, :, None, None, None] * spread  # (C, n, p, p, p)
-    mesh = charges.new_zeros(n_channels, shape[0] * shape[1] * shape[2])
-    mesh = mesh.index_add(1, flat.reshape(-1), values.reshape(n_channels, -1))
-    dims = (-3, -2, -1)
-    potential = torch.fft.irfftn(
-        torch.fft.rfftn(mesh.reshape(n_channels, *shape), dim=dims)
-        * settings.pme_kernel(cell, shape),  # (n1, n2, n3//2+1)
-        s=shape,
-        dim=dims,
-        norm="forward",
-    )  # (C, n1, n2, n3)
-    gathered = potential.reshape(n_channels, -1).index_select(1, flat.reshape(-1))
-    gathered = gathered.reshape(n_channels, n_atoms, order, order, order)
-    phi = torch.einsum("cnijk,nk->cnij", gathered, wz)  # interpolate one axis at a time
-    phi = torch.einsum("cnij,nj->cni", phi, wy)
-    return torch.einsum("cni,ni->nc", phi, wx)  # (n, C)
+    ns = torch.tensor(shape, device=cell.device)
+    interpolator = torchpme.lib.MeshInterpolator(cell, ns, settings.interpolation_nodes, "P3M")
+    interpolator.compute_weights(positions)
+    mesh = interpolator.points_to_mesh(charges)  # (C, n1, n2, n3)
+    volume = torch.linalg.det(cell).abs()
+    phi = interpolator.mesh_to_points(settings.p3m_filter(cell, shape).forward(mesh)) / volume
+    coulomb = settings.potential(positions.dtype, positions.device)
+    phi = phi - coulomb.self_contribution() * charges  # own Gaussian √(2/π)/σ
+    return phi - 2.0 * coulomb.background_correction() * charges.sum(0) / volume  # 2πσ²Q/V
 
 
 def coulomb_matrix(
@@ -531,7 +557,7 @@ class Coulomb(EnergyModel):
         method: str = "ewald",
         lr_wavelength: float | None = None,
         mesh_spacing: float | None = None,
-        interpolation_nodes: int = 7,
+        interpolation_nodes: int = 5,
         accuracy: float | None = None,
     ) -> None:
         if len(charges) != len(elements):
