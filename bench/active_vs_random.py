@@ -101,7 +101,11 @@ def learn_config(args, mode: dict) -> dict:
         "system": args.system,
         "oracle": s["oracle"],
         "relax": True,
-        "initial": s["initial"],
+        "initial": (
+            s["initial"]
+            if args.initial is None
+            else {"method": args.initial, "count": s["initial"]["count"], "stdev": 0.05}
+        ),
         "test": {**s["test"], "temperature": 600.0, "frames": mode["test"]},
         "explore": explore,
         "select": select,
@@ -420,6 +424,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small budget, short training")
     parser.add_argument("--explore", choices=["md", "adversarial"], default="md")
     parser.add_argument("--strategy", default="d_optimal")
+    parser.add_argument(
+        "--initial",
+        choices=["normal_modes", "rattle"],
+        default=None,
+        help="initial data of both arms (default: the system's; normal modes cost an oracle "
+        "Hessian, 6N+1 calls, rattling of the relaxed structure none)",
+    )
     parser.add_argument("--t2-quantile", type=float, default=None)
     parser.add_argument("--batch", type=int, default=8, help="labels per retraining")
     parser.add_argument("--members", type=int, default=None, help="committee size")
