@@ -148,6 +148,9 @@ class LearnConfig(_Section):
     validation: bool = True
     seed: int = 0
     output: str = "mlpot-learn"
+    #: ASE database URL of the event store, e.g. ``postgresql://user:pw@host:5432/mlpot``
+    #: (one empty database per run); None: ``OUTPUT/store.db`` (SQLite)
+    store: str | None = None
 
 
 def parse_learn_config(
@@ -158,9 +161,14 @@ def parse_learn_config(
     if base is not None:
         if not Path(config.output).is_absolute():
             config.output = str((base / config.output).resolve())
-        candidate = base / config.system
-        if candidate.exists():
-            config.system = str(candidate.resolve())
+        parts = []
+        for part in (p.strip() for p in config.system.split(",")):
+            candidate = base / part
+            parts.append(str(candidate.resolve()) if part and candidate.exists() else part)
+        config.system = ",".join(parts)
+        if config.store is not None and "://" not in config.store:
+            if not Path(config.store).is_absolute():
+                config.store = str((base / config.store).resolve())
     return config
 
 

@@ -45,7 +45,7 @@ class LearnResult:
     """What ``mlpot learn`` produced and how it went."""
 
     model_path: Path
-    store_path: Path
+    store_path: Path | str  # the SQLite file, or the database URL (``store``)
     stop_reason: str
     iterations: list[dict] = field(default_factory=list)
     oracle_calls: dict[str, int] = field(default_factory=dict)
@@ -61,7 +61,8 @@ class ActiveLearner:
     def __init__(self, config: LearnConfig, *, resume: bool = False, log=print) -> None:
         self.config = config
         self.out = Path(config.output)
-        if (self.out / STORE_FILE).exists() and not resume:
+        self.store_url = config.store or self.out / STORE_FILE
+        if (self.out / STORE_FILE).exists() and config.store is None and not resume:
             raise MlpotInputError(
                 "a learning run is already here; continue it with --resume "
                 "or choose another output",
@@ -71,7 +72,17 @@ class ActiveLearner:
         self.log = log
         self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params))
         self.oracle.build()  # fail now, not in a worker, if the oracle cannot be made
-        self.store = Store(self.out / STORE_FILE)
+        try:
+            self.store = Store(self.store_url)
+            held = self.store.count("request")  # connects: a server must answer now
+        except Exception as err:  # a database server that cannot be reached, a bad URL
+            raise MlpotInputError(f"cannot open the store: {err}", field="store") from None
+        if config.store is not None and held and not resume:
+            raise MlpotInputError(
+                "the store already holds a learning run; continue it with --resume "
+                "or give an empty database",
+                field="store",
+            )
         self.inflight: dict[Future, tuple[str, Atoms]] = {}
         self.setup_calls = 0
         self.executor: LabelExecutor | None = None
@@ -415,7 +426,7 @@ class ActiveLearner:
         overlap = hidden_oracle_fraction(self.store)
         result = LearnResult(
             model_path=model_path,
-            store_path=self.out / STORE_FILE,
+            store_path=self.store_url,
             stop_reason=reason,
             iterations=[{"version": m["version"], **m["metrics"]} for m in models],
             oracle_calls={
