@@ -129,7 +129,7 @@ def test_loss_weights_from_label_noise():
     weights = LossWeights(energy_noise=0.002, forces_noise=0.05).resolved()
     assert weights["energy"] == pytest.approx(1 / 0.002**2)
     assert weights["forces"] == pytest.approx(1 / 0.05**2)
-    assert weights["stress"] == 1.0
+    assert weights["stress"] == LossWeights().stress  # no stress noise: the default weight
     with pytest.raises(ValueError):
         LossWeights(forces_noise=-1.0).resolved()
 
