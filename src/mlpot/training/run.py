@@ -402,15 +402,16 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             checkpoint_fields=fields,
         )
     store_domain(result.model, train_set, output / MODEL_FILE, dtype)
-    train_graphs = to_graphs(train_set, result.model, dtype, "train graphs")
     method = config.finetune.method if config.finetune is not None else None
-    store_fisher(
-        config,
-        result.model,
-        train_graphs + (old_graphs if method == "replay" else []),
-        output / MODEL_FILE,
-        previous=start.payload["fisher"] if method == "ewc" else None,
-    )
+    if config.fisher.structures and not isinstance(result.model, Committee):
+        store_fisher(
+            config,
+            result.model,
+            to_graphs(train_set, result.model, dtype, "train graphs")
+            + (old_graphs if method == "replay" else []),
+            output / MODEL_FILE,
+            previous=start.payload["fisher"] if method == "ewc" else None,
+        )
     val_graphs = to_graphs(validation, result.model, dtype, "validation graphs")
     summary = {
         "stop_reason": result.stop_reason,
