@@ -130,7 +130,8 @@ def test_learn_records_the_selection_reason_and_oracle_overlap(tmp_path):
 
     raw = _raw(
         tmp_path / "run",
-        select={"force_std": 5.0, "stop_force_std": 10.0, "t2_quantile": 0.05, "batch_size": 4},
+        # force std thresholds out of reach: selection by T² alone
+        select={"force_std": 50.0, "stop_force_std": 100.0, "t2_quantile": 0.05, "batch_size": 4},
         stop={"oracle_budget": 12, "max_iterations": 3, "patience_steps": 200},
     )
     result = learn(parse_learn_config(raw), log=lambda line: None)

@@ -83,6 +83,9 @@ def _train(name: str, model: dict, ensemble: dict, epochs: int) -> Path:
         {
             "data": {"train": data_files()["train"], "validation_fraction": 0.2},
             "model": {"cutoff": CUTOFF, "hidden": [16], **model},
+            # these short trainings were designed with stress weighted like one force
+            # component; the (larger) default would make them a different model
+            "loss": {"stress": 1.0},
             "training": {
                 "epochs": epochs,
                 "batch_size": 4,

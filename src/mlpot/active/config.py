@@ -102,8 +102,9 @@ class LabelConfig(_Section):
 
 
 class TrainSection(_Section):
-    """The committee trained each iteration: ``model`` spec, ``training`` options (as in
-    ``mlpot train``), ``ensemble_size`` members, ``validation_fraction``."""
+    """The committee trained each iteration: ``model`` spec, ``training`` options and
+    ``loss`` weights (as in ``mlpot train``), ``ensemble_size`` members,
+    ``validation_fraction``."""
 
     model: dict[str, Any] = Field(
         default_factory=lambda: {"name": "bpnn", "cutoff": 4.0, "hidden": [32, 32]}
@@ -117,8 +118,23 @@ class TrainSection(_Section):
             "early_stopping_patience": 25,
         }
     )
+    loss: dict[str, Any] = Field(default_factory=dict)
     ensemble_size: int = Field(3, ge=2)
     validation_fraction: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _valid_for_training(self):
+        """``model``, ``training`` and ``loss`` as ``mlpot train`` checks them, before any
+        oracle call (not at the first retraining)."""
+        from mlpot.errors import MlpotInputError
+        from mlpot.training import parse_config
+
+        raw = {"model": self.model, "training": self.training, "loss": self.loss}
+        try:
+            parse_config({"data": {"train": "-"}, **raw}, source="train")
+        except MlpotInputError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class StopConfig(_Section):

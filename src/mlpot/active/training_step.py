@@ -74,6 +74,7 @@ def train_iteration(
             },
             "model": config.train.model,
             "training": {"progress": False, "seed": seed, **config.train.training},
+            "loss": config.train.loss,
             "ensemble": {"size": config.train.ensemble_size, "bootstrap": True},
             "output": str(directory / "committee"),
         }
