@@ -102,11 +102,20 @@ class BehlerParrinello(EnergyModel):
             if rms > 0:
                 self.energy_scale.fill_(float(rms))
 
-    def forward(self, graph: Graph) -> torch.Tensor:
+    def element_outputs(self, graph: Graph, apply=None) -> torch.Tensor:
+        """Every atom's normalised features through its element's network, ``(N, out)``
+        (``apply(network, x)`` instead of ``network(x)`` when given)."""
         x = self.features(graph)  # (N, F)
         species = self.species(graph[NUMBERS])  # (N,)
-        out = x.new_zeros(x.shape[0])
+        out = None
         for k, network in enumerate(self.networks):
             index = torch.nonzero(species == k).squeeze(1)
-            out = out.index_copy(0, index, network(x.index_select(0, index)).squeeze(-1))
-        return out * self.energy_scale  # (N,)
+            rows = x.index_select(0, index)
+            y = network(rows) if apply is None else apply(network, rows)  # (n, out)
+            out = (x.new_zeros(x.shape[0], y.shape[1]) if out is None else out).index_copy(
+                0, index, y
+            )
+        return out
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        return self.element_outputs(graph).squeeze(-1) * self.energy_scale  # (N,)

@@ -35,17 +35,16 @@ from __future__ import annotations
 
 import torch
 
-from mlpot.data.graph import CELL, NUMBERS, PBC, POSITIONS, Graph
+from mlpot.data.graph import CELL, PBC, POSITIONS, Graph
 from mlpot.models.base import EnergyModel
+from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.coulomb import (
     COULOMB_CONSTANT,
     LongRangeSettings,
     coulomb_matrix,
     structure_slices,
 )
-from mlpot.nn.acsf import ACSF
 from mlpot.nn.mlp import mlp
-from mlpot.nn.species import SpeciesIndex
 
 #: Optional graph key: total charge of each structure ``(S,)``, e.
 TOTAL_CHARGE = "total_charge"
@@ -109,44 +108,30 @@ class ChargeEquilibration(EnergyModel):
             smearing, method, lr_wavelength, mesh_spacing, interpolation_nodes, accuracy
         )
         self.total_charge = float(total_charge)
-        self.descriptor = ACSF(
+        # the environment network: a Behler–Parrinello body (ACSF, per-element
+        # normalisation and networks) with two outputs per atom, χ and the raw hardness
+        self.environment = BehlerParrinello(
             self.elements,
             cutoff,
             radial_count=radial_count,
-            angular_etas=tuple(angular_etas),
-            zetas=tuple(zetas),
-            lambdas=tuple(lambdas),
+            angular_etas=angular_etas,
+            zetas=zetas,
+            lambdas=lambdas,
+            hidden=hidden,
+            activation=activation,
         )
-        self.species = SpeciesIndex(self.elements)
-        n_features, n_species = self.descriptor.n_features, len(self.elements)
-        self.networks = torch.nn.ModuleList(
+        n_features = self.environment.descriptor.n_features
+        self.environment.networks = torch.nn.ModuleList(
             mlp(n_features, list(hidden), 2, activation) for _ in self.elements
         )
-        self.register_buffer("feature_mean", torch.zeros(n_species, n_features))
-        self.register_buffer("feature_std", torch.ones(n_species, n_features))
 
-    @torch.no_grad()
     def fit_statistics(self, graphs: list[Graph]) -> None:
         """Per-element mean and standard deviation of the descriptors."""
-        dtype = self.feature_mean.dtype
-        feats = torch.cat([self.descriptor(g).to(dtype) for g in graphs])
-        species = torch.cat([self.species(g[NUMBERS]) for g in graphs])
-        for k in range(len(self.elements)):
-            x = feats[species == k]
-            if len(x) < 2:
-                continue
-            std = x.std(0)
-            self.feature_mean[k] = x.mean(0)
-            self.feature_std[k] = torch.where(std > 1e-6, std, torch.ones_like(std))
+        self.environment.fit_statistics(graphs)
 
     def electronegativity_hardness(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """``χ (N,)`` in eV/e and ``J (N,)`` in eV/e² from each atom's environment."""
-        species = self.species(graph[NUMBERS])  # (N,)
-        x = (self.descriptor(graph) - self.feature_mean[species]) / self.feature_std[species]
-        out = x.new_zeros(x.shape[0], 2)
-        for k, network in enumerate(self.networks):
-            index = torch.nonzero(species == k).squeeze(1)
-            out = out.index_copy(0, index, network(x[index]))
+        out = self.environment.element_outputs(graph)  # (N, 2)
         return out[:, 0], torch.nn.functional.softplus(out[:, 1])
 
     def _total_charges(self, graph: Graph) -> list[float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mlpot.data.graph import NUMBERS, Graph
+from mlpot.data.graph import Graph
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.nn.mlp import mlp
 
@@ -73,18 +73,15 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         and cannot pull the body, shared with the mean, away from the labels. Derivatives
         of single heads with respect to positions therefore need evaluation mode.
         """
-        x = self.features(graph)  # (N, F)
-        species = self.species(graph[NUMBERS])  # (N,)
-        out = x.new_zeros(x.shape[0], self.n_members)
-        for k, network in enumerate(self.networks):
-            index = torch.nonzero(species == k).squeeze(1)
-            hidden = network[:-1](x.index_select(0, index))  # (n, H)
-            heads = network[-1](hidden)  # (n, K)
-            if self.training:
-                frozen = network[-1](hidden.detach())  # (n, K)
-                heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
-            out = out.index_copy(0, index, heads)
-        return out * self.energy_scale
+        return self.element_outputs(graph, self._heads) * self.energy_scale
+
+    def _heads(self, network: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        hidden = network[:-1](x)  # (n, H)
+        heads = network[-1](hidden)  # (n, K)
+        if self.training:
+            frozen = network[-1](hidden.detach())  # (n, K)
+            heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
+        return heads
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.member_energies(graph).mean(1)  # (N,)
