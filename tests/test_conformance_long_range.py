@@ -18,8 +18,8 @@ from ase import Atoms
 from conformance import PhysicsConformance, dimer, evaluate
 from test_conformance_models import fitted
 
-from mlpot.models.coulomb import COULOMB_CONSTANT
 from mlpot.models.registry import build_model
+from mlpot.nn.electrostatics import COULOMB_CONSTANT
 
 NA, CL, CU, AG = 11, 17, 29, 47
 

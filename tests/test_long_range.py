@@ -23,14 +23,14 @@ from mlpot.data.graph import ENERGY, atoms_to_graph, collate
 from mlpot.errors import MlpotInputError
 from mlpot.models.charge_equilibration import TOTAL_CHARGE
 from mlpot.models.checkpoint import save_model
-from mlpot.models.coulomb import (
+from mlpot.models.registry import build_model
+from mlpot.models.zbl import zbl_pair_energy
+from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
     LongRangeSettings,
     coulomb_matrix,
     long_range_potential,
 )
-from mlpot.models.registry import build_model
-from mlpot.models.zbl import zbl_pair_energy
 from mlpot.physics.derivatives import predict
 from mlpot.training.config import parse_config
 from mlpot.training.run import run_training

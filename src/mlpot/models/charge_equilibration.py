@@ -9,7 +9,7 @@ The charges minimise, at fixed total charge ``Q`` of each structure,
 where ``γ`` is the *long-range* Coulomb kernel of :mod:`mlpot.models.coulomb` (smearing
 ``σ``): ``γ_ij = Σ_n' erf(r_ij,n/√2σ)/r_ij,n`` over periodic images or pairs of a
 molecule, plus the Gaussian self-energy ``γ_ii += √(2/π)/σ``
-(:func:`~mlpot.models.coulomb.coulomb_matrix`). In a cell it is written as a matrix
+(:func:`~mlpot.nn.electrostatics.coulomb_matrix`). In a cell it is written as a matrix
 directly from the Ewald sum, ``γ = cos W cosᵀ + sin W sinᵀ - 2πσ²/V`` with ``cos_ik =
 cos(k·r_i)`` over the half sphere of wave vectors set by ``accuracy`` (one ``(n, K) @ (K,
 n)`` product, whatever ``method``: a mesh would need one convolution per atom). With the
@@ -38,7 +38,7 @@ import torch
 from mlpot.data.graph import CELL, PBC, POSITIONS, Graph
 from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
-from mlpot.models.coulomb import (
+from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
     LongRangeSettings,
     coulomb_matrix,
@@ -62,7 +62,7 @@ class ChargeEquilibration(EnergyModel):
             :class:`~mlpot.nn.acsf.ACSF`).
         hidden: hidden widths of each element's network. activation: its nonlinearity.
         method, accuracy, lr_wavelength, mesh_spacing, interpolation_nodes: periodic
-            summation (see :class:`~mlpot.models.coulomb.LongRangeSettings`; the QEq
+            summation (see :class:`~mlpot.nn.electrostatics.LongRangeSettings`; the QEq
             matrix always comes from the Ewald sphere set by ``accuracy`` or
             ``lr_wavelength``).
     """

@@ -18,7 +18,7 @@ from ase.units import Bohr
 
 from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
 from mlpot.models.base import EnergyModel
-from mlpot.models.coulomb import COULOMB_CONSTANT
+from mlpot.nn.electrostatics import COULOMB_CONSTANT
 
 ZBL_COEFFICIENTS = (0.18175, 0.50986, 0.28022, 0.02817)
 ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
