@@ -7,10 +7,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mlpot.active import learn, parse_learn_config
 from mlpot.active.store import Store
+from mlpot.errors import MlpotInputError
 
 SUPPORT = str(Path(__file__).parent)  # makes `support.oracles` importable in workers
 
@@ -73,6 +75,9 @@ def test_learn_end_to_end_with_emt(tmp_path):
     assert all(r.force_std > 0.02 and r.model_version >= 0 for r in uncertain)
     assert len(result.iterations) >= 2 and store.count("model") == len(result.iterations)
     assert result.oracle_calls["labels"] == 16 and result.failures == 0
+    # a second run into the same output without --resume is refused, not mixed in
+    with pytest.raises(MlpotInputError, match="already holds a learning run"):
+        learn(parse_learn_config(_raw(tmp_path / "run")), log=lambda line: None)
 
 
 def test_failing_oracle_does_not_stop_the_loop(tmp_path, monkeypatch):

@@ -62,12 +62,6 @@ class ActiveLearner:
         self.config = config
         self.out = Path(config.output)
         self.store_url = config.store or self.out / STORE_FILE
-        if (self.out / STORE_FILE).exists() and config.store is None and not resume:
-            raise MlpotInputError(
-                "a learning run is already here; continue it with --resume "
-                "or choose another output",
-                source=str(self.out),
-            )
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params))
@@ -77,11 +71,11 @@ class ActiveLearner:
             held = self.store.count("request")  # connects: a server must answer now
         except Exception as err:  # a database server that cannot be reached, a bad URL
             raise MlpotInputError(f"cannot open the store: {err}", field="store") from None
-        if config.store is not None and held and not resume:
+        if held and not resume:
             raise MlpotInputError(
-                "the store already holds a learning run; continue it with --resume "
-                "or give an empty database",
-                field="store",
+                "the store already holds a learning run; continue it with --resume, "
+                "or choose another output (or an empty store database)",
+                source=str(self.store_url),
             )
         self.inflight: dict[Future, tuple[str, Atoms]] = {}
         self.setup_calls = 0
