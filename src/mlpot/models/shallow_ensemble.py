@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from mlpot.data.graph import Graph
+from mlpot.data.graph import NUMBERS, Graph, edge_vectors
 from mlpot.models.behler_parrinello import BehlerParrinello
-from mlpot.nn.mlp import mlp
+from mlpot.nn.mlp import mlp, mlp_with_jacobian
 
 
 class ShallowEnsembleBPNN(BehlerParrinello):
@@ -82,6 +82,44 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             frozen = network[-1](hidden.detach())  # (n, K)
             heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
         return heads
+
+    def member_gradients(
+        self, graph: Graph, *, strain: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Every head's per-atom energies ``(N, K)`` eV and the derivatives of its energy
+        with respect to positions ``(K, N, 3)`` eV/Å and, with ``strain``, to the symmetric
+        strain of :func:`~mlpot.physics.derivatives.strained_graph` ``(K, S, 3, 3)`` eV.
+
+        Exact, and the cheap way to the ``K`` members' forces: the descriptors are computed
+        once; each element network gives its heads and their Jacobian with respect to the
+        features row by row (:func:`~mlpot.nn.mlp.mlp_with_jacobian`); the descriptor's
+        explicit vector-Jacobian products (:meth:`ACSF.density_cotangents`,
+        :meth:`ACSF.position_strain_vjp`) take all ``K`` of them to positions and strain at
+        once. Evaluation mode only (see :meth:`member_energies`); detached results.
+        """
+        if self.training:
+            raise ValueError("member gradients of a shallow ensemble need model.eval()")
+        species = self.species(graph[NUMBERS])  # (N,)
+        scale = self.feature_std[species]  # (N, F)
+        with torch.no_grad():
+            vectors = edge_vectors(graph)
+            densities = self.descriptor.densities(graph, vectors)
+            raw = self.descriptor.features_from_densities(densities)
+            x = (raw - self.feature_mean[species]) / scale  # (N, F)
+            heads = x.new_empty(x.shape[0], self.n_members)
+            d_x = x.new_empty(x.shape[0], self.n_members, x.shape[1])
+            for k, network in enumerate(self.networks):
+                index = torch.nonzero(species == k).squeeze(1)
+                y, jacobian = mlp_with_jacobian(network, x.index_select(0, index))
+                heads.index_copy_(0, index, y)
+                d_x.index_copy_(0, index, jacobian)
+            energies = heads * self.energy_scale  # (N, K)
+            d_raw = d_x * (self.energy_scale / scale[:, None, :])  # (N, K, F)
+            rows = self.descriptor.density_cotangents(densities, d_raw)
+            d_positions, d_strain = self.descriptor.position_strain_vjp(
+                graph, vectors, rows, strain=strain
+            )
+        return energies, d_positions, d_strain
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.member_energies(graph).mean(1)  # (N,)

@@ -18,10 +18,13 @@ import torch
 from mlpot.data.graph import Graph
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import (
+    predict,
     strained_graph,
     stress_from_strain_derivative,
     structure_sum,
 )
+
+MemberGradients = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
 def predict_members(
@@ -93,3 +96,43 @@ def predict_members(
         results[outputs.VIRIAL] = -de_dstrain
         results[outputs.STRESS] = member_stress
     return results
+
+
+def predict_members_from_gradients(
+    member_gradients: MemberGradients,
+    graph: Graph,
+    *,
+    stress: bool = False,
+    shared: Callable[[Graph], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Mean and per-member predictions of a model that gives its members' gradients itself.
+
+    ``member_gradients(graph, strain=stress)`` returns per-atom member energies ``(N, K)``,
+    ``∂E_k/∂x (K, N, 3)`` and ``∂E_k/∂ε (K, S, 3, 3)`` (the symmetric strain of
+    :func:`~mlpot.physics.derivatives.strained_graph`), e.g.
+    :meth:`~mlpot.models.shallow_ensemble.ShallowEnsembleBPNN.member_gradients`. The
+    per-atom energies ``shared(graph) (N,)`` of the terms common to all members (reference
+    offsets, physical terms) are predicted once, the ordinary way, and added to every
+    member. Outputs and shapes as for :func:`predict_members` with forces and
+    ``member_forces``; detached.
+    """
+    local, d_positions, d_strain = member_gradients(graph, strain=stress)
+    members = {outputs.FORCES: -d_positions}  # (K, N, 3)
+    if stress:
+        members[outputs.VIRIAL] = -d_strain
+        members[outputs.STRESS] = stress_from_strain_derivative(d_strain, graph)
+    if shared is not None:
+        common = predict(shared, graph, forces=True, stress=stress)
+        local = local + common[outputs.LOCAL_ENERGIES][:, None]
+        members = {key: value + common[key] for key, value in members.items()}
+    energy = structure_sum(local, graph)  # (S, K)
+    results = {
+        outputs.ENERGY: energy.mean(1),
+        outputs.LOCAL_ENERGIES: local.mean(1),
+        outputs.MEMBER_ENERGY: energy.T,
+        outputs.MEMBER_FORCES: members[outputs.FORCES],
+    }
+    results.update({key: value.mean(0) for key, value in members.items()})
+    if stress:
+        results[outputs.MEMBER_STRESS] = members[outputs.STRESS]
+    return {key: value.detach() for key, value in results.items()}

@@ -24,7 +24,7 @@ from mlpot.models.committee import Committee
 from mlpot.models.sum import SumModel
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import predict
-from mlpot.physics.ensemble import predict_members
+from mlpot.physics.ensemble import predict_members, predict_members_from_gradients
 from mlpot.uncertainty.calibration import Calibration
 
 
@@ -76,6 +76,27 @@ def member_local_energies(model: torch.nn.Module, graph: Graph) -> torch.Tensor:
     )
 
 
+def _member_gradient_split(model: torch.nn.Module):
+    """``(member_gradients, shared)`` when the members' forces can come from a term's own
+    explicit gradients (a shallow ensemble, alone or with member-less terms), else None."""
+    if isinstance(model, HeadedModel) and hasattr(model, "member_gradients"):
+        return model.member_gradients, None
+    if not isinstance(model, SumModel):
+        return None
+    headed = [t for t in model.terms if ensemble_size(t)]
+    if len(headed) != 1 or _member_gradient_split(headed[0]) != (headed[0].member_gradients, None):
+        return None
+    others = [t for t in model.terms if t is not headed[0]]
+
+    def shared(graph: Graph) -> torch.Tensor:
+        total = others[0](graph)
+        for term in others[1:]:
+            total = total + term(graph)
+        return total
+
+    return headed[0].member_gradients, (shared if others else None)
+
+
 def _heads_in_training(model: torch.nn.Module) -> bool:
     return any(isinstance(m, HeadedModel) and m.training for m in model.modules())
 
@@ -113,6 +134,16 @@ def ensemble_predictions(
             results[outputs.MEMBER_FORCES] = members[outputs.FORCES]
         if stress:
             results[outputs.MEMBER_STRESS] = members[outputs.STRESS]
+    elif (
+        member_forces
+        and forces
+        and not create_graph
+        and (split := _member_gradient_split(model)) is not None
+    ):
+        member_gradients, shared = split
+        results = predict_members_from_gradients(
+            member_gradients, graph, stress=stress, shared=shared
+        )
     else:
         ensemble_size(model)  # clear error for a sum of mismatched ensembles
         results = predict_members(
