@@ -55,7 +55,6 @@ changes.
 * **free molecule** (no periodicity): the direct ``O(N²)`` sum over all pairs.
 """
 
-
 from __future__ import annotations
 
 import functools

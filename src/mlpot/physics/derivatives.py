@@ -26,9 +26,7 @@ def cell_volume(graph: Graph) -> torch.Tensor:
     return torch.linalg.det(graph[CELL]).abs()
 
 
-def strained_graph(
-    graph: Graph, *, forces: bool, stress: bool
-) -> tuple[Graph, list[torch.Tensor]]:
+def strained_graph(graph: Graph, *, forces: bool, stress: bool) -> tuple[Graph, list[torch.Tensor]]:
     """A copy of ``graph`` set up for derivatives, and the autograd inputs to take them by.
 
     With ``forces`` the positions become a leaf; with ``stress`` a zero strain ``(S, 3, 3)``
