@@ -11,7 +11,8 @@ Models (BPNN defaults: cutoff 5 Å, 144 ACSF features, hidden [64, 64], float64)
 * ``shallow``: ``bpnn_shallow`` with ``--heads`` heads, trained with the ensemble NLL term.
 
 Per test temperature (300, 600, 1200 K; the first ``--test-frames`` frames of each file):
-force RMSE; calibrated ECE, miscalibration area, NLL (force components) and
+force RMSE; ECE, miscalibration area, NLL (force components) under the calibrated
+predictive (std scale and Student-t degrees of freedom fitted on the validation frames) and
 Spearman(forces_std, |ΔF|) per atom; fraction in domain. Then the AUROC with which each
 per-structure score separates 1200 K frames from 300 K frames: the largest per-atom T² and
 d_min (domain statistics of the committee's features), the energy std and the largest
@@ -204,7 +205,7 @@ def evaluate_models(args, work: Path) -> dict:
     for name in [n for n in ("committee", "shallow") if (work / f"{n}.pt").exists()]:
         run = calibrate_files(work / f"{name}.pt", [str(work / "validation.xyz")])
         loaded = load_with_statistics(work / f"{name}.pt")
-        print(f"  {name}: calibration scales {run.calibration}", flush=True)
+        print(f"  {name}: calibration {run.calibration.describe()}", flush=True)
         rows, scores = {}, {}
         for temperature in TEMPERATURES:
             graphs = test_graphs(Path(args.data), loaded.model, temperature, args.test_frames)
@@ -300,9 +301,11 @@ def inference_cost(args, work: Path) -> dict:
 
 def print_report(report: dict, cost: dict, args) -> dict:
     """Print the tables; return the target verdicts."""
+    from mlpot.uncertainty.calibration import Calibration
+
     verdict = {}
     for name, model in report.items():
-        print(f"\n{name}: calibration scales {model['scales']}")
+        print(f"\n{name}: calibration {Calibration.from_dict(model['scales']).describe()}")
         print(
             f"{'T':>6} {'F RMSE':>8} {'ECE':>7} {'area':>7} {'NLL':>8} {'Spearman':>9} "
             f"{'E ECE':>7} {'E Spear':>8} {'in domain':>10}"

@@ -35,6 +35,7 @@ from mlpot.active.training_step import TrainedModel, train_iteration
 from mlpot.calculators import load_calculator
 from mlpot.data.systems import build_system
 from mlpot.errors import MlpotInputError
+from mlpot.uncertainty.calibration import format_dof
 
 STORE_FILE = "store.db"
 SMALL_SYSTEM = 256  # atoms: below this, training and MD run fastest on one thread
@@ -273,7 +274,7 @@ class ActiveLearner:
         self.log(
             f"  test force RMSE {m['test_force_rmse']:.4f} eV/Å, energy RMSE "
             f"{m['test_energy_rmse'] * 1e3:.2f} meV/atom, calibration scale "
-            f"{m['calibration_scale']:.2f}"
+            f"{m['calibration_scale']:.2f}, ν {format_dof(m.get('calibration_dof'))}"
         )
         return trained
 

@@ -15,7 +15,7 @@ from mlpot.data.graph import atoms_to_graph
 from mlpot.models.checkpoint import load_model, update_checkpoint
 from mlpot.physics import outputs
 from mlpot.training import parse_config, run_training
-from mlpot.uncertainty.calibration import Calibration, fit_scale
+from mlpot.uncertainty.calibration import Calibration, fit_student_t
 from mlpot.uncertainty.ensemble import predict_with_uncertainty
 
 
@@ -83,9 +83,10 @@ def train_iteration(
     result = run_training(train_config, resume=started)
     model = load_model(result.model_path)
     val = _errors(model, validation)
-    scale = fit_scale(val["force_err"], val["force_std"], what="forces")
+    scale, dof = fit_student_t(val["force_err"], val["force_std"], what="forces")
+    calibration = Calibration(forces=scale, forces_dof=dof)
     path = directory / "model.pt"  # the committee with its force calibration and domain
-    update_checkpoint(result.model_path, path, calibration=Calibration(forces=scale).to_dict())
+    update_checkpoint(result.model_path, path, calibration=calibration.to_dict())
     tst = _errors(model, test, scale=scale)
     metrics = {
         "n_train": len(training),
@@ -93,6 +94,7 @@ def train_iteration(
         "test_force_rmse": float(np.sqrt(np.mean(tst["force_err"] ** 2))),
         "test_energy_rmse": float(np.sqrt(np.mean(tst["energy_err"] ** 2))),
         "test_mean_force_std": float(np.mean(tst["force_std"])),
-        "calibration_scale": scale,
+        "calibration_scale": scale,  # predictive std / raw committee std (forces)
+        "calibration_dof": calibration.to_dict()["forces_dof"],  # Student-t ν, None: Gaussian
     }
     return TrainedModel(path, metrics)

@@ -18,8 +18,14 @@ def _fail(err: Exception) -> None:
 
 
 def format_scores(report: dict[str, dict[str, Any]]) -> str:
-    """Table of calibration scores ``{name: {quantity: scores}}`` (and domain figures)."""
-    lines = [f"{'dataset':<28} {'quantity':<8} {'ECE':>7} {'area':>7} {'NLL':>9} {'Spearman':>9}"]
+    """Table of calibration scores ``{name: {quantity: scores}}`` (and domain figures), each
+    row with the predictive it scores: std scale factor and Student-t degrees of freedom ν."""
+    from mlpot.uncertainty.calibration import format_dof
+
+    lines = [
+        f"{'dataset':<28} {'quantity':<8} {'scale':>8} {'ν':>5} {'ECE':>7} {'area':>7} "
+        f"{'NLL':>9} {'Spearman':>9}"
+    ]
     for name, quantities in report.items():
         for quantity, s in quantities.items():
             if quantity == "domain":
@@ -29,7 +35,8 @@ def format_scores(report: dict[str, dict[str, Any]]) -> str:
                 )
             elif isinstance(s, dict) and "ece" in s:
                 lines.append(
-                    f"{name[-28:]:<28} {quantity:<8} {s['ece']:>7.3f} "
+                    f"{name[-28:]:<28} {quantity:<8} {s.get('scale', 1.0):>8.4g} "
+                    f"{format_dof(s.get('dof')):>5} {s['ece']:>7.3f} "
                     f"{s['miscalibration_area']:>7.3f} {s['nll']:>9.3f} {s['spearman']:>9.3f}"
                 )
     return "\n".join(lines)
@@ -46,7 +53,8 @@ def calibrate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Fit the scale of MODEL's predicted stds on DATA (maximum likelihood) and store it."""
+    """Fit MODEL's predictive distribution on DATA and store it: per quantity the scale of
+    the predicted stds and the Student-t degrees of freedom (maximum likelihood)."""
     from mlpot.uncertainty.assess import calibrate_files
 
     try:
@@ -61,8 +69,7 @@ def calibrate(
         scales = run.calibration.to_dict()
         typer.echo(json.dumps({"calibration": scales, "before": run.before, "after": run.after}))
         return
-    c = run.calibration
-    typer.echo(f"scales: energy {c.energy:.4g}, forces {c.forces:.4g}, stress {c.stress:.4g}")
+    typer.echo(f"predictive (std scale s, Student-t ν): {run.calibration.describe()}")
     typer.echo(format_scores({"before": run.before, "after": run.after}))
     typer.echo(f"calibrated model: {run.checkpoint}")
 

@@ -2,8 +2,9 @@
 
 :func:`collect_residuals` runs the model over labelled graphs once and keeps, per
 structure and atom, the errors against the labels next to the *uncalibrated* standard
-deviations and the domain scores. :func:`fit_calibration` fits the scale factors
-(maximum likelihood, :mod:`mlpot.uncertainty.calibration`) and :func:`uncertainty_report`
+deviations and the domain scores. :func:`fit_calibration` fits the predictive
+distribution (std scale factor and Student-t degrees of freedom, maximum likelihood,
+:mod:`mlpot.uncertainty.calibration`) and :func:`uncertainty_report`
 scores them. :func:`calibrate_files` is ``mlpot calibrate`` as a library call.
 """
 
@@ -24,7 +25,7 @@ from mlpot.errors import MlpotInputError
 from mlpot.models.base import model_dtype
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
 from mlpot.physics import outputs
-from mlpot.uncertainty.calibration import Calibration, fit_scale, score
+from mlpot.uncertainty.calibration import Calibration, fit_student_t, score
 from mlpot.uncertainty.domain import DomainStatistics
 from mlpot.uncertainty.ensemble import ensemble_size
 from mlpot.uncertainty.predict import predict_full
@@ -102,30 +103,35 @@ def _force_arrays(res: Residuals) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_calibration(res: Residuals) -> Calibration:
-    """Maximum-likelihood scale per quantity (1 where there are no labels of it)."""
+    """Maximum-likelihood Student-t predictive per quantity: the std scale factor and the
+    degrees of freedom (scale 1, Gaussian, where there are no labels of the quantity)."""
     if res.energy_std is None:
         raise MlpotInputError(
             "the model has no ensemble members, so no standard deviations to calibrate",
             field="model",
         )
-    scales = {"energy": fit_scale(res.energy_error, res.energy_std, what="energy")}
+    fitted = {"energy": fit_student_t(res.energy_error, res.energy_std, what="energy")}
     if res.forces_std is not None and np.isfinite(res.force_error).any():
-        scales["forces"] = fit_scale(*_force_arrays(res), what="forces")
+        fitted["forces"] = fit_student_t(*_force_arrays(res), what="forces")
     if res.stress_std is not None and len(res.stress_std):
         errors = res.stress_error.reshape(len(res.stress_std), -1)  # (S', 9)
-        scales["stress"] = fit_scale(
+        fitted["stress"] = fit_student_t(
             errors, np.repeat(res.stress_std[:, None], 9, 1), what="stress"
         )
-    return Calibration(**scales)
+    values = {}
+    for quantity, (scale, dof) in fitted.items():
+        values[quantity], values[f"{quantity}_dof"] = scale, dof
+    return Calibration(**values)
 
 
 def uncertainty_report(res: Residuals, calibration: Calibration | None = None) -> dict[str, Any]:
-    """Calibration scores per quantity (with ``calibration`` applied) and domain figures."""
-    calibration = calibration or Calibration()
+    """Calibration scores per quantity under the predictive of ``calibration`` (default:
+    uncalibrated, Gaussian) and domain figures."""
+    c = calibration or Calibration()
     report: dict[str, Any] = {}
     if res.energy_std is not None:
         report["energy"] = score(
-            res.energy_error, res.energy_std, scale=calibration.energy, what="energy"
+            res.energy_error, res.energy_std, scale=c.energy, dof=c.energy_dof, what="energy"
         ).to_dict()
     if res.forces_std is not None and np.isfinite(res.force_error).any():
         labelled = np.isfinite(res.force_error).all(1)
@@ -133,7 +139,8 @@ def uncertainty_report(res: Residuals, calibration: Calibration | None = None) -
         report["forces"] = score(
             errors[labelled],
             stds[labelled],
-            scale=calibration.forces,
+            scale=c.forces,
+            dof=c.forces_dof,
             rank_errors=np.linalg.norm(res.force_error[labelled], axis=1),
             rank_stds=res.forces_std[labelled],
             what="forces",
@@ -141,7 +148,9 @@ def uncertainty_report(res: Residuals, calibration: Calibration | None = None) -
     if res.stress_std is not None and len(res.stress_std):
         errors = res.stress_error.reshape(len(res.stress_std), -1)
         stds = np.repeat(res.stress_std[:, None], 9, 1)
-        report["stress"] = score(errors, stds, scale=calibration.stress, what="stress").to_dict()
+        report["stress"] = score(
+            errors, stds, scale=c.stress, dof=c.stress_dof, what="stress"
+        ).to_dict()
     if res.in_domain is not None:
         report["domain"] = domain_summary(res)
     return report
@@ -195,7 +204,8 @@ def load_with_statistics(path: str | Path) -> LoadedModel:
 
 @dataclass
 class CalibrationRun:
-    """What ``mlpot calibrate`` did: the scales, scores before and after, where it wrote."""
+    """What ``mlpot calibrate`` did: the fitted predictive (scales and degrees of freedom),
+    scores before and after, where it wrote."""
 
     calibration: Calibration
     before: dict[str, Any]

@@ -1,7 +1,8 @@
 """Reliability diagram (PNG) of calibrated uncertainties; needs matplotlib (``report`` extra).
 
-Left: the reliability curve, observed against expected coverage of central Gaussian
-intervals (the diagonal is perfect calibration). Right: error-based calibration, the RMS
+Left: the reliability curve, observed against expected coverage of the central intervals
+of the calibrated predictive (Student-t or Gaussian, see :mod:`mlpot.uncertainty.calibration`;
+the diagonal is perfect calibration). Right: error-based calibration, the RMS
 error against the RMS predicted std in bins of equal count of the predicted std (log axes).
 """
 
@@ -12,22 +13,38 @@ from pathlib import Path
 import numpy as np
 
 from mlpot.uncertainty.assess import Residuals
-from mlpot.uncertainty.calibration import AREA_LEVELS, Calibration, observed_coverage
+from mlpot.uncertainty.calibration import (
+    AREA_LEVELS,
+    Calibration,
+    format_dof,
+    observed_coverage,
+)
 
 
-def _series(res: Residuals, calibration: Calibration) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{quantity: (errors, calibrated stds)}``, flattened, labelled entries only."""
+def _series(
+    res: Residuals, calibration: Calibration
+) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """``{quantity: (errors, calibrated stds, degrees of freedom)}``, flattened, labelled
+    entries only."""
     series = {}
     if res.energy_std is not None:
-        series["energy (eV)"] = (res.energy_error, calibration.energy * res.energy_std)
+        series["energy (eV)"] = (
+            res.energy_error,
+            calibration.energy * res.energy_std,
+            calibration.energy_dof,
+        )
     if res.forces_std is not None:
         stds = np.broadcast_to(res.forces_std[:, None], res.force_error.shape)
-        series["force components (eV/Å)"] = (res.force_error, calibration.forces * stds)
+        series["force components (eV/Å)"] = (
+            res.force_error,
+            calibration.forces * stds,
+            calibration.forces_dof,
+        )
     out = {}
-    for name, (errors, stds) in series.items():
+    for name, (errors, stds, dof) in series.items():
         errors, stds = np.ravel(errors), np.ravel(stds)
         keep = np.isfinite(errors) & (stds > 0)
-        out[name] = (errors[keep], stds[keep])
+        out[name] = (errors[keep], stds[keep], dof)
     return out
 
 
@@ -59,8 +76,9 @@ def reliability_diagram(
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
     left.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     bounds = []
-    for name, (errors, stds) in series.items():
-        left.plot(AREA_LEVELS, observed_coverage(errors / stds, AREA_LEVELS), label=name)
+    for name, (errors, stds, dof) in series.items():
+        coverage = observed_coverage(errors / stds, AREA_LEVELS, dof)
+        left.plot(AREA_LEVELS, coverage, label=f"{name}, ν = {format_dof(dof)}")
         rmv, rmse = binned_rmse(errors, stds)
         right.loglog(rmv, rmse, "o-", label=name)
         bounds += [rmv.min(), rmse.min(), rmv.max(), rmse.max()]
