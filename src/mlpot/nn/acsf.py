@@ -103,17 +103,18 @@ class ACSF(torch.nn.Module):
         exponents, weights, orders = _monomial_table(max_order)
         self.register_buffer("exponents", exponents, persistent=False)
         self.register_buffer("monomial_weights", weights, persistent=False)
-        # monomials and their gradients as products of three powers u_d^e, picked by flat
-        # index d·(K+1) + e from the (C, 3·(K+1)) table of powers; the gradient's
-        # coefficient w_m a_{m,c} multiplies Π_d u_d^(a_{m,d} - δ_cd)
-        axis = torch.arange(3) * (max_order + 1)
-        self.register_buffer("monomial_index", axis + exponents, persistent=False)  # (M, 3)
-        lowered = (exponents[None] - torch.eye(3, dtype=torch.long)[:, None, :]).clamp(min=0)
-        self.register_buffer("monomial_grad_index", axis + lowered, persistent=False)  # (3, M, 3)
-        self.register_buffer(
-            "monomial_grad_weights", weights * exponents.T.to(torch.float64), persistent=False
-        )  # (3, M)
         self.register_buffer("monomial_orders", orders.to(torch.float64), persistent=False)
+        # ∂m/∂u_c of a monomial of order n is a monomial of order n - 1:
+        # ∂m_k/∂u_c = Σ_l m_l(u) lowering[l, k, c] over the monomials l of orders < max order
+        n_lower = int((orders < max_order).sum())
+        index = {tuple(e): row for row, e in enumerate(exponents.tolist())}
+        lowering = torch.zeros(n_lower, len(orders), 3, dtype=torch.float64)
+        for row, e in enumerate(exponents.tolist()):
+            for c in range(3):
+                if e[c] > 0:
+                    low = index[tuple(x - (d == c) for d, x in enumerate(e))]
+                    lowering[low, row, c] = e[c] * weights[row] / weights[low]
+        self.register_buffer("monomial_lowering", lowering.flatten(1), persistent=False)
         order_onehot = torch.nn.functional.one_hot(orders, max_order + 1).to(torch.float64)
         self.register_buffer("order_onehot", order_onehot, persistent=False)  # (M, K)
         # coefficient of P_n in G5(ζ, λ): 2^(1-ζ) C(ζ, n) λ^n
@@ -128,8 +129,13 @@ class ACSF(torch.nn.Module):
         self.register_buffer(
             "pair_same", torch.tensor([p[0] == p[1] for p in pairs]), persistent=False
         )
-        pair_weight = torch.tensor([0.5 if a == b else 1.0 for a, b in pairs], dtype=torch.float64)
-        self.register_buffer("pair_weight", pair_weight[:, None, None, None], persistent=False)
+        pair_of = [
+            pairs.index((min(a, b), max(a, b))) for a in range(n_species) for b in range(n_species)
+        ]
+        self.register_buffer("pair_of_species_pair", torch.tensor(pair_of), persistent=False)
+        counts = torch.bincount(orders).tolist()  # monomials are ordered by order
+        ends = torch.cumsum(torch.tensor(counts), 0).tolist()
+        self.order_ranges = [(end - n, end) for n, end in zip(counts, ends, strict=True)]
         self.register_buffer(
             "same_pair_of_species",
             torch.tensor([pairs.index((a, a)) for a in range(n_species)]),
@@ -229,35 +235,40 @@ class ACSF(torch.nn.Module):
     # not depend on the cotangent (the per-edge Jacobian of the edge terms) is built once and
     # the ``K`` cotangents meet it in one batched matrix product.
 
-    def density_cotangents(self, densities: Densities, cotangent: torch.Tensor) -> torch.Tensor:
-        """``∂f_k/∂(densities)`` for ``K`` cotangents ``∂f_k/∂(features) (N, K, F)``.
-
-        One row per (atom, neighbour species), ``(N·S, K·R + A·K·M + K·A)``: the G2 block
-        ``(K, R)``, the moment block ``(A, K, M)`` and the self-term block ``(K, A)``, the
+    def density_cotangents(
+        self, densities: Densities, cotangent: torch.Tensor
+    ) -> DensityCotangents:
+        """``∂f_k/∂(densities)`` for ``K`` cotangents ``∂f_k/∂(features) (N, K, F)``, in the
         layout :meth:`position_strain_vjp` contracts without copies.
+
+        G5 is bilinear in the moments: with ``W_st`` the cotangent of the pair of neighbour
+        species ``(s, t)`` (either order), ``∂f/∂M_s = Σ_t W_st M_t`` per monomial order,
+        one small matrix product per order; the self term enters with ``-1/2``.
         """
         n_atoms, k = cotangent.shape[:2]
         n_species, n_eta = self.species.n_species, self.angular_etas.shape[0]
         n_radial = self.radial_shifts.shape[0]
-        moments = densities.moments.view(n_atoms, n_species, n_eta, 1, -1)  # (N, S, A, 1, M)
         c_g2 = cotangent[..., : self.n_radial].reshape(n_atoms, k, n_species, n_radial)
         c_g5 = cotangent[..., self.n_radial :].reshape(n_atoms, k, -1, n_eta, self.n_combos)
-        c_g5 = c_g5.permute(0, 2, 3, 1, 4)  # (N, P, A, K, Z)
-        # same-species pairs count each unordered pair once and subtract the self term
-        c_by_order = (c_g5 @ self.g5_coefficients.T) * self.pair_weight  # (N, P, A, K, K_order)
-        c_self = -c_by_order.index_select(1, self.same_pair_of_species).sum(-1)  # (N, S, A, K)
-        c_products = c_by_order @ self.order_onehot.T  # (N, P, A, K, M)
-        c_moments = c_products.new_zeros(n_atoms, n_species, n_eta, k, moments.shape[-1])
-        c_moments.index_add_(1, self.pair_a, c_products * moments.index_select(1, self.pair_b))
-        c_moments.index_add_(1, self.pair_b, c_products * moments.index_select(1, self.pair_a))
+        c_by_order = c_g5 @ self.g5_coefficients.T  # (N, K, P, A, orders)
+        c_self = -0.5 * c_by_order.index_select(2, self.same_pair_of_species).sum(-1)
+        # W (N, A, order, S, K, T): the batch (N, A) of (S·K, T) matrices per order
+        pair_cotangent = c_by_order.index_select(2, self.pair_of_species_pair)
+        pair_cotangent = pair_cotangent.view(n_atoms, k, n_species, n_species, n_eta, -1)
+        pair_cotangent = pair_cotangent.permute(0, 4, 5, 2, 1, 3).contiguous()
+        moments = densities.moments.view(n_atoms, n_species, n_eta, -1)
+        moments = moments.transpose(1, 2).contiguous()  # (N, A, T, M)
+        batch = n_atoms * n_eta
+        by_order = []
+        for order, (first, last) in enumerate(self.order_ranges):
+            lhs = pair_cotangent[:, :, order].view(batch, n_species * k, n_species)
+            rhs = moments[..., first:last].reshape(batch, n_species, last - first)
+            by_order.append(torch.bmm(lhs, rhs))  # (N·A, S·K, monomials of the order)
+        c_moments = torch.cat(by_order, dim=-1).view(n_atoms, n_eta, n_species, k, -1)
         rows = n_atoms * n_species
-        return torch.cat(
-            [
-                c_g2.transpose(1, 2).reshape(rows, -1),
-                c_moments.view(rows, -1),
-                c_self.transpose(-1, -2).reshape(rows, -1),
-            ],
-            dim=1,
+        return DensityCotangents(
+            c_moments.transpose(1, 2).reshape(rows, n_eta, k, -1),
+            torch.cat([c_g2.transpose(1, 2), c_self.transpose(1, 2)], dim=-1).reshape(rows, k, -1),
         )
 
     def edge_derivatives(self, vectors: torch.Tensor) -> EdgeDerivatives:
@@ -265,7 +276,8 @@ class ACSF(torch.nn.Module):
 
         The terms are G2 ``g(r)``, G5 moments ``R_η(r) m(u)`` and self terms ``R_η(r)²``.
         With ``u = v/r``: ``∂r/∂v = u`` and ``∂m(u)/∂v = (∇_u m - n m u)/r`` for a monomial
-        ``m`` of order ``n`` (Euler: ``u·∇_u m = n m``).
+        ``m`` of order ``n`` (Euler: ``u·∇_u m = n m``), so every term's derivative is a
+        part along ``u`` plus, for the moments, ``R_η ∇_u m / r``.
         """
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (C,)
         unit = vectors / r[:, None]
@@ -281,35 +293,37 @@ class ACSF(torch.nn.Module):
         radial_slope = agauss * (
             afc_slope[:, None] - 2.0 * self.angular_etas * r[:, None] * afc[:, None]
         )
-        # powers u_d^e as rows (d·(K+1) + e, C): the monomials and their gradients are
-        # products of three rows each, picked by row gathers
-        n_powers = self.order_onehot.shape[1]
-        powers = torch.stack([unit.T**p for p in range(n_powers)], dim=1).flatten(0, 1)
-        picked = powers.index_select(0, self.monomial_index.T.flatten()).view(3, -1, r.shape[0])
-        monomials = (picked[0] * picked[1] * picked[2]).T * self.monomial_weights  # (C, M)
-        picked = powers.index_select(0, self.monomial_grad_index.permute(2, 0, 1).flatten())
-        picked = picked.view(3, 3, -1, r.shape[0])  # (factor, component, M, C)
-        gradients = picked[0] * picked[1] * picked[2] * self.monomial_grad_weights[:, :, None]
+        k = self.order_onehot.shape[1]
+        powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (C, 3, K)
+        monomials = (
+            powers[:, 0].index_select(1, self.exponents[:, 0])
+            * powers[:, 1].index_select(1, self.exponents[:, 1])
+            * powers[:, 2].index_select(1, self.exponents[:, 2])
+            * self.monomial_weights
+        )  # (C, M)
         return EdgeDerivatives(
-            r,
-            unit,
-            g2_slope,
-            radial,
-            radial_slope,
-            monomials,
-            gradients.permute(2, 1, 0).contiguous(),
+            r=r,
+            unit=unit,
+            others_along=torch.cat([g2_slope, 2.0 * radial * radial_slope], dim=1),
+            radial_over_r=radial / r[:, None],
+            radial_slope=radial_slope,
+            monomials=monomials,
         )
 
     def position_strain_vjp(
-        self, graph: Graph, vectors: torch.Tensor, cotangent: torch.Tensor, *, strain: bool
+        self,
+        graph: Graph,
+        vectors: torch.Tensor,
+        cotangent: DensityCotangents,
+        *,
+        strain: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """From :meth:`density_cotangents` rows to ``∂f_k/∂x (K, N, 3)`` and, with
-        ``strain``, ``∂f_k/∂ε (K, S, 3, 3)`` for the symmetric strain of
+        """From :meth:`density_cotangents` to ``∂f_k/∂x (K, N, 3)`` and, with ``strain``,
+        ``∂f_k/∂ε (K, S, 3, 3)`` for the symmetric strain of
         :func:`~mlpot.physics.derivatives.strained_graph`. Edges go in chunks."""
         centre, neighbour = graph[EDGE_INDEX]
-        n_radial, n_eta = self.radial_shifts.shape[0], self.angular_etas.shape[0]
-        k = cotangent.shape[1] // (n_radial + n_eta * (self.order_onehot.shape[0] + 1))
-        n_moment = n_eta * k * self.order_onehot.shape[0]
+        n_eta, k, n_monomials = cotangent.moments.shape[1:]
+        n_lower = self.monomial_lowering.shape[0]
         d_positions = vectors.new_zeros(graph[NUMBERS].shape[0], k, 3)
         d_strain = vectors.new_zeros(graph[N_ATOMS].shape[0], k, 3, 3) if strain else None
         edge_structure = graph[BATCH].index_select(0, centre) if strain else centre
@@ -319,27 +333,28 @@ class ACSF(torch.nn.Module):
             centre,
             neighbour,
             edge_structure,
-            width=cotangent.shape[1],  # the gathered rows are the largest temporary
+            width=cotangent.moments[0].numel(),  # the gathered moment rows are the largest
         )
         for vec, slot, i, j, s in zip(*chunks, strict=True):
-            n_edges = vec.shape[0]
             f = self.edge_derivatives(vec)
-            rows = cotangent.index_select(0, slot)  # (C, K·R + A·K·M + K·A)
-            c_g2 = rows[:, : k * n_radial].view(n_edges, k, n_radial)
-            c_moments = rows[:, k * n_radial : k * n_radial + n_moment].view(n_edges, n_eta, -1)
-            c_self = rows[:, k * n_radial + n_moment :].view(n_edges, k, n_eta)
-            # Σ_η c R_η and Σ_η c R_η' per (edge, member, monomial)
-            weights = torch.stack([f.radial, f.radial_slope], dim=1)  # (C, 2, A)
-            by_monomial = torch.bmm(weights, c_moments).view(n_edges, 2, k, -1)
-            radial, slope = by_monomial[:, 0], by_monomial[:, 1]  # (C, K, M)
-            along = torch.bmm(c_g2, f.g2_slope[:, :, None]) + torch.bmm(
-                c_self, (2.0 * f.radial * f.radial_slope)[:, :, None]
-            )  # (C, K, 1)
-            euler = (self.monomial_orders / f.r[:, None])[:, None, :]  # n_m / r, (C, 1, M)
-            along = along + ((slope - radial * euler) * f.monomials[:, None, :]).sum(
-                -1, keepdim=True
-            )
-            tangential = torch.bmm(radial, f.monomial_gradients) / f.r[:, None, None]
+            # Σ_η of the moments' cotangents weighted by R_η/r and by R_η' (C, K, M): one
+            # η at a time, so the gathered rows reuse one buffer
+            for eta in range(n_eta):
+                rows = cotangent.moments[:, eta].index_select(0, slot)  # (C, K, M)
+                weight = f.radial_over_r[:, eta, None, None]
+                slope = f.radial_slope[:, eta, None, None]
+                if eta == 0:
+                    by_radial, by_slope = rows * weight, rows * slope
+                else:
+                    by_radial.addcmul_(rows, weight)
+                    by_slope.addcmul_(rows, slope)
+            c_others = cotangent.others.index_select(0, slot)  # (C, K, R + A)
+            along = torch.bmm(c_others, f.others_along[:, :, None])  # (C, K, 1)
+            along = along + torch.bmm(by_slope, f.monomials[:, :, None])
+            along = along - torch.bmm(by_radial, (self.monomial_orders * f.monomials)[:, :, None])
+            # R_η ∇_u m / r: the gradients are lower-order monomials (monomial_lowering)
+            gradients = f.monomials[:, :n_lower] @ self.monomial_lowering  # (C, M·3)
+            tangential = torch.bmm(by_radial, gradients.view(-1, n_monomials, 3))
             d_vec = along * f.unit[:, None, :] + tangential  # (C, K, 3)
             d_positions.index_add_(0, j, d_vec).index_add_(0, i, -d_vec)
             if strain:  # v -> v (1 + ε): ∂f/∂ε_ab = Σ_e v_a ∂f/∂v_b, symmetrised
@@ -350,18 +365,25 @@ class ACSF(torch.nn.Module):
         return d_positions.transpose(0, 1), d_strain
 
 
+class DensityCotangents(NamedTuple):
+    """Cotangents of the densities for ``K`` functions, one row per (atom, neighbour
+    species): ``moments (N·S, A, K, M)`` and ``others (N·S, K, R + A)`` (G2, self terms)."""
+
+    moments: torch.Tensor
+    others: torch.Tensor
+
+
 class EdgeDerivatives(NamedTuple):
-    """Per-edge factors of the edge terms' derivatives (see :meth:`ACSF.edge_derivatives`):
-    ``r (C,)``, ``unit (C, 3)``, G2 slopes ``dg/dr (C, R)``, G5 radial factors and slopes
-    ``(C, A)``, ``monomials (C, M)`` and their gradients ``∂m/∂u (C, M, 3)``."""
+    """Per-edge factors of the edge terms' derivatives (:meth:`ACSF.edge_derivatives`):
+    ``r (C,)``, ``unit (C, 3)``; the G2 and self terms' slopes ``others_along (C, R + A)``;
+    the G5 radial factors over ``r`` and their slopes ``(C, A)``; ``monomials (C, M)``."""
 
     r: torch.Tensor
     unit: torch.Tensor
-    g2_slope: torch.Tensor
-    radial: torch.Tensor
+    others_along: torch.Tensor
+    radial_over_r: torch.Tensor
     radial_slope: torch.Tensor
     monomials: torch.Tensor
-    monomial_gradients: torch.Tensor
 
 
 class Densities(NamedTuple):
