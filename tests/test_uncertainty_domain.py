@@ -22,6 +22,7 @@ from mlpot.uncertainty.domain import (
     fit_domain_statistics,
     ledoit_wolf,
     model_features,
+    tail_quantile,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,3 +125,50 @@ def test_old_checkpoints_load_without_domain():
     assert payload["domain"] is None
     loaded = load_with_statistics(FIXTURES / "checkpoint_v1.pt")
     assert loaded.domain is None
+
+
+def test_structures_of_the_training_distribution_are_in_domain_at_the_confidence():
+    """A structure is flagged when any of its atoms is: with per-atom limits at 99 % a
+    structure of 30 atoms would be flagged ~45 % of the time (60 tests); the per-structure
+    (Šidák) levels keep the false alarms within 1 - confidence, and one atom far from the
+    data still flags its structure."""
+    n_features, n_atoms, n_structures = 6, 30, 400
+    train = _gaussian(20000, n_features=n_features)
+    domain = fit_domain_statistics(train, np.full(len(train), 29), [29], confidence=0.99)
+    fresh = torch.as_tensor(_gaussian(n_atoms * n_structures, n_features=n_features, seed=7))
+    far = torch.as_tensor(_gaussian(n_structures, n_features=n_features, seed=8, shift=8.0))
+    graph = {
+        "numbers": torch.full((len(fresh),), 29),
+        "batch": torch.arange(n_structures).repeat_interleave(n_atoms),
+        "n_atoms": torch.full((n_structures,), n_atoms),
+    }
+    in_domain = domain.score(fresh, graph)[outputs.IN_DOMAIN]
+    per_atom = domain.score_atoms(fresh, graph["numbers"])
+    atom_flags = (per_atom[0] > domain.t2_threshold) | (per_atom[1] > domain.d_min_threshold[0])
+    fixed_level = 1.0 - float(
+        torch.zeros(n_structures)
+        .index_add(0, graph["batch"], atom_flags.float())
+        .gt(0)
+        .float()
+        .mean()
+    )
+    assert fixed_level < 0.8  # what per-atom limits would give
+    assert float(in_domain.double().mean()) >= 0.97  # binomial std 0.005 at 0.99
+    fresh[::n_atoms] = far  # one atom of every structure far away
+    assert not bool(domain.score(fresh, graph)[outputs.IN_DOMAIN].any())
+
+
+def test_tail_quantile_extrapolates_beyond_the_samples():
+    """2000 samples of an exponential tail: the 1 - 10⁻⁴ quantile, beyond the largest
+    sample's reach, closer to the exact one than the empirical quantile; below the tail
+    start the empirical quantile."""
+    rng = np.random.default_rng(0)
+    samples = 1.0 + rng.exponential(0.4, size=2000)
+    levels = np.array([0.5, 0.9, 0.9999])
+    exact = 1.0 + 0.4 * np.log(1 / (1 - levels))
+    got = tail_quantile(samples, levels)
+    assert got[:2] == pytest.approx(np.quantile(samples, levels[:2]))
+    # 100 excesses: the mean excess has a 10 % relative std, the extrapolated quantile ~5 %
+    assert got[2] == pytest.approx(exact[2], rel=0.16)
+    empirical = np.quantile(samples, levels[2])
+    assert abs(got[2] - exact[2]) < abs(empirical - exact[2])
