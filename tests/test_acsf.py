@@ -261,9 +261,14 @@ def test_explicit_vector_jacobian_products_equal_autograd(case, monkeypatch):
     monkeypatch.setattr(acsf_module, "MIN_EDGE_CHUNK", 11)
     with torch.no_grad():
         vectors = edge_vectors(graph)
-        densities = descriptor.densities(graph, vectors)
+        densities, factors = descriptor.densities_and_derivatives(graph, vectors, k)
+        torch.testing.assert_close(
+            descriptor.features_from_densities(densities), features.detach(), rtol=0, atol=1e-13
+        )
         rows = descriptor.density_cotangents(densities, cotangent)
-        d_positions, d_strain = descriptor.position_strain_vjp(graph, vectors, rows, strain=True)
+        d_positions, d_strain = descriptor.position_strain_vjp(
+            graph, vectors, rows, factors, strain=True
+        )
     assert vectors.shape[0] > 3 * 11
     for m in range(k):
         torch.testing.assert_close(d_positions[m], expected[m][0], rtol=1e-11, atol=1e-11)

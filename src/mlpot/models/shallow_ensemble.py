@@ -93,9 +93,10 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         Exact, and the cheap way to the ``K`` members' forces: the descriptors are computed
         once; each element network gives its heads and their Jacobian with respect to the
         features row by row (:func:`~mlpot.nn.mlp.mlp_with_jacobian`); the descriptor's
-        explicit vector-Jacobian products (:meth:`ACSF.density_cotangents`,
-        :meth:`ACSF.position_strain_vjp`) take all ``K`` of them to positions and strain at
-        once. Evaluation mode only (see :meth:`member_energies`); detached results.
+        explicit vector-Jacobian products (:meth:`ACSF.densities_and_derivatives`,
+        :meth:`ACSF.density_cotangents`, :meth:`ACSF.position_strain_vjp`) take all ``K``
+        of them to positions and strain at once. Evaluation mode only (see
+        :meth:`member_energies`); detached results.
         """
         if self.training:
             raise ValueError("member gradients of a shallow ensemble need model.eval()")
@@ -103,7 +104,9 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         scale = self.feature_std[species]  # (N, F)
         with torch.no_grad():
             vectors = edge_vectors(graph)
-            densities = self.descriptor.densities(graph, vectors)
+            densities, edge_factors = self.descriptor.densities_and_derivatives(
+                graph, vectors, self.n_members
+            )
             raw = self.descriptor.features_from_densities(densities)
             x = (raw - self.feature_mean[species]) / scale  # (N, F)
             heads = x.new_empty(x.shape[0], self.n_members)
@@ -117,7 +120,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             d_raw = d_x * (self.energy_scale / scale[:, None, :])  # (N, K, F)
             rows = self.descriptor.density_cotangents(densities, d_raw)
             d_positions, d_strain = self.descriptor.position_strain_vjp(
-                graph, vectors, rows, strain=strain
+                graph, vectors, rows, edge_factors, strain=strain
             )
         return energies, d_positions, d_strain
 

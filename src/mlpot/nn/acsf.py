@@ -216,16 +216,20 @@ class ACSF(torch.nn.Module):
         unit = vectors / r[:, None]  # (C, 3)
         radial = torch.exp(-self.angular_etas * (r * r)[:, None])  # (C, A)
         radial = radial * cosine_cutoff(r, self.angular_cutoff)[:, None]
+        monomials = self._monomials(unit)  # (C, M)
+        moments.index_add_(0, slot, radial[:, :, None] * monomials[:, None, :])
+        self_term.index_add_(0, slot, radial * radial)
+
+    def _monomials(self, unit: torch.Tensor) -> torch.Tensor:
+        """Weighted monomials ``(C, M)`` of unit vectors ``(C, 3)``."""
         k = self.order_onehot.shape[1]
         powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (C, 3, K)
-        monomials = (
+        return (
             powers[:, 0].index_select(1, self.exponents[:, 0])
             * powers[:, 1].index_select(1, self.exponents[:, 1])
             * powers[:, 2].index_select(1, self.exponents[:, 2])
             * self.monomial_weights
-        )  # (C, M)
-        moments.index_add_(0, slot, radial[:, :, None] * monomials[:, None, :])
-        self_term.index_add_(0, slot, radial * radial)
+        )
 
     # ---- explicit vector-Jacobian products for a batch of cotangents -------------------
     #
@@ -271,56 +275,69 @@ class ACSF(torch.nn.Module):
             torch.cat([c_g2.transpose(1, 2), c_self.transpose(1, 2)], dim=-1).reshape(rows, k, -1),
         )
 
-    def edge_derivatives(self, vectors: torch.Tensor) -> EdgeDerivatives:
-        """The factors of the edge terms' derivatives with respect to the edge vectors.
+    def densities_and_derivatives(
+        self, graph: Graph, vectors: torch.Tensor, members: int
+    ) -> tuple[Densities, list[EdgeDerivatives]]:
+        """:meth:`densities` (no autograd) and, per chunk of edges, the factors of the edge
+        terms' derivatives that :meth:`position_strain_vjp` contracts with ``members``
+        cotangents (chunked as it will be, so both passes share the per-edge work).
 
         The terms are G2 ``g(r)``, G5 moments ``R_η(r) m(u)`` and self terms ``R_η(r)²``.
         With ``u = v/r``: ``∂r/∂v = u`` and ``∂m(u)/∂v = (∇_u m - n m u)/r`` for a monomial
         ``m`` of order ``n`` (Euler: ``u·∇_u m = n m``), so every term's derivative is a
         part along ``u`` plus, for the moments, ``R_η ∇_u m / r``.
         """
-        r = torch.linalg.vector_norm(vectors, dim=-1)  # (C,)
-        unit = vectors / r[:, None]
-        fc = cosine_cutoff(r, self.cutoff)
-        fc_slope = cosine_cutoff_slope(r, self.cutoff)
-        offset = r[:, None] - self.radial_shifts  # (C, R)
-        gauss = torch.exp(-self.radial_eta * offset**2)
-        g2_slope = gauss * (fc_slope[:, None] - 2.0 * self.radial_eta * offset * fc[:, None])
-        afc = cosine_cutoff(r, self.angular_cutoff)
-        afc_slope = cosine_cutoff_slope(r, self.angular_cutoff)
-        agauss = torch.exp(-self.angular_etas * (r * r)[:, None])  # (C, A)
-        radial = agauss * afc[:, None]
-        radial_slope = agauss * (
-            afc_slope[:, None] - 2.0 * self.angular_etas * r[:, None] * afc[:, None]
-        )
-        k = self.order_onehot.shape[1]
-        powers = torch.stack([unit**p for p in range(k)], dim=-1)  # (C, 3, K)
-        monomials = (
-            powers[:, 0].index_select(1, self.exponents[:, 0])
-            * powers[:, 1].index_select(1, self.exponents[:, 1])
-            * powers[:, 2].index_select(1, self.exponents[:, 2])
-            * self.monomial_weights
-        )  # (C, M)
-        return EdgeDerivatives(
-            r=r,
-            unit=unit,
-            others_along=torch.cat([g2_slope, 2.0 * radial * radial_slope], dim=1),
-            radial_over_r=radial / r[:, None],
-            radial_slope=radial_slope,
-            monomials=monomials,
-        )
+        n_rows = graph[NUMBERS].shape[0] * self.species.n_species
+        n_eta, n_monomials = self.angular_etas.shape[0], self.order_onehot.shape[0]
+        g2 = vectors.new_zeros(n_rows, self.radial_shifts.shape[0])
+        moments = vectors.new_zeros(n_rows, n_eta, n_monomials)
+        self_term = vectors.new_zeros(n_rows, n_eta)
+        derivatives = []
+        width = n_eta * members * n_monomials
+        chunks = self._chunks(vectors, self.edge_slots(graph), width=width)
+        for vec, slot in zip(*chunks, strict=True):
+            r = torch.linalg.vector_norm(vec, dim=-1)  # (C,)
+            unit = vec / r[:, None]
+            fc, fc_slope = cosine_cutoff(r, self.cutoff), cosine_cutoff_slope(r, self.cutoff)
+            offset = r[:, None] - self.radial_shifts  # (C, R)
+            gauss = torch.exp(-self.radial_eta * offset**2)
+            g2.index_add_(0, slot, gauss * fc[:, None])
+            g2_slope = gauss * (fc_slope[:, None] - 2.0 * self.radial_eta * offset * fc[:, None])
+            if self.angular_cutoff < self.cutoff:
+                fc = cosine_cutoff(r, self.angular_cutoff)
+                fc_slope = cosine_cutoff_slope(r, self.angular_cutoff)
+            agauss = torch.exp(-self.angular_etas * (r * r)[:, None])  # (C, A)
+            radial = agauss * fc[:, None]
+            radial_slope = agauss * (
+                fc_slope[:, None] - 2.0 * self.angular_etas * r[:, None] * fc[:, None]
+            )
+            monomials = self._monomials(unit)  # (C, M)
+            moments.index_add_(0, slot, radial[:, :, None] * monomials[:, None, :])
+            self_term.index_add_(0, slot, radial * radial)
+            derivatives.append(
+                EdgeDerivatives(
+                    unit=unit,
+                    others_along=torch.cat([g2_slope, 2.0 * radial * radial_slope], dim=1),
+                    radial_over_r=radial / r[:, None],
+                    radial_slope=radial_slope,
+                    monomials=monomials,
+                )
+            )
+        return Densities(g2, moments, self_term), derivatives
 
     def position_strain_vjp(
         self,
         graph: Graph,
         vectors: torch.Tensor,
         cotangent: DensityCotangents,
+        derivatives: list[EdgeDerivatives],
         *,
         strain: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """From :meth:`density_cotangents` to ``∂f_k/∂x (K, N, 3)`` and, with ``strain``,
+        """From :meth:`density_cotangents` and the edge factors of
+        :meth:`densities_and_derivatives` to ``∂f_k/∂x (K, N, 3)`` and, with ``strain``,
         ``∂f_k/∂ε (K, S, 3, 3)`` for the symmetric strain of
-        :func:`~mlpot.physics.derivatives.strained_graph`. Edges go in chunks."""
+        :func:`~mlpot.physics.derivatives.strained_graph`."""
         centre, neighbour = graph[EDGE_INDEX]
         n_eta, k, n_monomials = cotangent.moments.shape[1:]
         n_lower = self.monomial_lowering.shape[0]
@@ -335,8 +352,7 @@ class ACSF(torch.nn.Module):
             edge_structure,
             width=cotangent.moments[0].numel(),  # the gathered moment rows are the largest
         )
-        for vec, slot, i, j, s in zip(*chunks, strict=True):
-            f = self.edge_derivatives(vec)
+        for vec, slot, i, j, s, f in zip(*chunks, derivatives, strict=True):
             # Σ_η of the moments' cotangents weighted by R_η/r and by R_η' (C, K, M): one
             # η at a time, so the gathered rows reuse one buffer
             for eta in range(n_eta):
@@ -374,11 +390,10 @@ class DensityCotangents(NamedTuple):
 
 
 class EdgeDerivatives(NamedTuple):
-    """Per-edge factors of the edge terms' derivatives (:meth:`ACSF.edge_derivatives`):
-    ``r (C,)``, ``unit (C, 3)``; the G2 and self terms' slopes ``others_along (C, R + A)``;
-    the G5 radial factors over ``r`` and their slopes ``(C, A)``; ``monomials (C, M)``."""
+    """Per-edge factors of the edge terms' derivatives (:meth:`ACSF.densities_and_derivatives`):
+    ``unit (C, 3)``; the G2 and self terms' slopes ``others_along (C, R + A)``; the G5
+    radial factors over ``r`` and their slopes ``(C, A)``; ``monomials (C, M)``."""
 
-    r: torch.Tensor
     unit: torch.Tensor
     others_along: torch.Tensor
     radial_over_r: torch.Tensor
