@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special, stats
 
 from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, Graph, collate
 from mlpot.models.committee import Committee
@@ -102,7 +102,7 @@ class DomainStatistics:
     def __post_init__(self) -> None:
         self.precision = torch.linalg.inv(self.covariance)  # (Z, F, F)
         self._reference_sq = [(r * r).sum(1) for r in self.reference]  # (R_z,) each
-        self._reference_gaps: list[np.ndarray] | None = None
+        self._tails: list[DistanceTail] | None = None
 
     @property
     def n_features(self) -> int:
@@ -154,46 +154,66 @@ class DomainStatistics:
         structure's atoms tested at the Šidák level of the module docstring)."""
         t2, d_min = self.score_atoms(features, graph[NUMBERS])
         batch = graph[BATCH].cpu()
-        level = self.confidence ** (0.5 / graph[N_ATOMS].cpu().double()[batch])  # (N,)
-        inside = (t2 <= torch.as_tensor(stats.chi2.ppf(level, self.n_features))) & (
-            d_min <= self._d_min_limits(self.species(graph[NUMBERS].cpu()), level.numpy())
-        )  # (N,)
+        level = self.confidence ** (0.5 / graph[N_ATOMS].cpu().double().numpy())  # (S,)
+        t2_limit = torch.as_tensor(special.chdtri(self.n_features, 1.0 - level))[batch]  # χ²_F
+        species = self.species(graph[NUMBERS].cpu())
+        d_limit = torch.zeros_like(d_min)
+        for z, tail in enumerate(self._distance_tails()):
+            rows = torch.nonzero(species == z).squeeze(1)
+            if len(rows):
+                d_limit[rows] = torch.as_tensor(tail.quantile(level))[batch[rows]]
+        inside = (t2 <= t2_limit) & (d_min <= d_limit)  # (N,)
         outside = torch.zeros(graph[N_ATOMS].shape[0], dtype=torch.long)
         outside = outside.index_add(0, batch, (~inside).long())
         return {outputs.MAHALANOBIS: t2, outputs.D_MIN: d_min, outputs.IN_DOMAIN: outside == 0}
 
-    def _d_min_limits(self, species: torch.Tensor, level: np.ndarray) -> torch.Tensor:
-        """Per atom, the ``level`` quantile of its element's leave-one-out nearest distances
-        among the reference atoms (:func:`tail_quantile`; 0 with fewer than two)."""
-        if self._reference_gaps is None:
-            self._reference_gaps = [
-                torch.cdist(r, r).fill_diagonal_(float("inf")).min(1).values.numpy()
-                if len(r) > 1
-                else np.zeros(1)
+    def _distance_tails(self) -> list[DistanceTail]:
+        """Per element, the distribution of the reference atoms' leave-one-out nearest
+        distances (computed once)."""
+        if self._tails is None:
+            self._tails = [
+                DistanceTail.fit(
+                    torch.cdist(r, r).fill_diagonal_(float("inf")).min(1).values.numpy()
+                    if len(r) > 1
+                    else np.zeros(1)
+                )
                 for r in self.reference
             ]
-        limits = np.zeros(len(level))
-        for z, gaps in enumerate(self._reference_gaps):
-            rows = (species == z).numpy()
-            if rows.any():
-                limits[rows] = tail_quantile(gaps, level[rows])
-        return torch.as_tensor(limits)
+        return self._tails
 
 
 TAIL_START = 0.95  # quantile above which distances are described by an exponential tail
 
 
-def tail_quantile(samples: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """Quantiles of ``samples`` at ``level``: empirical up to ``TAIL_START``; beyond, from an
+@dataclass
+class DistanceTail:
+    """Quantiles of a sample of distances: empirical up to ``TAIL_START``; beyond, an
     exponential fitted to the excesses over that quantile (peaks over threshold), since a few
     thousand samples cannot resolve the 1 - 10⁻⁴ quantiles that per-structure tests need."""
-    level = np.asarray(level, dtype=np.float64)
-    start = np.quantile(samples, TAIL_START)
-    excess = samples[samples > start] - start
-    if len(excess) == 0:
-        return np.quantile(samples, level)
-    tail = start + excess.mean() * np.log((1 - TAIL_START) / (1 - np.maximum(level, TAIL_START)))
-    return np.where(level <= TAIL_START, np.quantile(samples, np.minimum(level, 1.0)), tail)
+
+    sorted_samples: np.ndarray
+    start: float  # the TAIL_START quantile
+    mean_excess: float  # 0: no sample above the start (the empirical quantiles throughout)
+
+    @classmethod
+    def fit(cls, samples: np.ndarray) -> DistanceTail:
+        ordered = np.sort(np.asarray(samples, dtype=np.float64))
+        start = float(np.quantile(ordered, TAIL_START))
+        excess = ordered[ordered > start] - start
+        return cls(ordered, start, float(excess.mean()) if len(excess) else 0.0)
+
+    def quantile(self, level: np.ndarray | float) -> np.ndarray:
+        level = np.asarray(level, dtype=np.float64)
+        empirical = np.quantile(self.sorted_samples, np.minimum(level, 1.0))
+        if self.mean_excess == 0.0:
+            return empirical
+        beyond = np.log((1 - TAIL_START) / (1 - np.maximum(level, TAIL_START)))
+        return np.where(level <= TAIL_START, empirical, self.start + self.mean_excess * beyond)
+
+
+def tail_quantile(samples: np.ndarray, level: np.ndarray | float) -> np.ndarray:
+    """:meth:`DistanceTail.quantile` of ``samples`` fitted afresh."""
+    return DistanceTail.fit(samples).quantile(level)
 
 
 def _nearest_distance(

@@ -98,7 +98,8 @@ def _member_gradient_split(model: torch.nn.Module):
 
 
 def _heads_in_training(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, HeadedModel) and m.training for m in model.modules())
+    # the training flags first: isinstance against a runtime protocol is slow per module
+    return any(m.training and isinstance(m, HeadedModel) for m in model.modules())
 
 
 def ensemble_predictions(
