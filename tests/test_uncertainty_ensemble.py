@@ -216,44 +216,6 @@ def test_spread_loss_moves_heads_apart_not_their_mean():
     )
 
 
-def test_force_spread_loss_trains_the_heads_force_spread_only():
-    """The heads' force deviations equal the members' forces minus their mean (evaluation
-    mode); the force NLL's gradient reaches only the heads' output weights, centred over
-    the heads: a step on it changes the force spread, not the mean forces."""
-    from mlpot.training.loss import HEAD_FORCE_DEVIATIONS, ensemble_force_nll, predict_for_loss
-
-    torch.manual_seed(5)
-    shallow = build_model(SHALLOW).double()
-    samples = read_dataset(data_files()["train"])[:4]
-    graphs = [sample_to_graph(s, 4.0, dtype=torch.float64) for s in samples]
-    shallow.fit_statistics(graphs)
-    batch = collate(graphs)
-    members = ensemble_predictions(shallow.eval(), batch, stress=False)
-    expected = members[outputs.MEMBER_FORCES] - members[outputs.FORCES]
-    torch.testing.assert_close(
-        shallow.head_force_deviations(batch).detach(), expected, rtol=1e-10, atol=1e-12
-    )
-    shallow.train()
-    pred = predict_for_loss(shallow, batch, stress=False, create_graph=True, force_spread=True)
-    loss = ensemble_force_nll(pred, batch)
-    optimizer = torch.optim.SGD(shallow.parameters(), lr=0.05)
-    optimizer.zero_grad()
-    loss.backward()
-    head = shallow.networks[0][-1]
-    assert float(head.weight.grad.abs().max()) > 1e-6
-    torch.testing.assert_close(
-        head.weight.grad.sum(0), torch.zeros_like(head.weight.grad[0]), rtol=0, atol=1e-12
-    )
-    others = [p for n, p in shallow.named_parameters() if not n.endswith(".2.weight")]
-    assert all(p.grad is None or float(p.grad.abs().max()) == 0.0 for p in others)
-    spread_before = pred[HEAD_FORCE_DEVIATIONS].detach().pow(2).mean()
-    optimizer.step()
-    after = ensemble_predictions(shallow.eval(), batch, stress=False)
-    torch.testing.assert_close(after[outputs.FORCES], members[outputs.FORCES], rtol=1e-9, atol=1e-9)
-    spread_after = (after[outputs.MEMBER_FORCES] - after[outputs.FORCES]).pow(2).mean()
-    assert abs(float(spread_after / spread_before) - 1.0) > 1e-3
-
-
 def test_trained_shallow_ensemble_fits_and_keeps_domain():
     from mlpot.models.checkpoint import load_checkpoint
 

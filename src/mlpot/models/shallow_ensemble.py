@@ -11,13 +11,10 @@ through the heads only (see :meth:`ShallowEnsembleBPNN.member_energies`).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
 from mlpot.data.graph import NUMBERS, Graph, edge_vectors
 from mlpot.models.behler_parrinello import BehlerParrinello
-from mlpot.nn.acsf import Densities, EdgeDerivatives
 from mlpot.nn.mlp import mlp, mlp_with_jacobian
 
 
@@ -103,64 +100,29 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         """
         if self.training:
             raise ValueError("member gradients of a shallow ensemble need model.eval()")
-        with torch.no_grad():
-            state = self._descriptor_pass(graph)
-            heads = state.x.new_empty(state.x.shape[0], self.n_members)
-            d_x = state.x.new_empty(state.x.shape[0], self.n_members, state.x.shape[1])
-            for k, network in enumerate(self.networks):
-                index = torch.nonzero(state.species == k).squeeze(1)
-                y, jacobian = mlp_with_jacobian(network, state.x.index_select(0, index))
-                heads.index_copy_(0, index, y)
-                d_x.index_copy_(0, index, jacobian)
-            d_positions, d_strain = self._feature_vjp(graph, state, d_x, strain=strain)
-        return heads * self.energy_scale, d_positions, d_strain
-
-    def head_force_deviations(self, graph: Graph) -> torch.Tensor:
-        """Every head's forces minus the heads' mean ``(K, N, 3)``, eV/Å, differentiable
-        with respect to the heads' output weights only (the body held fixed, as for the
-        energy spread in training mode): what a loss on the spread of the forces trains.
-        Same explicit derivatives as :meth:`member_gradients`."""
-        state = self._descriptor_pass(graph)
-        d_x = state.x.new_zeros(state.x.shape[0], self.n_members, state.x.shape[1])
-        for k, network in enumerate(self.networks):
-            index = torch.nonzero(state.species == k).squeeze(1)
-            weight = network[-1].weight  # (K, H)
-            deviations = weight - weight.mean(0, keepdim=True)
-            _, jacobian = mlp_with_jacobian(network, state.x.index_select(0, index), deviations)
-            d_x = d_x.index_copy(0, index, jacobian)
-        d_positions, _ = self._feature_vjp(graph, state, d_x, strain=False)
-        return -d_positions
-
-    def _descriptor_pass(self, graph: Graph) -> _DescriptorPass:
-        """Normalised features and what their explicit derivatives need (no autograd)."""
         species = self.species(graph[NUMBERS])  # (N,)
+        scale = self.feature_std[species]  # (N, F)
         with torch.no_grad():
             vectors = edge_vectors(graph)
             densities, edge_factors = self.descriptor.densities_and_derivatives(
                 graph, vectors, self.n_members
             )
             raw = self.descriptor.features_from_densities(densities)
-            x = (raw - self.feature_mean[species]) / self.feature_std[species]  # (N, F)
-        return _DescriptorPass(species, vectors, densities, edge_factors, x)
-
-    def _feature_vjp(
-        self, graph: Graph, state: _DescriptorPass, d_x: torch.Tensor, *, strain: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``K`` cotangents on the normalised features ``(N, K, F)`` (per unit energy
-        scale) to positions and strain."""
-        d_raw = d_x * (self.energy_scale / self.feature_std[state.species][:, None, :])
-        rows = self.descriptor.density_cotangents(state.densities, d_raw)
-        return self.descriptor.position_strain_vjp(
-            graph, state.vectors, rows, state.edge_factors, strain=strain
-        )
+            x = (raw - self.feature_mean[species]) / scale  # (N, F)
+            heads = x.new_empty(x.shape[0], self.n_members)
+            d_x = x.new_empty(x.shape[0], self.n_members, x.shape[1])
+            for k, network in enumerate(self.networks):
+                index = torch.nonzero(species == k).squeeze(1)
+                y, jacobian = mlp_with_jacobian(network, x.index_select(0, index))
+                heads.index_copy_(0, index, y)
+                d_x.index_copy_(0, index, jacobian)
+            energies = heads * self.energy_scale  # (N, K)
+            d_raw = d_x * (self.energy_scale / scale[:, None, :])  # (N, K, F)
+            rows = self.descriptor.density_cotangents(densities, d_raw)
+            d_positions, d_strain = self.descriptor.position_strain_vjp(
+                graph, vectors, rows, edge_factors, strain=strain
+            )
+        return energies, d_positions, d_strain
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.member_energies(graph).mean(1)  # (N,)
-
-
-class _DescriptorPass(NamedTuple):
-    species: torch.Tensor
-    vectors: torch.Tensor
-    densities: Densities
-    edge_factors: list[EdgeDerivatives]
-    x: torch.Tensor

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 ACTIVATIONS = {"silu": torch.nn.SiLU, "tanh": torch.nn.Tanh, "softplus": torch.nn.Softplus}
@@ -35,27 +33,19 @@ def _activation_slope(activation: torch.nn.Module, z: torch.Tensor) -> torch.Ten
 
 
 def mlp_with_jacobian(
-    network: torch.nn.Sequential, x: torch.Tensor, output_weight: torch.Tensor | None = None
+    network: torch.nn.Sequential, x: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs ``y (n, K)`` of a network built by :func:`mlp` and their Jacobian with
-    respect to the inputs ``∂y/∂x (n, K, F)``, row by row, by explicit reverse mode.
-
-    With ``output_weight (K', H)`` the Jacobian is that of ``output_weight · h(x)`` instead
-    (``h``: the last hidden layer), with the hidden layers held fixed: only
-    ``output_weight`` carries gradients.
-    """
-    fixed = output_weight is not None
+    respect to the inputs ``∂y/∂x (n, K, F)``, row by row, by explicit reverse mode."""
     slopes = []
+    h = x
     layers = list(network)
-    with torch.no_grad() if fixed else contextlib.nullcontext():
-        h = x
-        for linear, activation in zip(layers[:-1:2], layers[1::2], strict=True):
-            z = linear(h)
-            slopes.append(_activation_slope(activation, z))  # (n, H)
-            h = activation(z)
-        y = layers[-1](h)  # (n, K)
-    jacobian = output_weight if fixed else layers[-1].weight  # (K, H): every row alike
+    for linear, activation in zip(layers[:-1:2], layers[1::2], strict=True):
+        z = linear(h)
+        slopes.append(_activation_slope(activation, z))  # (n, H)
+        h = activation(z)
+    y = layers[-1](h)  # (n, K)
+    jacobian = layers[-1].weight  # (K, H): the same for every row until the first slope
     for linear, slope in zip(reversed(layers[:-1:2]), reversed(slopes), strict=True):
-        weight = linear.weight.detach() if fixed else linear.weight
-        jacobian = (jacobian * slope[:, None, :]) @ weight  # (n, K, H_previous)
+        jacobian = (jacobian * slope[:, None, :]) @ linear.weight  # (n, K, H_previous)
     return y, jacobian

@@ -96,7 +96,6 @@ def fisher_weights(loss_weights: dict[str, float]) -> dict[str, float]:
         "stress": 0.0,
         "net_force": 0.0,
         "ensemble_nll": 0.0,
-        "ensemble_nll_forces": 0.0,
     }
 
 

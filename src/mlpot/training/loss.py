@@ -35,10 +35,6 @@ class LossWeights:
             under the spread of a shallow ensemble's heads (mean held fixed): it trains the
             spread to match the errors of the mean. Used only by models with heads, in the
             training steps (the validation loss, which selects the model, leaves it out).
-        ensemble_nll_forces: the same for the force components of each atom under the
-            heads' force spread (per-atom variance, as ``forces_std``), with the shared body
-            held fixed: it trains the heads to spread their forces where the mean's force
-            errors are large. Costs about one more backward pass per training step.
     """
 
     energy: float = 1.0
@@ -49,7 +45,6 @@ class LossWeights:
     stress: float = 100.0
     net_force: float = 0.0
     ensemble_nll: float = 1.0
-    ensemble_nll_forces: float = 1.0
     energy_noise: float | None = None
     forces_noise: float | None = None
     stress_noise: float | None = None
@@ -68,7 +63,6 @@ class LossWeights:
             "stress": pick(self.stress, self.stress_noise),
             "net_force": float(self.net_force),
             "ensemble_nll": float(self.ensemble_nll),
-            "ensemble_nll_forces": float(self.ensemble_nll_forces),
         }
 
 
@@ -79,7 +73,7 @@ class LossTerms:
     forces: torch.Tensor
     stress: torch.Tensor
     net_force: torch.Tensor
-    ensemble_nll: torch.Tensor | None = None  # energies and forces of the heads
+    ensemble_nll: torch.Tensor | None = None
 
 
 def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,30 +82,16 @@ def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return diff[mask].pow(2).mean()
 
 
-HEAD_FORCE_DEVIATIONS = "head_force_deviations"  # (K, N, 3), training only
-
-
 def predict_for_loss(
-    model: torch.nn.Module,
-    batch: Graph,
-    *,
-    stress: bool,
-    create_graph: bool = False,
-    force_spread: bool = False,
+    model: torch.nn.Module, batch: Graph, *, stress: bool, create_graph: bool = False
 ) -> dict[str, torch.Tensor]:
     """Energy, forces (and stress) for the loss; for a model with ensemble members also
-    every member's energy ``MEMBER_ENERGY (K, S)``, from the same forward pass, and with
-    ``force_spread`` the heads' force deviations ``HEAD_FORCE_DEVIATIONS`` of a shallow
-    ensemble (for the ``ensemble_nll_forces`` term)."""
-    if not ensemble_size(model):
-        return predict(model, batch, forces=True, stress=stress, create_graph=create_graph)
-    pred = ensemble_predictions(
-        model, batch, stress=stress, member_forces=False, create_graph=create_graph
-    )
-    heads = [m for m in model.modules() if hasattr(m, "head_force_deviations")]
-    if force_spread and len(heads) == 1:
-        pred[HEAD_FORCE_DEVIATIONS] = heads[0].head_force_deviations(batch)
-    return pred
+    every member's energy ``MEMBER_ENERGY (K, S)``, from the same forward pass."""
+    if ensemble_size(model):
+        return ensemble_predictions(
+            model, batch, stress=stress, member_forces=False, create_graph=create_graph
+        )
+    return predict(model, batch, forces=True, stress=stress, create_graph=create_graph)
 
 
 def ensemble_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
@@ -125,20 +105,6 @@ def ensemble_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
     if not bool(keep.any()):
         return residual.new_zeros(())
     return (0.5 * (residual[keep] ** 2 / variance[keep] + variance[keep].log())).mean()
-
-
-def ensemble_force_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
-    """Mean over atoms of ``0.5 (⟨r²⟩ / v + log v)``: ``r`` the components of the mean
-    force's error (held fixed), ``v`` the heads' force variance of the atom averaged over
-    its components (eV²/Å²)."""
-    deviations = pred[HEAD_FORCE_DEVIATIONS]  # (K, N, 3)
-    variance = deviations.pow(2).sum(0).mean(-1) / (deviations.shape[0] - 1) + 1e-12  # (N,)
-    residual = pred[outputs.FORCES].detach() - batch[FORCES]  # (N, 3)
-    keep = torch.isfinite(residual).all(1)
-    if not bool(keep.any()):
-        return residual.new_zeros(())
-    squared = residual[keep].pow(2).mean(-1)
-    return (0.5 * (squared / variance[keep] + variance[keep].log())).mean()
 
 
 def compute_loss(
@@ -170,8 +136,4 @@ def compute_loss(
     if outputs.MEMBER_ENERGY in pred and weights.get("ensemble_nll", 0.0) > 0:
         spread = ensemble_nll(pred, batch)
         total = total + weights["ensemble_nll"] * spread
-    if HEAD_FORCE_DEVIATIONS in pred and weights.get("ensemble_nll_forces", 0.0) > 0:
-        force_spread = ensemble_force_nll(pred, batch)
-        spread = force_spread if spread is None else spread + force_spread
-        total = total + weights["ensemble_nll_forces"] * force_spread
     return LossTerms(total, energy, forces, stress, net_force, spread)

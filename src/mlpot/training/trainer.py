@@ -172,13 +172,7 @@ class Trainer:
         total, count = 0.0, 0
         for batch in iterate_batches(graphs, self.options.batch_size, generator=self.generator):
             batch = graph_to(batch, self.options.device)
-            pred = predict_for_loss(
-                self.model,
-                batch,
-                stress=stress,
-                create_graph=True,
-                force_spread=self.weights.get("ensemble_nll_forces", 0.0) > 0,
-            )
+            pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
             loss = compute_loss(pred, batch, self.weights).total
             if self.penalty is not None:
                 loss = loss + self.penalty(self.model)
