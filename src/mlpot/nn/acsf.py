@@ -236,8 +236,9 @@ class ACSF(torch.nn.Module):
     # The derivatives of ``K`` scalar functions of the features (the heads of a shallow
     # ensemble) need ``K`` backward passes. Through autograd (batched with vmap) each repeats
     # the whole per-edge chain of elementwise derivatives. Written out, everything that does
-    # not depend on the cotangent (the per-edge Jacobian of the edge terms) is built once and
-    # the ``K`` cotangents meet it in one batched matrix product.
+    # not depend on the cotangent (the per-edge factors of the edge terms' derivatives) is
+    # built once, in the same pass as the densities, and the ``K`` cotangents meet it in a
+    # few batched products.
 
     def density_cotangents(
         self, densities: Densities, cotangent: torch.Tensor

@@ -79,12 +79,16 @@ def member_local_energies(model: torch.nn.Module, graph: Graph) -> torch.Tensor:
 def _member_gradient_split(model: torch.nn.Module):
     """``(member_gradients, shared)`` when the members' forces can come from a term's own
     explicit gradients (a shallow ensemble, alone or with member-less terms), else None."""
-    if isinstance(model, HeadedModel) and hasattr(model, "member_gradients"):
+
+    def explicit(term: torch.nn.Module) -> bool:
+        return isinstance(term, HeadedModel) and hasattr(term, "member_gradients")
+
+    if explicit(model):
         return model.member_gradients, None
     if not isinstance(model, SumModel):
         return None
     headed = [t for t in model.terms if ensemble_size(t)]
-    if len(headed) != 1 or _member_gradient_split(headed[0]) != (headed[0].member_gradients, None):
+    if len(headed) != 1 or not explicit(headed[0]):
         return None
     others = [t for t in model.terms if t is not headed[0]]
 
