@@ -145,14 +145,14 @@ def test_structures_of_the_training_distribution_are_in_domain_at_the_confidence
     in_domain = domain.score(fresh, graph)[outputs.IN_DOMAIN]
     per_atom = domain.score_atoms(fresh, graph["numbers"])
     atom_flags = (per_atom[0] > domain.t2_threshold) | (per_atom[1] > domain.d_min_threshold[0])
-    fixed_level = 1.0 - float(
+    in_domain_with_atom_limits = 1.0 - float(
         torch.zeros(n_structures)
         .index_add(0, graph["batch"], atom_flags.float())
         .gt(0)
         .float()
         .mean()
     )
-    assert fixed_level < 0.8  # what per-atom limits would give
+    assert in_domain_with_atom_limits < 0.8
     assert float(in_domain.double().mean()) >= 0.97  # binomial std 0.005 at 0.99
     fresh[::n_atoms] = far  # one atom of every structure far away
     assert not bool(domain.score(fresh, graph)[outputs.IN_DOMAIN].any())
