@@ -82,3 +82,7 @@ def test_single_model_and_force_uncertainty_off():
     assert atoms.calc.get_property("energy_std", atoms) > 0
     with pytest.raises(PropertyNotImplementedError):
         atoms.calc.get_property("forces_std", atoms)
+    atoms.calc = load_calculator(shallow_path(), domain_scores=False)
+    assert atoms.calc.get_property("forces_std", atoms).shape == (len(atoms),)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.calc.get_property("in_domain", atoms)

@@ -151,10 +151,14 @@ def load_calculator(
     dtype: torch.dtype | str = torch.float64,
     device: str = "cpu",
     force_uncertainty: bool = True,
+    domain_scores: bool = True,
 ) -> MlpotCalculator:
     """``load_calculator("model.pt")``: the ASE calculator of a saved model, with the
     checkpoint's calibration and domain statistics; a delta-learned checkpoint's
-    baseline is run and added."""
+    baseline is run and added. ``domain_scores=False`` leaves out T², d_min and
+    ``in_domain`` (for aspirin they cost about 1.5 single-model evaluations: the nearest
+    of up to 2000 reference atoms per element); ``force_uncertainty=False`` leaves out
+    ``forces_std`` and ``stress_std``."""
     from mlpot.models.checkpoint import load_checkpoint, model_from_payload
 
     payload = load_checkpoint(path)
@@ -163,7 +167,7 @@ def load_calculator(
         dtype=dtype,
         device=device,
         calibration=payload["calibration"],
-        domain=payload["domain"],
+        domain=payload["domain"] if domain_scores else None,
         force_uncertainty=force_uncertainty,
         baseline=payload.get("baseline"),
     )
