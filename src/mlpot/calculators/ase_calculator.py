@@ -156,7 +156,7 @@ def load_calculator(
     """``load_calculator("model.pt")``: the ASE calculator of a saved model, with the
     checkpoint's calibration and domain statistics; a delta-learned checkpoint's
     baseline is run and added. ``domain_scores=False`` leaves out T², d_min and
-    ``in_domain`` (for aspirin they cost about 1.5 single-model evaluations: the nearest
+    ``in_domain`` (for aspirin they cost about 1.6 single-model evaluations: the nearest
     of up to 2000 reference atoms per element); ``force_uncertainty=False`` leaves out
     ``forces_std`` and ``stress_std``."""
     from mlpot.models.checkpoint import load_checkpoint, model_from_payload

@@ -105,10 +105,8 @@ class BehlerParrinello(EnergyModel):
     def element_outputs(self, graph: Graph, apply=None) -> torch.Tensor:
         """Every atom's normalised features through its element's network, ``(N, out)``
         (``apply(network, x)`` instead of ``network(x)`` when given)."""
-        return self.networks_on(self.features(graph), self.species(graph[NUMBERS]), apply)
-
-    def networks_on(self, x: torch.Tensor, species: torch.Tensor, apply=None) -> torch.Tensor:
-        """Rows of features ``x (n, F)`` through the networks of their ``species (n,)``."""
+        x = self.features(graph)  # (N, F)
+        species = self.species(graph[NUMBERS])  # (N,)
         out = None
         for k, network in enumerate(self.networks):
             index = torch.nonzero(species == k).squeeze(1)
