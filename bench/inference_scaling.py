@@ -41,7 +41,9 @@ import sys
 import time
 from pathlib import Path
 
-ASPIRIN_XYZ = Path("/work/shared/data/aspirin_gfn2/aspirin_test_300K.xyz")
+# the shared data lie beside the repository: ../shared/data from its root
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ASPIRIN_XYZ = SHARED_DATA / "aspirin_gfn2" / "aspirin_test_300K.xyz"
 LATTICE = 3.61  # Å, fcc Cu
 CUTOFF = 5.0  # Å
 RATTLE = 0.02  # Å, standard deviation of the rattle of the Cu crystals

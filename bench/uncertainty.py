@@ -1,8 +1,9 @@
 """Uncertainty you can trust, measured on aspirin (GFN2-xTB): calibration, ranking,
 out-of-domain detection, and the cost of it all.
 
-Data: ``/work/shared/data/aspirin_gfn2`` (see its README). The 500 frames at 300 K are split
-(seed 0) into 450 training and 50 validation frames; the validation frames calibrate.
+Data: ``../shared/data/aspirin_gfn2`` beside the repository (see its README). The 500 frames
+at 300 K are split (seed 0) into 450 training and 50 validation frames; the validation
+frames calibrate.
 Models (BPNN defaults: cutoff 5 Å, 144 ACSF features, hidden [64, 64], float64):
 
 * ``committee``: ``--members`` BPNNs, each on its own bootstrap resample of the training
@@ -42,7 +43,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-DATA = Path("/work/shared/data/aspirin_gfn2")  # --data overrides
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspirin_gfn2"  # --data
 TEMPERATURES = (300, 600, 1200)
 TARGETS = {"ece_300K": 0.05, "spearman_1200K": 0.6, "auroc": 0.9, "shallow_cost": 1.3}
 

@@ -1,6 +1,7 @@
 """Imports flow one way through the packages, as DESIGN.md says."""
 
 import ast
+import re
 from pathlib import Path
 
 SOURCE = Path(__file__).parents[1] / "src" / "mlpot"
@@ -48,4 +49,22 @@ def test_import_direction():
                     problems.append(f"{path}: imports internals {module}")
             elif ORDER.index(target) > ORDER.index(package):
                 problems.append(f"{path}: {package} imports {module} (against the flow)")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_absolute_machine_paths():
+    """Shared data is ``../shared/data`` relative to the repository, scratch a temporary
+    folder: no file of the repository names a machine's absolute path."""
+    root = SOURCE.parents[1]
+    pattern = re.compile(r"[\"'(= `]/(work|root|home|farm|Users|mnt)/")
+    problems = []
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        if not path.is_file() or parts[0].startswith(".") or "__pycache__" in parts:
+            continue
+        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".sh"}:
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                problems.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert not problems, "\n".join(problems)

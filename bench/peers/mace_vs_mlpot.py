@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = Path("/work/shared/data/aspirin_gfn2")
+# the shared data lie beside the repository: ../shared/data from its root
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "aspirin_gfn2"
 TESTS = ("300K", "600K", "1200K")
 TASKS = HERE / "peer_tasks.py"
 RESULT_TAG = "RESULT "

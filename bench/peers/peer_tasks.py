@@ -23,8 +23,12 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
-ASPIRIN = "/work/shared/data/aspirin_gfn2/aspirin_test_300K.xyz"
+# the shared data lie beside the repository: ../shared/data from its root
+ASPIRIN = str(
+    Path(__file__).resolve().parents[3] / "shared/data/aspirin_gfn2/aspirin_test_300K.xyz"
+)
 CU_LATTICE, CU_RATTLE, SEED = 3.61, 0.02, 0
 #: atoms -> repeats of the 4-atom cubic fcc cell
 CU_REPEATS = {1000: (5, 5, 10), 864: (6, 6, 6), 6912: (12, 12, 12), 32000: (20, 20, 20)}
