@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import FORCES, NUMBERS, Graph
+from mlpot.models.arguments import Activation, Count, Elements, Lambda, NonNegative, Positive
 from mlpot.models.base import EnergyModel
 from mlpot.nn.acsf import ACSF
 from mlpot.nn.mlp import mlp
@@ -34,16 +35,16 @@ class BehlerParrinello(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        cutoff: float = 5.0,
-        radial_count: int = 12,
-        radial_min: float = 0.5,
-        angular_cutoff: float | None = None,
-        angular_etas: list[float] = (0.005, 0.03, 0.1),
-        zetas: list[int] = (1, 2, 4),
-        lambdas: list[int] = (1, -1),
-        hidden: list[int] = (64, 64),
-        activation: str = "silu",
+        elements: Elements,
+        cutoff: Positive = 5.0,
+        radial_count: Count = 12,
+        radial_min: NonNegative = 0.5,
+        angular_cutoff: Positive | None = None,
+        angular_etas: list[NonNegative] = (0.005, 0.03, 0.1),
+        zetas: list[Count] = (1, 2, 4),
+        lambdas: list[Lambda] = (1, -1),
+        hidden: list[Count] = (64, 64),
+        activation: Activation = "silu",
     ) -> None:
         super().__init__(
             elements,

@@ -36,6 +36,18 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import CELL, PBC, POSITIONS, Graph
+from mlpot.models.arguments import (
+    Activation,
+    Count,
+    Elements,
+    Fraction,
+    InterpolationNodes,
+    Lambda,
+    NonNegative,
+    Positive,
+    Real,
+    SumMethod,
+)
 from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.nn.electrostatics import (
@@ -71,21 +83,21 @@ class ChargeEquilibration(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        cutoff: float = 4.5,
-        smearing: float = 1.0,
-        total_charge: float = 0.0,
-        radial_count: int = 8,
-        angular_etas: list[float] = (0.03,),
-        zetas: list[int] = (1, 2),
-        lambdas: list[int] = (1, -1),
-        hidden: list[int] = (16,),
-        activation: str = "silu",
-        method: str = "ewald",
-        lr_wavelength: float | None = None,
-        mesh_spacing: float | None = None,
-        interpolation_nodes: int = 5,
-        accuracy: float | None = None,
+        elements: Elements,
+        cutoff: Positive = 4.5,
+        smearing: Positive = 1.0,
+        total_charge: Real = 0.0,
+        radial_count: Count = 8,
+        angular_etas: list[NonNegative] = (0.03,),
+        zetas: list[Count] = (1, 2),
+        lambdas: list[Lambda] = (1, -1),
+        hidden: list[Count] = (16,),
+        activation: Activation = "silu",
+        method: SumMethod = "ewald",
+        lr_wavelength: Positive | None = None,
+        mesh_spacing: Positive | None = None,
+        interpolation_nodes: InterpolationNodes = 5,
+        accuracy: Fraction | None = None,
     ) -> None:
         super().__init__(
             elements,

@@ -16,11 +16,17 @@ weights on their training data, for elastic weight consolidation
 
 It loads with ``torch.load(weights_only=True)``. Older format versions are upgraded by the
 functions in ``UPGRADES``; newer or foreign files fail with a clear message.
+
+Loading never imports or runs code named in the file: the model is rebuilt from the
+registry, the dtype is one of ``DTYPES``, and a ``baseline`` that names code
+(``module:factory``) is refused by :func:`load_checkpoint` unless the caller passes
+``trust_code=True`` (see :mod:`mlpot.trust`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from mlpot import __version__
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.registry import build_model, model_spec
+from mlpot.trust import check_oracle_name
 
 FORMAT = "mlpot-checkpoint"
 FORMAT_VERSION = 1
@@ -37,6 +44,9 @@ UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
 
 #: Optional fields that :func:`update_checkpoint` may rewrite.
 UPDATABLE = ("calibration", "domain", "baseline", "fisher")
+
+#: The dtypes a checkpoint may name (never any other attribute of ``torch``).
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: ``UPGRADES[v]`` turns a version-``v`` payload into a version-``v + 1`` payload.
 UPGRADES: dict[int, Any] = {}
@@ -51,13 +61,39 @@ def _reference_energies(model: EnergyModel) -> dict[int, float]:
     return {}
 
 
+def torch_dtype(
+    name: str | torch.dtype, *, source: str | None = None, field: str = "dtype"
+) -> torch.dtype:
+    """The torch dtype called ``name`` (``float32`` or ``float64``, with or without the
+    ``torch.`` prefix; a ``torch.dtype`` is returned as it is); any other name is an
+    :class:`MlpotInputError`, never looked up in ``torch``."""
+    if isinstance(name, torch.dtype):
+        return name
+    key = name.removeprefix("torch.") if isinstance(name, str) else None
+    if key not in DTYPES:
+        raise MlpotInputError(
+            f"dtype must be one of {sorted(DTYPES)}, got {name!r}", source=source, field=field
+        )
+    return DTYPES[key]
+
+
 def atomic_save(payload: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a file."""
+    """``torch.save`` to a temporary file of its own, then rename: a kill never leaves
+    half a file, and writers racing for the same path each write whole files (the last
+    rename wins). The temporary file is removed if saving fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def save_model(
@@ -92,8 +128,39 @@ def save_model(
     atomic_save(payload, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and upgrade a checkpoint payload, or fail with a message naming the file."""
+def _check_baseline(payload: dict[str, Any], path: str, trust_code: bool) -> None:
+    """The baseline is None or ``{"name": str, "params": dict}``, and names no code to run
+    unless ``trust_code``."""
+    baseline = payload.get("baseline")
+    if baseline is None:
+        return
+    if (
+        not isinstance(baseline, dict)
+        or not isinstance(baseline.get("name"), str)
+        or not isinstance(baseline.get("params", {}), dict)
+        or not all(isinstance(k, str) for k in baseline.get("params", {}))
+        or set(baseline) - {"name", "params"}
+    ):
+        raise MlpotInputError(
+            f"must be None or {{'name': str, 'params': dict}}, got {_describe(baseline)}",
+            source=path,
+            field="baseline",
+        )
+    try:
+        check_oracle_name(baseline["name"], trust_code=trust_code)
+    except MlpotInputError as err:
+        raise MlpotInputError(
+            f"delta-learning baseline: {err.reason}", source=path, field="baseline"
+        ) from None
+
+
+def _describe(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read, check and upgrade a payload; the baseline's shape is checked, not its trust."""
     path = str(path)
     if not Path(path).exists():
         raise MlpotInputError("checkpoint file not found", source=path)
@@ -111,7 +178,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             source=path,
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MlpotInputError(
+            f"format_version must be an integer, got {_describe(version)}",
+            source=path,
+            field="format_version",
+        )
+    if version > FORMAT_VERSION:
         raise MlpotInputError(
             f"checkpoint format version {version} is newer than this mlpot understands "
             f"({FORMAT_VERSION}); upgrade mlpot",
@@ -127,8 +200,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             )
         payload = UPGRADES[version](payload)
         version = payload["format_version"]
+    for required, kind in (("model", dict), ("state_dict", dict)):
+        if required not in payload:
+            raise MlpotInputError(
+                f"not an mlpot checkpoint (missing {required!r})", source=path, field=required
+            )
+        if not isinstance(payload[required], kind):
+            raise MlpotInputError(
+                f"must be a {kind.__name__}, got {type(payload[required]).__name__}",
+                source=path,
+                field=required,
+            )
     for optional in ("domain", "baseline", "fisher"):  # added to version 1: optional
         payload.setdefault(optional, None)
+    for optional in ("calibration", "domain", "fisher", "training"):
+        if not isinstance(payload.get(optional), dict | None):
+            raise MlpotInputError(
+                f"must be None or a dict, got {type(payload[optional]).__name__}",
+                source=path,
+                field=optional,
+            )
+    torch_dtype(payload.get("dtype", "float64"), source=path)
+    _check_baseline(payload, path, trust_code=True)  # its shape; trust is the caller's
+    return payload
+
+
+def load_checkpoint(path: str | Path, *, trust_code: bool = False) -> dict[str, Any]:
+    """Read and upgrade a checkpoint payload, or fail with a message naming the file.
+
+    A delta-learning ``baseline`` that is not a built-in oracle names code to import and
+    run (``module:factory``): it is refused unless ``trust_code`` is True. Nothing named in
+    the file is imported or run here.
+    """
+    payload = _read_checkpoint(path)
+    _check_baseline(payload, str(path), trust_code=trust_code)
     return payload
 
 
@@ -136,18 +241,22 @@ def update_checkpoint(
     path: str | Path, output: str | Path | None = None, **fields: dict[str, Any] | None
 ) -> None:
     """Rewrite the ``calibration``, ``domain``, ``baseline`` or ``fisher`` field of a
-    checkpoint, in place or to ``output``; the weights and everything else are unchanged."""
+    checkpoint, in place or to ``output``; the weights and everything else are unchanged.
+    Nothing is built or run, so a baseline that names code needs no trust here."""
     unknown = set(fields) - set(UPDATABLE)
     if unknown:
         raise ValueError(f"only {UPDATABLE} can be updated, not {sorted(unknown)}")
-    payload = load_checkpoint(path)
+    payload = _read_checkpoint(path)
     payload.update(fields)
     atomic_save(payload, output if output is not None else path)
 
 
 def model_from_payload(payload: dict[str, Any], *, source: str = "checkpoint") -> EnergyModel:
-    model = build_model(payload["model"])
-    model = model.to(getattr(torch, payload.get("dtype", "float64")))
+    try:
+        model = build_model(payload["model"])
+    except MlpotInputError as err:
+        raise MlpotInputError(err.reason, source=source, field=err.field or "model") from None
+    model = model.to(torch_dtype(payload.get("dtype", "float64"), source=source))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -160,10 +269,10 @@ def model_from_payload(payload: dict[str, Any], *, source: str = "checkpoint") -
 def load_model(
     path: str | Path, *, dtype: torch.dtype | str | None = None, device: str = "cpu"
 ) -> EnergyModel:
-    """Rebuild the model of a checkpoint, in evaluation mode."""
-    model = model_from_payload(load_checkpoint(path), source=str(path))
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    """Rebuild the model of a checkpoint, in evaluation mode. Only the model: a
+    delta-learned checkpoint's baseline is neither built nor returned (so it needs no
+    trust; :func:`mlpot.calculators.load_calculator` gives baseline + correction)."""
+    model = model_from_payload(_read_checkpoint(path), source=str(path))
     if dtype is not None:
-        model = model.to(dtype)
+        model = model.to(torch_dtype(dtype, field="dtype"))
     return model.to(device).eval()

@@ -36,6 +36,15 @@ import math
 import torch
 
 from mlpot.data.graph import BATCH, NUMBERS, PBC, POSITIONS, Graph
+from mlpot.models.arguments import (
+    Elements,
+    Fraction,
+    InterpolationNodes,
+    NonNegative,
+    Positive,
+    Real,
+    SumMethod,
+)
 from mlpot.models.base import EnergyModel
 from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
@@ -66,16 +75,16 @@ class Coulomb(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        charges: list[float],
-        smearing: float = 1.0,
+        elements: Elements,
+        charges: list[Real],
+        smearing: Positive = 1.0,
         range_separated: bool = True,
-        cutoff: float | None = None,
-        method: str = "ewald",
-        lr_wavelength: float | None = None,
-        mesh_spacing: float | None = None,
-        interpolation_nodes: int = 5,
-        accuracy: float | None = None,
+        cutoff: NonNegative | None = None,
+        method: SumMethod = "ewald",
+        lr_wavelength: Positive | None = None,
+        mesh_spacing: Positive | None = None,
+        interpolation_nodes: InterpolationNodes = 5,
+        accuracy: Fraction | None = None,
     ) -> None:
         if len(charges) != len(elements):
             raise ValueError(f"{len(charges)} charges for {len(elements)} elements")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
+from mlpot.models.arguments import Elements, NonNegative, Positive
 from mlpot.models.base import EnergyModel
 from mlpot.models.zbl import smooth_switch
 from mlpot.nn.species import SpeciesIndex
@@ -31,11 +32,11 @@ class Dispersion(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        c6: list[float],
-        damping_radius: list[float],
-        cutoff: float = 10.0,
-        onset: float | None = None,
+        elements: Elements,
+        c6: list[NonNegative],
+        damping_radius: list[Positive],
+        cutoff: Positive = 10.0,
+        onset: NonNegative | None = None,
     ) -> None:
         if len(c6) != len(elements) or len(damping_radius) != len(elements):
             raise ValueError("c6 and damping_radius need one value per element")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
+from mlpot.models.arguments import Elements, NonNegative, Positive, Real
 from mlpot.models.base import EnergyModel
 
 
@@ -28,11 +29,11 @@ class LennardJones(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        sigma: float = 1.0,
-        epsilon: float = 1.0,
-        cutoff: float | None = None,
-        onset: float | None = None,
+        elements: Elements,
+        sigma: Positive = 1.0,
+        epsilon: Real = 1.0,
+        cutoff: Positive | None = None,
+        onset: NonNegative | None = None,
         smooth: bool = False,
     ) -> None:
         cutoff = float(cutoff if cutoff is not None else 3.0 * sigma)

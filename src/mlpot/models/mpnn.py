@@ -48,9 +48,13 @@ separate :class:`~mlpot.models.offsets.AtomicOffsets` term.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 
 from mlpot.data.graph import EDGE_INDEX, FORCES, NUMBERS, Graph, collate, edge_vectors
+from mlpot.models.arguments import Activation, Count, Elements, NonNegativeCount, Positive
 from mlpot.models.base import EnergyModel
 from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
 from mlpot.nn.mlp import ACTIVATIONS, mlp
@@ -141,17 +145,17 @@ class CartesianMPNN(EnergyModel):
 
     def __init__(
         self,
-        elements: list[int],
-        cutoff: float = 5.0,
-        channels: int = 64,
-        layers: int = 2,
-        l_max: int = 2,
-        product_channels: int | None = None,
-        radial_basis: int = 8,
-        radial_hidden: int = 64,
-        envelope_power: int = 6,
-        readout_hidden: int = 16,
-        activation: str = "silu",
+        elements: Elements,
+        cutoff: Positive = 5.0,
+        channels: Count = 64,
+        layers: Count = 2,
+        l_max: Annotated[int, Field(ge=0, le=2)] = 2,
+        product_channels: Count | None = None,
+        radial_basis: Count = 8,
+        radial_hidden: Count = 64,
+        envelope_power: Count = 6,
+        readout_hidden: NonNegativeCount = 16,
+        activation: Activation = "silu",
     ) -> None:
         if layers < 1 or channels < 1 or radial_basis < 1:
             raise ValueError("layers, channels and radial_basis must be positive")

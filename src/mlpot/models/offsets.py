@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import NUMBERS, Graph
+from mlpot.models.arguments import Elements, NonNegative, Real
 from mlpot.models.base import EnergyModel
 from mlpot.nn.species import SpeciesIndex
 
@@ -19,7 +20,7 @@ class AtomicOffsets(EnergyModel):
 
     name = "offsets"
 
-    def __init__(self, elements: list[int], energies: list[float], cutoff: float = 0.0) -> None:
+    def __init__(self, elements: Elements, energies: list[Real], cutoff: NonNegative = 0.0) -> None:
         super().__init__(elements, cutoff, energies=[float(e) for e in energies])
         if len(energies) != len(self.elements):
             raise ValueError(f"{len(energies)} energies for {len(self.elements)} elements")

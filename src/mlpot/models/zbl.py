@@ -17,6 +17,7 @@ import torch
 from ase.units import Bohr
 
 from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
+from mlpot.models.arguments import Elements, NonNegative, Positive
 from mlpot.models.base import EnergyModel
 from mlpot.nn.electrostatics import COULOMB_CONSTANT
 
@@ -52,7 +53,9 @@ class ZBL(EnergyModel):
 
     name = "zbl"
 
-    def __init__(self, elements: list[int], cutoff: float = 2.0, onset: float | None = None):
+    def __init__(
+        self, elements: Elements, cutoff: Positive = 2.0, onset: NonNegative | None = None
+    ):
         onset = float(onset if onset is not None else 0.5 * cutoff)
         if not 0 <= onset < cutoff:
             raise ValueError(f"need 0 <= onset < cutoff, got onset={onset}, cutoff={cutoff}")

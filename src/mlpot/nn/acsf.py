@@ -86,6 +86,8 @@ class ACSF(torch.nn.Module):
             raise ValueError(f"zetas must be positive integers, got {zetas}")
         if any(lam not in (1, -1) for lam in lambdas):
             raise ValueError(f"lambdas must be +1 or -1, got {lambdas}")
+        if not 0 <= radial_min < cutoff:
+            raise ValueError(f"need 0 <= radial_min < cutoff, got {radial_min} and {cutoff}")
         self.cutoff = float(cutoff)
         self.angular_cutoff = float(angular_cutoff or cutoff)
         if self.angular_cutoff > self.cutoff:
