@@ -218,9 +218,7 @@ def test_fisher_is_the_gauss_newton_curvature_whatever_the_labels():
     pred = predict(model, graph, forces=True, create_graph=True)
     n_atoms, outputs = len(atoms), [pred["energy"][0] / len(atoms)]
     outputs += list(pred["forces"].reshape(-1))
-    coefficients = [2 * weights["energy"]] + [2 * weights["forces"] / (3 * n_atoms)] * (
-        3 * n_atoms
-    )
+    coefficients = [2 * weights["energy"]] + [2 * weights["forces"] / (3 * n_atoms)] * (3 * n_atoms)
     exact = {name: torch.zeros_like(p) for name, p in params.items()}
     for c, out in zip(coefficients, outputs, strict=True):
         grads = torch.autograd.grad(

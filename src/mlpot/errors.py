@@ -7,7 +7,8 @@ class MlpotInputError(ValueError):
     """Bad input from a user: a file, a frame, a field, or a config key.
 
     The message always names where the problem is, e.g.
-    ``data.xyz, frame 3, field 'forces': contains NaN``.
+    ``data.xyz, frame 3, field 'forces': contains NaN``; ``reason`` is the message without
+    the place (to re-raise it for another place).
     """
 
     def __init__(
@@ -18,6 +19,7 @@ class MlpotInputError(ValueError):
         frame: int | None = None,
         field: str | None = None,
     ) -> None:
+        self.reason = message
         self.source = source
         self.frame = frame
         self.field = field

@@ -13,6 +13,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlpot.calculators.oracles import make_oracle
 from mlpot.data.graph import atoms_to_graph
 from mlpot.models.base import EnergyModel
+from mlpot.models.checkpoint import torch_dtype
 from mlpot.physics import outputs
 from mlpot.uncertainty.calibration import Calibration
 from mlpot.uncertainty.domain import DomainStatistics
@@ -43,6 +44,8 @@ class MlpotCalculator(Calculator):
             spec ``{"name", "params"}``, a checkpoint's field): its energy, forces, per-atom
             energies and stress are added to the model's. Properties the baseline lacks
             (stress, per-atom energies) are then not offered.
+        trust_code: allow a baseline spec that names code (``module:factory``) to be
+            imported and run (see :func:`mlpot.calculators.oracles.make_oracle`).
     """
 
     def __init__(
@@ -55,10 +58,11 @@ class MlpotCalculator(Calculator):
         domain: DomainStatistics | dict[str, Any] | None = None,
         force_uncertainty: bool = True,
         baseline: BaseCalculator | dict[str, Any] | None = None,
+        trust_code: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         if not isinstance(calibration, Calibration):
@@ -73,7 +77,9 @@ class MlpotCalculator(Calculator):
         if domain is not None:
             self.implemented_properties += DOMAIN_PROPERTIES
         if isinstance(baseline, dict):
-            baseline = make_oracle(baseline["name"], **baseline.get("params", {}))
+            baseline = make_oracle(
+                baseline["name"], trust_code=trust_code, **baseline.get("params", {})
+            )
         self.baseline = baseline
         if baseline is not None:
             self.implemented_properties = [
@@ -148,6 +154,7 @@ class MlpotCalculator(Calculator):
 def load_calculator(
     path,
     *,
+    trust_code: bool = False,
     dtype: torch.dtype | str = torch.float64,
     device: str = "cpu",
     force_uncertainty: bool = True,
@@ -158,10 +165,11 @@ def load_calculator(
     baseline is run and added. ``domain_scores=False`` leaves out T², d_min and
     ``in_domain`` (for aspirin they cost about 1.6 single-model evaluations: the nearest
     of up to 2000 reference atoms per element); ``force_uncertainty=False`` leaves out
-    ``forces_std`` and ``stress_std``."""
+    ``forces_std`` and ``stress_std``. A baseline that names code (``module:factory``) is
+    refused unless ``trust_code`` is True: pass it only for a checkpoint you trust."""
     from mlpot.models.checkpoint import load_checkpoint, model_from_payload
 
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(path, trust_code=trust_code)
     return MlpotCalculator(
         model_from_payload(payload, source=str(path)),
         dtype=dtype,
@@ -170,4 +178,5 @@ def load_calculator(
         domain=payload["domain"] if domain_scores else None,
         force_uncertainty=force_uncertainty,
         baseline=payload.get("baseline"),
+        trust_code=trust_code,
     )

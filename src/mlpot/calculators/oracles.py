@@ -10,7 +10,10 @@ correction, so the factory lives here, below all three. Built-in names:
   ``electronic_temperature``; needs the ``xtb`` extra);
 * ``pyscf`` — Kohn-Sham DFT or Hartree-Fock through PySCF for molecules (``functional``,
   ``basis``, ``charge``, ``spin``; needs the ``dft`` extra);
-* ``module:factory`` — any importable callable returning an ASE calculator.
+* ``module:factory`` — any importable callable returning an ASE calculator. It imports and
+  runs code, so it is built only with ``trust_code=True`` (the command line's
+  ``--trust-code``): a name read from a checkpoint or a config never runs code on its own
+  (see :mod:`mlpot.trust`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.units import Bohr, Hartree
 
 from mlpot.errors import MlpotInputError
+from mlpot.trust import BUILTIN_ORACLES, check_oracle_name
 
 
 def _emt(**params: Any) -> Calculator:
@@ -135,9 +139,19 @@ def _pyscf(**params: Any) -> Calculator:
 ORACLES = {"emt": _emt, "lj": _lj, "xtb": _xtb, "pyscf": _pyscf}
 
 
-def make_oracle(name: str, **params: Any) -> Calculator:
-    """A fresh ASE calculator for oracle ``name`` (see module docstring) with ``params``."""
-    if ":" in name:
+assert set(ORACLES) == set(BUILTIN_ORACLES)  # mlpot.trust knows the built-in names
+
+
+def make_oracle(name: str, /, *, trust_code: bool = False, **params: Any) -> Calculator:
+    """A fresh ASE calculator for oracle ``name`` (see module docstring) with ``params``.
+
+    A ``module:factory`` name imports and runs code: it raises :class:`MlpotInputError`
+    (field ``oracle``) unless ``trust_code`` is True. Built-in names need no trust.
+    """
+    if isinstance(name, str) and name in ORACLES:
+        factory = ORACLES[name]
+    else:
+        check_oracle_name(name, trust_code=trust_code)  # unknown, malformed or untrusted
         module_name, _, attribute = name.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attribute)
@@ -145,13 +159,8 @@ def make_oracle(name: str, **params: Any) -> Calculator:
             raise MlpotInputError(
                 f"cannot import oracle factory {name!r}: {err}", field="oracle"
             ) from None
-    elif name in ORACLES:
-        factory = ORACLES[name]
-    else:
-        raise MlpotInputError(
-            f"unknown oracle {name!r}; choose from {sorted(ORACLES)} or 'module:factory'",
-            field="oracle",
-        )
+        if not callable(factory):
+            raise MlpotInputError(f"oracle factory {name!r} is not callable", field="oracle")
     try:
         return factory(**params)
     except TypeError as err:

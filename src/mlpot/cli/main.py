@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mlpot.cli.options import TrustCode
 from mlpot.errors import MlpotInputError
 
 app = typer.Typer(
@@ -26,6 +28,7 @@ def _fail(err: Exception) -> None:
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config (data, model, loss, training).")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Train a model as CONFIG says; writes model.pt and metrics.json to its output."""
     from mlpot.training.config import load_config
@@ -33,7 +36,7 @@ def train(
 
     try:
         cfg = load_config(config)
-        result = run_training(cfg, resume=resume)
+        result = run_training(cfg, resume=resume, trust_code=trust_code, log=typer.echo)
     except MlpotInputError as err:
         _fail(err)
     typer.echo(
@@ -57,8 +60,11 @@ def evaluate_cmd(
     uncertainty: Annotated[
         bool, typer.Option("--uncertainty", help="Add calibration and domain scores.")
     ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
-    """Energy-per-atom, force (and stress) MAE/RMSE of MODEL on each DATA set."""
+    """Energy-per-atom, force (and stress) MAE/RMSE of MODEL on each DATA set. Exit status
+    1 when the model's predictions on a data set are not finite (NaN or inf; the JSON then
+    has null errors and a "non_finite" list), 2 on bad input."""
     from mlpot.training.evaluation import evaluate_files
 
     try:
@@ -70,12 +76,22 @@ def evaluate_cmd(
             stress_key=stress_key,
             batch_size=batch_size,
             uncertainty=uncertainty,
+            trust_code=trust_code,
         )
     except MlpotInputError as err:
         _fail(err)
     typer.echo(json.dumps(report, indent=2) if as_json else _format_metrics(report))
     if uncertainty and not as_json:
         typer.echo(format_scores({name: r.get("uncertainty", {}) for name, r in report.items()}))
+    broken = {name: r["non_finite"] for name, r in report.items() if r.get("non_finite")}
+    for name, quantities in broken.items():
+        typer.echo(
+            f"error: {name}: the model's predictions are not finite (NaN or inf) for "
+            f"{', '.join(quantities)}",
+            err=True,
+        )
+    if broken:
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -84,13 +100,17 @@ def fisher(
     data: Annotated[list[Path], typer.Argument(help="The model's original training data.")],
     structures: Annotated[int, typer.Option(help="Structures to average over (seeded).")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the structure subset.")] = 0,
+    trust_code: TrustCode = False,
 ) -> None:
     """Store the diagonal Fisher information of MODEL on DATA (for EWC fine-tuning)."""
     from mlpot.training.finetune import FisherOptions, store_fisher_from_files
 
     try:
         result = store_fisher_from_files(
-            model, [str(d) for d in data], options=FisherOptions(structures=structures, seed=seed)
+            model,
+            [str(d) for d in data],
+            options=FisherOptions(structures=structures, seed=seed),
+            trust_code=trust_code,
         )
     except MlpotInputError as err:
         _fail(err)
@@ -109,10 +129,13 @@ def _format_metrics(report: dict[str, dict]) -> str:
             if quantity not in units:
                 continue
             unit, scale = units[quantity]
-            lines.append(
-                f"{name[-32:]:<32} {quantity:<16} {values['mae'] * scale:>10.3f} "
-                f"{values['rmse'] * scale:>10.3f}  {unit}"
+            mae, rmse = (
+                f"{values[k] * scale:.3f}"
+                if values[k] is not None and math.isfinite(values[k])
+                else "non-finite"
+                for k in ("mae", "rmse")
             )
+            lines.append(f"{name[-32:]:<32} {quantity:<16} {mae:>10} {rmse:>10}  {unit}")
     return "\n".join(lines)
 
 

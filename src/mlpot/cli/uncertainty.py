@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from mlpot.cli.options import TrustCode
 from mlpot.errors import MlpotInputError
 
 
@@ -52,13 +53,14 @@ def calibrate(
         Path | None, typer.Option("--plot", "--out", help="Reliability diagram (PNG).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Fit MODEL's predictive distribution on DATA and store it: per quantity the scale of
     the predicted stds and the Student-t degrees of freedom (maximum likelihood)."""
     from mlpot.uncertainty.assess import calibrate_files
 
     try:
-        run = calibrate_files(model, [str(d) for d in data], output=output)
+        run = calibrate_files(model, [str(d) for d in data], output=output, trust_code=trust_code)
     except MlpotInputError as err:
         _fail(err)
     if plot is not None:
@@ -108,6 +110,7 @@ def probe(
     amplitude: Annotated[float, typer.Option(help="Largest atomic displacement, Å.")] = 0.3,
     steps: Annotated[int, typer.Option(help="Points of the scan.")] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Scan STRUCTURE along its least-covered direction; report errors against the oracle."""
     from mlpot.active import make_oracle
@@ -115,7 +118,7 @@ def probe(
     from mlpot.uncertainty.probe import probe as run_probe
 
     try:
-        loaded = load_with_statistics(model)
+        loaded = load_with_statistics(model, trust_code=trust_code)
         if loaded.domain is None:
             raise MlpotInputError(
                 "checkpoint has no domain statistics (they are fitted by mlpot train)",
@@ -123,7 +126,7 @@ def probe(
                 field="domain",
             )
         atoms = _read_structure(structure, frame)
-        reference = make_oracle(oracle, **_oracle_params(oracle_param))
+        reference = make_oracle(oracle, trust_code=trust_code, **_oracle_params(oracle_param))
         result = run_probe(
             loaded.model,
             atoms,

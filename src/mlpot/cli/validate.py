@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from mlpot.cli.options import TrustCode
 from mlpot.errors import MlpotInputError
 
 EXIT_FAILED_CHECKS = 1
@@ -92,6 +93,7 @@ def validate(
             "thread is fastest for them (16x on a busy 2-core machine)."
         ),
     ] = 1,
+    trust_code: TrustCode = False,
 ) -> None:
     """Check MODEL against ORACLE on SYSTEM: errors against kT, NVE drift, NVT temperature,
     RDF, defects, NEB barrier, frequencies, elastic constants, EOS, dimer curves. Writes
@@ -114,6 +116,7 @@ def validate(
             settings=settings,
             tolerances=raw.get("tolerances"),
             progress=not as_json,
+            trust_code=trust_code,
         )
         files = write_report(report, output)
     except MlpotInputError as err:

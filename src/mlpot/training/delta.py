@@ -9,6 +9,10 @@ residual targets, which is how training, validation and ``mlpot eval`` measure t
 
 Baseline labels are computed once per structure (progress bar) and cached in a file keyed
 by the structure and the baseline spec, so a resumed run does not recompute them.
+
+A ``module:factory`` baseline imports and runs code: a config naming one parses (the name is
+checked, nothing is imported), and building it needs ``trust_code=True``
+(:func:`mlpot.training.run.run_training`, ``mlpot train --trust-code``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, model_validator
 from tqdm.auto import tqdm
 
-from mlpot.calculators.oracles import make_oracle
+from mlpot.calculators.oracles import ORACLES, check_oracle_name, make_oracle
 from mlpot.data.dataset import Sample
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import atomic_save
@@ -52,7 +56,13 @@ class BaselineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _buildable(self):
-        make_oracle(self.name, **self.params)  # unknown name or bad params: a clear error now
+        # unknown name or bad params: a clear error now. Only a built-in oracle is built
+        # (mlpot's own code); a module:factory name is checked, not imported: whether it
+        # may run is decided when training starts (trust_code).
+        if self.name in ORACLES:
+            make_oracle(self.name, **self.params)
+        else:
+            check_oracle_name(self.name, trust_code=True)
         return self
 
     def spec(self) -> dict[str, Any]:
@@ -110,9 +120,28 @@ def _read_cache(path: Path | None) -> dict[str, dict[str, torch.Tensor]]:
         cache = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise MlpotInputError(f"unreadable baseline cache: {err}", source=str(path)) from None
-    if not isinstance(cache, dict):
-        raise MlpotInputError("not a baseline cache", source=str(path))
+    if not isinstance(cache, dict) or not all(_valid_entry(v) for v in cache.values()):
+        raise MlpotInputError(
+            "not a baseline cache (entries of 'energy', 'forces' and optional 'stress' "
+            "tensors); delete it to recompute the baseline labels",
+            source=str(path),
+        )
     return cache
+
+
+def _valid_entry(entry: Any) -> bool:
+    """A cache entry: a scalar energy, ``(N, 3)`` forces, optionally a ``(3, 3)`` stress."""
+    if not isinstance(entry, dict) or set(entry) - {"energy", "forces", "stress"}:
+        return False
+    energy, forces, stress = entry.get("energy"), entry.get("forces"), entry.get("stress")
+    return (
+        isinstance(energy, torch.Tensor)
+        and energy.numel() == 1
+        and isinstance(forces, torch.Tensor)
+        and forces.ndim == 2
+        and forces.shape[1] == 3
+        and (stress is None or (isinstance(stress, torch.Tensor) and stress.shape == (3, 3)))
+    )
 
 
 def compute_baseline(
@@ -121,10 +150,14 @@ def compute_baseline(
     *,
     cache: str | Path | None = None,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> list[BaselineLabels]:
     """Baseline labels of every sample, from ``cache`` where it has them; new ones are
-    added to the cache (written every 30 s and at the end, so a kill loses little)."""
+    added to the cache (written every 30 s and at the end, so a kill loses little).
+    ``trust_code``: allow a ``module:factory`` baseline to run."""
     path = Path(cache) if cache is not None else None
+    if spec["name"] not in ORACLES:  # refused even when every label is in the cache
+        check_oracle_name(spec["name"], trust_code=trust_code)
     stored = _read_cache(path)
     calc = None
     out, new, last_save = [], 0, time.monotonic()
@@ -134,7 +167,7 @@ def compute_baseline(
         key = structure_key(sample.atoms, spec)
         if key not in stored:
             if calc is None:
-                calc = make_oracle(spec["name"], **spec.get("params", {}))
+                calc = make_oracle(spec["name"], trust_code=trust_code, **spec.get("params", {}))
             labels = baseline_labels(sample.atoms, calc, source=sample.source, frame=sample.frame)
             entry = {
                 "energy": torch.tensor(labels.energy, dtype=torch.float64),
@@ -148,6 +181,13 @@ def compute_baseline(
                 atomic_save(stored, path)
                 last_save = time.monotonic()
         entry = stored[key]
+        if entry["forces"].shape[0] != len(sample.atoms):
+            raise MlpotInputError(
+                f"cached baseline forces of {entry['forces'].shape[0]} atoms for a structure "
+                f"of {len(sample.atoms)}; delete the cache to recompute it",
+                source=str(path),
+                field="forces",
+            )
         out.append(
             BaselineLabels(
                 float(entry["energy"]),
@@ -193,13 +233,13 @@ def delta_targets(
     *,
     cache: str | Path | None = None,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> list[Sample]:
     """``samples`` with ``label - baseline`` targets (see :func:`compute_baseline`)."""
     if not samples:
         return []
-    return subtract_baseline(
-        samples, compute_baseline(samples, spec, cache=cache, progress=progress)
-    )
+    labels = compute_baseline(samples, spec, cache=cache, progress=progress, trust_code=trust_code)
+    return subtract_baseline(samples, labels)
 
 
 def delta_splits(
@@ -208,10 +248,11 @@ def delta_splits(
     *,
     cache: str | Path | None,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> tuple[list[Sample], ...]:
     """:func:`delta_targets` of several sample lists with one progress bar and cache."""
     flat = [s for part in splits for s in part]
-    converted = delta_targets(flat, spec, cache=cache, progress=progress)
+    converted = delta_targets(flat, spec, cache=cache, progress=progress, trust_code=trust_code)
     out, start = [], 0
     for part in splits:
         out.append(converted[start : start + len(part)])

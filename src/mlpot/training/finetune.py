@@ -238,12 +238,15 @@ class FinetuneStart:
     anchor: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def load_start(config: FinetuneConfig, dtype: torch.dtype) -> FinetuneStart:
-    """Load and check the checkpoint to start from (before any data is read)."""
+def load_start(
+    config: FinetuneConfig, dtype: torch.dtype, *, trust_code: bool = False
+) -> FinetuneStart:
+    """Load and check the checkpoint to start from (before any data is read). Its baseline,
+    which fine-tuning runs, may name code only with ``trust_code``."""
     source = config.checkpoint
     if not Path(source).exists():
         raise MlpotInputError("checkpoint to fine-tune not found", source=source)
-    payload = load_checkpoint(source)
+    payload = load_checkpoint(source, trust_code=trust_code)
     model = model_from_payload(payload, source=source).to(dtype)
     if isinstance(model, Committee):
         raise MlpotInputError(
@@ -272,20 +275,24 @@ def store_fisher_from_files(
     *,
     options: FisherOptions | None = None,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """``mlpot fisher``: compute the Fisher information of a saved model on labelled files
     (its original training data) and store it in the checkpoint. Uses the loss weights the
-    model was trained with, and the checkpoint's baseline for delta-learned models."""
+    model was trained with, and the checkpoint's baseline for delta-learned models (one
+    that names code runs only with ``trust_code``)."""
     from mlpot.data.dataset import read_dataset, sample_to_graph
     from mlpot.models.base import model_dtype
     from mlpot.training.delta import delta_targets
 
     options = options or FisherOptions()
-    payload = load_checkpoint(model_path)
+    payload = load_checkpoint(model_path, trust_code=trust_code)
     model = model_from_payload(payload, source=str(model_path))
     samples = [s for path in paths for s in read_dataset(path)]
     if payload.get("baseline") is not None:
-        samples = delta_targets(samples, payload["baseline"], progress=progress)
+        samples = delta_targets(
+            samples, payload["baseline"], progress=progress, trust_code=trust_code
+        )
     dtype = model_dtype(model)
     graphs = [
         sample_to_graph(s, model.cutoff, dtype=dtype, elements=model.elements) for s in samples

@@ -7,6 +7,7 @@ With a ``baseline`` the targets are label - baseline (:mod:`mlpot.training.delta
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mlpot.calculators.oracles import ORACLES, check_oracle_name
 from mlpot.data.dataset import LabelKeys, Sample, elements_of, read_dataset, sample_to_graph
 from mlpot.data.graph import Graph
 from mlpot.data.loader import iterate_batches
@@ -21,7 +23,7 @@ from mlpot.data.reference import fit_reference_energies
 from mlpot.data.splits import split_indices
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
-from mlpot.models.checkpoint import load_model, save_model, update_checkpoint
+from mlpot.models.checkpoint import load_model, save_model, torch_dtype, update_checkpoint
 from mlpot.models.committee import Committee
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.registry import build_model
@@ -127,7 +129,7 @@ def build_initial_model(
     training graphs (returned too, so they are built once)."""
     torch.manual_seed(config.training.seed)
     learned = build_model(with_elements(config.model, elements_of(train_set)))
-    dtype = getattr(torch, config.training.dtype)
+    dtype = torch_dtype(config.training.dtype)
     learned = learned.to(dtype)
     graphs = to_graphs(train_set, learned, dtype, "train graphs")
     fixed = fixed_terms(learned)
@@ -148,7 +150,7 @@ def _train_one(
     checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     model, train_graphs = build_initial_model(config, train_set)
-    dtype = getattr(torch, config.training.dtype)
+    dtype = torch_dtype(config.training.dtype)
     val_graphs = to_graphs(validation, model, dtype, "validation graphs")
     return train(
         model,
@@ -274,7 +276,7 @@ def _finetune(
 ) -> tuple[TrainResult, dict, list[Graph]]:
     """Fine-tune ``start.model`` on the new data; returns the result, the old/new errors
     before and after, and the old graphs."""
-    tune, dtype = config.finetune, getattr(torch, config.training.dtype)
+    tune, dtype = config.finetune, torch_dtype(config.training.dtype)
     model = start.model
     graphs = to_graphs(train_set, model, dtype, "train graphs")
     val_graphs = to_graphs(validation, model, dtype, "validation graphs")
@@ -327,7 +329,13 @@ def store_fisher(
     update_checkpoint(path, fisher=combine_fisher(previous, fisher))
 
 
-def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
+def run_training(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    trust_code: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunResult:
     """Train as the config says; writes model.pt, training state, history and metrics.json.
 
     With ``ensemble.size > 1`` the members are trained one after another (each resumable)
@@ -335,6 +343,11 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
     the model learns label - baseline and its checkpoint names the baseline; with
     ``finetune`` it starts from a checkpoint, and ``metrics.json`` gains the errors on new
     and old data before and after. A single model's checkpoint gets its Fisher information.
+
+    ``resume=True`` with no run in the output directory starts afresh (and says so through
+    ``log``). A baseline (the config's, or the fine-tuned checkpoint's) that names code
+    (``module:factory``) runs only with ``trust_code=True``; that is checked before any
+    data is read.
     """
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -345,9 +358,22 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             "choose another output directory",
             source=str(output),
         )
-    dtype = getattr(torch, config.training.dtype)
-    start = load_start(config.finetune, dtype) if config.finetune is not None else None
+    if resume and not started:
+        log(f"nothing to resume in {output}: starting fresh")
+    dtype = torch_dtype(config.training.dtype)
+    start = (
+        load_start(config.finetune, dtype, trust_code=trust_code)
+        if config.finetune is not None
+        else None
+    )
     baseline = _baseline_spec(config, start)
+    if baseline is not None and baseline["name"] not in ORACLES:
+        try:
+            check_oracle_name(baseline["name"], trust_code=trust_code)
+        except MlpotInputError as err:
+            raise MlpotInputError(
+                f"delta-learning baseline: {err.reason}", field="baseline"
+            ) from None
     train_set, validation, test = split_samples(config)
     old = []
     if start is not None and config.finetune.replay_data:
@@ -358,6 +384,7 @@ def run_training(config: TrainConfig, *, resume: bool = False) -> RunResult:
             baseline,
             cache=_baseline_cache(config, output),
             progress=config.training.progress,
+            trust_code=trust_code,
         )
     metadata = {
         "n_train": len(train_set),

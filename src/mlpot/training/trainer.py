@@ -19,7 +19,7 @@ from mlpot.data.graph import STRESS_MASK, Graph, graph_to
 from mlpot.data.loader import iterate_batches
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
-from mlpot.models.checkpoint import atomic_save, save_model
+from mlpot.models.checkpoint import atomic_save, save_model, torch_dtype
 from mlpot.models.registry import build_model, model_spec
 from mlpot.physics.derivatives import predict
 from mlpot.training.loss import LossWeights, compute_loss, predict_for_loss
@@ -27,6 +27,7 @@ from mlpot.training.metrics import evaluate
 from mlpot.training.options import TrainingOptions
 
 STATE_FILE = "training_state.pt"
+_STATE_KEYS = ("model_spec", "model", "ema", "optimizer", "scheduler", "generator", "state")
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.jsonl"
 
@@ -99,7 +100,7 @@ class Trainer:
         self.weights = loss.resolved()
         self.output_dir = Path(output_dir)
         self.metadata = metadata or {}
-        self.dtype = getattr(torch, options.dtype)
+        self.dtype = torch_dtype(options.dtype)
         self.model = model.to(device=options.device, dtype=self.dtype)
         self.ema = (
             AveragedModel(
@@ -152,16 +153,45 @@ class Trainer:
         path = Path(output_dir) / STATE_FILE
         if not path.exists():
             raise MlpotInputError("no training state to resume from", source=str(path))
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(saved["model_spec"]).to(getattr(torch, options.dtype))
-        model.load_state_dict(saved["model"])
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise MlpotInputError(
+                f"unreadable training state ({err.__class__.__name__}: {err}); "
+                "delete it to start afresh",
+                source=str(path),
+            ) from None
+        missing = [k for k in _STATE_KEYS if not isinstance(saved, dict) or k not in saved]
+        if missing:
+            raise MlpotInputError(
+                f"not an mlpot training state (missing {missing})", source=str(path)
+            )
+        if not isinstance(saved["model_spec"], dict):
+            raise MlpotInputError("must be a dict", source=str(path), field="model_spec")
+        try:
+            model = build_model(saved["model_spec"])  # the registry: no code named in the file
+        except MlpotInputError as err:
+            raise MlpotInputError(err.reason, source=str(path), field=err.field) from None
+        model = model.to(torch_dtype(options.dtype))
+        try:
+            model.load_state_dict(saved["model"])
+        except (RuntimeError, TypeError) as err:
+            raise MlpotInputError(
+                f"weights do not fit the model config: {err}", source=str(path), field="model"
+            ) from None
         trainer = cls(model, options, loss, output_dir, metadata=metadata, **hooks)
-        if trainer.ema is not None and saved["ema"] is not None:
-            trainer.ema.load_state_dict(saved["ema"])
-        trainer.optimizer.load_state_dict(saved["optimizer"])
-        trainer.scheduler.load_state_dict(saved["scheduler"])
-        trainer.generator.set_state(saved["generator"])
-        trainer.state = _State(**saved["state"])
+        try:
+            if trainer.ema is not None and saved["ema"] is not None:
+                trainer.ema.load_state_dict(saved["ema"])
+            trainer.optimizer.load_state_dict(saved["optimizer"])
+            trainer.scheduler.load_state_dict(saved["scheduler"])
+            trainer.generator.set_state(saved["generator"])
+            trainer.state = _State(**saved["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise MlpotInputError(
+                f"training state does not fit this run ({err.__class__.__name__}: {err})",
+                source=str(path),
+            ) from None
         return trainer
 
     # ---- loop --------------------------------------------------------------------------
@@ -297,7 +327,7 @@ def train(
     else:
         torch.manual_seed(options.seed)
         trainer = Trainer(model, options, loss, output_dir, metadata=metadata, **hooks)
-    dtype = getattr(torch, options.dtype)
+    dtype = torch_dtype(options.dtype)
     train_graphs = [graph_to(g, "cpu", dtype) for g in train_graphs]
     val_graphs = [graph_to(g, "cpu", dtype) for g in val_graphs]
     return trainer.fit(train_graphs, val_graphs)

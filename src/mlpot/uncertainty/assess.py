@@ -187,19 +187,33 @@ def read_graphs(paths: list[str], model: torch.nn.Module) -> list[Graph]:
 
 @dataclass
 class LoadedModel:
-    """A checkpoint's model with its calibration and domain statistics (None if absent)."""
+    """A checkpoint's model with its calibration, domain statistics and delta-learning
+    baseline spec (None if absent)."""
 
     model: torch.nn.Module
     calibration: Calibration
     domain: DomainStatistics | None
+    baseline: dict[str, Any] | None = None
 
 
-def load_with_statistics(path: str | Path) -> LoadedModel:
-    """Load a checkpoint's model (evaluation mode), calibration and domain statistics."""
-    payload = load_checkpoint(path)
+def load_with_statistics(path: str | Path, *, trust_code: bool = False) -> LoadedModel:
+    """Load a checkpoint's model (evaluation mode), calibration, domain statistics and
+    baseline spec (not built). A baseline that names code is refused unless ``trust_code``
+    (see :func:`mlpot.models.checkpoint.load_checkpoint`)."""
+    payload = load_checkpoint(path, trust_code=trust_code)
     model = model_from_payload(payload, source=str(path)).eval()
-    domain = DomainStatistics.from_dict(payload["domain"]) if payload["domain"] else None
-    return LoadedModel(model, Calibration.from_dict(payload["calibration"]), domain)
+    statistics = {}
+    for name, cls in (("calibration", Calibration), ("domain", DomainStatistics)):
+        try:
+            statistics[name] = cls.from_dict(payload[name]) if payload[name] else None
+        except MlpotInputError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise MlpotInputError(
+                f"malformed ({err.__class__.__name__}: {err})", source=str(path), field=name
+            ) from None
+    calibration = statistics["calibration"] or Calibration()
+    return LoadedModel(model, calibration, statistics["domain"], payload["baseline"])
 
 
 @dataclass
@@ -215,11 +229,16 @@ class CalibrationRun:
 
 
 def calibrate_files(
-    model_path: str | Path, paths: list[str], *, output: str | Path | None = None
+    model_path: str | Path,
+    paths: list[str],
+    *,
+    output: str | Path | None = None,
+    trust_code: bool = False,
 ) -> CalibrationRun:
     """Fit the calibration of the ensemble in ``model_path`` on labelled ``paths`` and
-    write it into the checkpoint (in place, or a copy at ``output``)."""
-    loaded = load_with_statistics(model_path)
+    write it into the checkpoint (in place, or a copy at ``output``). ``trust_code``: see
+    :func:`load_with_statistics`."""
+    loaded = load_with_statistics(model_path, trust_code=trust_code)
     if not ensemble_size(loaded.model):
         raise MlpotInputError(
             "model has no ensemble members to calibrate: train a committee "

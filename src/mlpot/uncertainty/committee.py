@@ -55,9 +55,9 @@ def load_committee(paths: list[str | Path]) -> Committee:
         if first is None:
             first = (str(path), payload)
         for key in ("elements", "units", "dtype"):
-            if payload[key] != first[1][key]:
+            if payload.get(key) != first[1].get(key):
                 raise MlpotInputError(
-                    f"{key} {payload[key]} differ from {first[1][key]} of {first[0]}: "
+                    f"{key} {payload.get(key)} differ from {first[1].get(key)} of {first[0]}: "
                     "committee members must be trained for the same system",
                     source=str(path),
                     field=key,

@@ -50,6 +50,7 @@ class ValidationContext:
         uncertainty_scale: calibration factor of committee standard deviations.
         baseline: oracle spec of a delta-learned model's baseline (its calculator runs it
             and adds it; see :mod:`mlpot.training.delta`), None otherwise.
+        trust_code: allow a baseline that names code (``module:factory``) to run.
     """
 
     model: EnergyModel
@@ -61,13 +62,14 @@ class ValidationContext:
     progress: bool = False
     uncertainty_scale: float = 1.0
     baseline: dict[str, Any] | None = None
+    trust_code: bool = False
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def calculator(self, which: str) -> BaseCalculator:
         """The model's ASE calculator (``"model"``) or the oracle's (``"oracle"``)."""
         if which == MODEL:
             if MODEL not in self._cache:
-                self._cache[MODEL] = MlpotCalculator(self.model, baseline=self.baseline)
+                self._cache[MODEL] = self._model_calculator()
             return self._cache[MODEL]
         return self.oracle.calc
 
@@ -75,8 +77,21 @@ class ValidationContext:
         """A calculator of its own for one structure among several (NEB images), so results
         stay cached per structure; a given oracle instance is shared."""
         if which == MODEL:
-            return MlpotCalculator(self.model, baseline=self.baseline)
+            return self._model_calculator()
         return self.oracle.fresh()
+
+    def _model_calculator(self) -> MlpotCalculator:
+        return MlpotCalculator(self.model, baseline=self.baseline, trust_code=self.trust_code)
+
+    def baseline_calculator(self) -> BaseCalculator | None:
+        """A fresh calculator of the delta-learned model's baseline (None without one)."""
+        if self.baseline is None:
+            return None
+        from mlpot.calculators.oracles import make_oracle
+
+        return make_oracle(
+            self.baseline["name"], trust_code=self.trust_code, **self.baseline.get("params", {})
+        )
 
     @property
     def kT(self) -> float:

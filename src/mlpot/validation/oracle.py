@@ -54,8 +54,11 @@ class Oracle:
         return {"name": self.name, "params": dict(self.params), "stress": self.has_stress}
 
 
-def resolve_oracle(spec: OracleSpec, params: dict[str, Any] | None = None) -> Oracle:
-    """An :class:`Oracle` from a name (with ``params``), a dict, or an ASE calculator."""
+def resolve_oracle(
+    spec: OracleSpec, params: dict[str, Any] | None = None, *, trust_code: bool = False
+) -> Oracle:
+    """An :class:`Oracle` from a name (with ``params``), a dict, or an ASE calculator. A
+    ``module:factory`` name imports and runs code: refused unless ``trust_code``."""
     params = dict(params or {})
     if isinstance(spec, BaseCalculator):
         if params:
@@ -75,5 +78,6 @@ def resolve_oracle(spec: OracleSpec, params: dict[str, Any] | None = None) -> Or
         )
     from mlpot.active import make_oracle  # here: mlpot.active may import mlpot.validation
 
-    first = make_oracle(spec, **params)  # raises a clear error for unknown names/params
-    return Oracle(spec, params, lambda: make_oracle(spec, **params), first)
+    # raises a clear error for unknown, untrusted names and bad params
+    first = make_oracle(spec, trust_code=trust_code, **params)
+    return Oracle(spec, params, lambda: make_oracle(spec, trust_code=trust_code, **params), first)

@@ -36,14 +36,14 @@ from mlpot.validation.systems import System, resolve_system
 
 
 def _load_model(
-    model: EnergyModel | str | Path,
+    model: EnergyModel | str | Path, *, trust_code: bool = False
 ) -> tuple[EnergyModel, dict[str, Any], float, dict[str, Any] | None]:
     """A float64 copy of the model, its description, its force-uncertainty scale, and the
     baseline oracle spec of a delta-learned checkpoint (None otherwise)."""
     scale, source, baseline = 1.0, "in memory", None
     if isinstance(model, str | Path):
         source = str(model)
-        payload = load_checkpoint(model)
+        payload = load_checkpoint(model, trust_code=trust_code)
         calibration = payload.get("calibration") or {}
         scale = float(calibration.get("forces_scale", 1.0))
         baseline = payload.get("baseline")
@@ -140,6 +140,7 @@ def run_validation(
     extra_figures: dict[str, Any] | None = None,
     extra_plots: dict[str, Any] | None = None,
     progress: bool = True,
+    trust_code: bool = False,
 ) -> ValidationReport:
     """Validate ``model`` against ``oracle`` on ``system``, running every check that fits.
 
@@ -161,6 +162,8 @@ def run_validation(
         extra_figures: JSON-able figures to carry into the report (e.g. calibration).
         extra_plots: name -> PNG bytes, PNG path or matplotlib figure, shown in the report.
         progress: show progress bars.
+        trust_code: allow a ``module:factory`` oracle, or a checkpoint baseline that names
+            one, to import and run code (only for a model or config you trust).
 
     Returns:
         A :class:`ValidationReport`; write it with :func:`mlpot.validation.write_report`.
@@ -173,10 +176,10 @@ def run_validation(
         raise MlpotInputError(
             f"must be a positive number of K, got {temperature!r}", field="temperature"
         )
-    energy_model, model_info, scale, baseline = _load_model(model)
+    energy_model, model_info, scale, baseline = _load_model(model, trust_code=trust_code)
     target = resolve_system(system)
     _check_elements(target, energy_model)
-    reference = resolve_oracle(oracle, oracle_params)
+    reference = resolve_oracle(oracle, oracle_params, trust_code=trust_code)
     ctx = ValidationContext(
         energy_model,
         reference,
@@ -187,6 +190,7 @@ def run_validation(
         progress=progress,
         uncertainty_scale=scale if uncertainty_scale is None else float(uncertainty_scale),
         baseline=baseline,
+        trust_code=trust_code,
     )
     selected = _select(checks, ctx)
     plots = {name: as_png(value, name) for name, value in (extra_plots or {}).items()}

@@ -45,10 +45,8 @@ def model_frequencies(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
     """Frequencies (cm⁻¹) from the model's autograd Hessian (plus, for a delta-learned
     model, its baseline's finite-difference Hessian)."""
     hessian = model_hessian(ctx.model, atoms)
-    if ctx.baseline is not None:
-        from mlpot.calculators.oracles import make_oracle
-
-        baseline = make_oracle(ctx.baseline["name"], **ctx.baseline.get("params", {}))
+    baseline = ctx.baseline_calculator()
+    if baseline is not None:
         hessian = hessian + finite_difference_hessian(atoms, baseline, ctx.settings.vib_delta)
     data = VibrationsData.from_2d(atoms, hessian)
     return vibrational_frequencies(data, atoms)
