@@ -30,11 +30,16 @@ def test_the_start_structure_is_never_a_candidate(one_thread):  # noqa: F811
     result = run_trajectory(start, calc, 600, options, thresholds=every, seed=1)
     assert [c.step for c in result.candidates] == [5, 10, 15, 20]
     assert min(_moved(c.atoms, start) for c in result.candidates) > 1e-3
-    # a start already over the stop threshold: the trajectory still moves before it stops
+    # a start already over the stop threshold: stops at the first step (checked at every
+    # step), and that frame is labelled only when the config asks for it
     halt = Thresholds(force_std=1e-9, stop_force_std=2e-9)
     result = run_trajectory(start, calc, 600, options, thresholds=halt, seed=2)
-    assert result.steps == 5 and result.stop_reason == "forces_std"
-    assert len(result.candidates) == 1 and _moved(result.candidates[0].atoms, start) > 1e-3
+    assert result.steps == 1 and result.stop_reason == "forces_std" and not result.candidates
+    beyond = Thresholds(force_std=1e-9, stop_force_std=2e-9, label_beyond_stop=True)
+    result = run_trajectory(start, calc, 600, options, thresholds=beyond, seed=2)
+    assert [c.step for c in result.candidates] == [1]
+    assert result.candidates[0].reason == "beyond_stop+forces_std"
+    assert _moved(result.candidates[0].atoms, start) > 1e-3
 
 
 def test_fast_oracle_does_not_cut_exploration(tmp_path):

@@ -10,19 +10,32 @@ configuration are read from the calculator (both from the same pass as the force
   applicability; needs domain statistics in the checkpoint).
 
 A score above its selection threshold makes the configuration a candidate for labelling,
-with that score's name as the reason; above its stop threshold the trajectory has left the
-region the model knows and is stopped before it can blow up.
+with that score's name as the reason.
+
+Stops are watched at *every* MD step (the calculator gives forces and scores in one pass,
+so reading them costs nothing): a score above its stop threshold, a per-atom force above
+the physical bound ``max_force``, two atoms closer than ``min_distance_fraction`` of the
+sum of their covalent radii, non-finite energy/forces/scores, or an exception raised by the
+calculator or the dynamics. Any of them ends *that* trajectory with a ``stop_reason``;
+:func:`run_trajectory` never raises (except ``KeyboardInterrupt``/``SystemExit``). The
+configuration that tripped a stop is beyond what the model knows and is not labelled as an
+ordinary candidate (see ``Thresholds.label_beyond_stop``); the step before it, when a
+score selected it and the stop is a score or a hard limit, is: the most uncertain
+configuration still short of the stop.
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import vesin
 from ase import Atoms, units
+from ase.data import covalent_radii
 from ase.md.velocitydistribution import Stationary, ZeroRotation
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated
@@ -64,6 +77,9 @@ class ExploreOptions:
 
 
 FORCES_STD, T2, DOMAIN = "forces_std", "t2", "domain"  # selection and stop reasons
+MAX_FORCE, MIN_DISTANCE = "max_force", "min_distance"  # hard stops, checked every step
+BEYOND_STOP = "beyond_stop"  # a candidate past a stop threshold (``label_beyond_stop``)
+NON_FINITE, ERROR = "non-finite", "error"  # stop reason prefixes: never labelled
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,20 @@ class Thresholds:
     ``force_std``/``stop_force_std``: largest calibrated per-atom force std, eV/Å;
     ``t2``/``stop_t2``: largest per-atom Mahalanobis T² (dimensionless); ``domain``: also
     select configurations the calculator reports outside its domain (``in_domain``).
+    Selection is checked every ``check_interval`` steps, stops at every step; a stop by a
+    score or a hard limit also makes the step before it a candidate when a score selected it
+    (it lies between the selection and the stop thresholds, short of the unknown).
+
+    Hard stops: ``max_force`` (eV/Å, default 50): the largest per-atom force magnitude
+    beyond any thermal MD (a blow-up); ``min_distance_fraction`` (default 0.5): two atoms
+    ``i``, ``j`` closer than this fraction of ``r_cov(i) + r_cov(j)`` (ASE's covalent radii,
+    e.g. 1.32 Å for Cu–Cu, 0.54 Å for C–H; periodic images included).
+
+    ``label_beyond_stop``: the configuration that stopped a trajectory on ``forces_std``,
+    ``t2`` or ``min_distance`` becomes a candidate, reason ``beyond_stop+<stop>`` (e.g. to
+    teach the model the repulsion it lacks). Never one beyond ``max_force``, with
+    non-finite values or whose calculator raised. Off by default: such a configuration is
+    often unphysical and its labels (huge forces, failed SCF) can spoil training.
     """
 
     force_std: float | None = None
@@ -80,6 +110,9 @@ class Thresholds:
     t2: float | None = None
     stop_t2: float | None = None
     domain: bool = False
+    max_force: float | None = 50.0
+    min_distance_fraction: float | None = 0.5
+    label_beyond_stop: bool = False
 
     def reasons(
         self, force_std: float, t2: float, in_domain: bool = True
@@ -98,6 +131,16 @@ class Thresholds:
             select.append(DOMAIN)
         return select, stop
 
+    def hard_stops(self, max_force: float, contact: float) -> list[str]:
+        """Names of the hard limits passed: ``max_force`` by the largest per-atom force
+        (eV/Å), ``min_distance`` by the closest contact (``d / (r_cov + r_cov)``)."""
+        stop = []
+        if self.max_force is not None and max_force > self.max_force:
+            stop.append(MAX_FORCE)
+        if self.min_distance_fraction is not None and contact < self.min_distance_fraction:
+            stop.append(MIN_DISTANCE)
+        return stop
+
 
 @dataclass
 class Candidate:
@@ -113,19 +156,61 @@ class Candidate:
 
     @property
     def reason(self) -> str:
-        """The reasons joined by ``+`` (``forces_std``, ``t2``, ``forces_std+t2``, ...)."""
+        """The reasons joined by ``+`` (``forces_std``, ``t2``, ``forces_std+t2``,
+        ``beyond_stop+forces_std``, ...)."""
         return "+".join(self.reasons)
 
 
 @dataclass
 class TrajectoryResult:
     candidates: list[Candidate] = field(default_factory=list)
-    steps: int = 0
-    stop_reason: str = "completed"  # completed, forces_std, t2, forces_std+t2, labels arrived
-    max_force_std: float = 0.0
+    steps: int = 0  # the last step reached (its forces evaluated)
+    # completed, labels arrived, or the stops joined by "+": forces_std, t2, max_force,
+    # min_distance (e.g. "forces_std+min_distance"); "non-finite forces" (energy, forces,
+    # forces_std, t2, positions); "error: RuntimeError: <message, one line>"
+    stop_reason: str = "completed"
+    max_force_std: float = 0.0  # maxima over steps 1.. (finite values only)
     max_t2: float = float("nan")
     started: float = 0.0  # wall-clock time.time() at the first and after the last step, s
     ended: float = 0.0
+    error: str = ""  # the traceback when the calculator or the dynamics raised
+
+    @property
+    def failed(self) -> bool:
+        """True when the trajectory ended on an error or non-finite values (a model or a
+        calculator that fails, not a region of high uncertainty)."""
+        return self.stop_reason.startswith((ERROR, NON_FINITE))
+
+
+def shortest_contact(atoms: Atoms, fraction: float = 1.0) -> tuple[float, int, int]:
+    """The closest pair relative to its bond scale: ``min d_ij / (r_cov(i) + r_cov(j))``
+    and ``i, j``, over pairs (periodic images included) closer than ``fraction`` of the sum
+    of covalent radii; ``(inf, -1, -1)`` when there are none. O(N) (vesin's cell list)."""
+    return _Contacts(atoms.numbers, fraction)(atoms)
+
+
+class _Contacts:
+    """:func:`shortest_contact` for fixed atomic numbers (a trajectory's)."""
+
+    def __init__(self, numbers: np.ndarray, fraction: float) -> None:
+        self.radii = covalent_radii[np.asarray(numbers)]
+        cutoff = fraction * 2.0 * float(self.radii.max()) if len(self.radii) else 0.0
+        self.neighbours = vesin.NeighborList(cutoff=cutoff, full_list=False) if cutoff else None
+
+    def __call__(self, atoms: Atoms) -> tuple[float, int, int]:
+        if self.neighbours is None or len(atoms) < 2 and not atoms.pbc.any():
+            return float("inf"), -1, -1
+        i, j, d = self.neighbours.compute(
+            points=atoms.positions,
+            box=atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3)),
+            periodic=atoms.pbc.tolist(),
+            quantities="ijd",
+        )
+        if not len(d):
+            return float("inf"), -1, -1
+        ratio = d / (self.radii[i] + self.radii[j])
+        k = int(np.argmin(ratio))
+        return float(ratio[k]), int(i[k]), int(j[k])
 
 
 def make_dynamics(atoms: Atoms, temperature: float, options: ExploreOptions, seed: int):
@@ -171,37 +256,114 @@ def run_trajectory(
     returning True ends the trajectory early (e.g. enough new labels arrived to retrain).
     The first check is at step ``check_interval``: step 0 is ``start`` itself, which every
     trajectory from it shares (selecting it would label the same structure again and again).
+
+    Stops are checked at every step (scores from step 1, the hard limits and finiteness
+    from step 0): see :class:`Thresholds` and :class:`TrajectoryResult` for the reasons.
+    An exception from the calculator or the dynamics ends the trajectory and is recorded
+    (``stop_reason`` ``"error: <type>: <message>"``, the traceback in ``error``); nothing
+    is raised but ``KeyboardInterrupt`` and ``SystemExit``. Candidates found before a stop
+    are kept. A stop by a score or a hard limit adds the step before it when a score
+    selected that step (between checks; never step 0); the configuration that stopped it is
+    one only with ``label_beyond_stop``; non-finite values and errors add none.
     """
+    result = TrajectoryResult(started=time.time())
+    try:
+        _run(start, calculator, temperature, options, thresholds, seed, poll, result)
+    except Exception as exc:  # contained: it ends this trajectory, not the run
+        result.stop_reason = _error_reason(exc)
+        result.error = traceback.format_exc()
+    result.ended = time.time()
+    return result
+
+
+def _run(start, calculator, temperature, options, thresholds, seed, poll, result) -> None:
     atoms = start.copy()
     atoms.calc = calculator
     thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
+    contacts = (
+        None
+        if thresholds.min_distance_fraction is None
+        else _Contacts(atoms.numbers, thresholds.min_distance_fraction)
+    )
     dynamics = make_dynamics(atoms, temperature, options, seed)
-    result = TrajectoryResult(started=time.time())
+    previous = None  # the last step, between checks, if a score selected it
     for step, _ in enumerate(dynamics.irun(options.steps)):
         result.steps = step
-        if step == 0 or step % options.check_interval:
-            continue  # step 0 is ``start`` itself, the same in every trajectory from it
         scores = atoms.calc.results
-        force_std = float(np.max(scores["forces_std"]))
+        if FORCES_STD not in scores:
+            raise RuntimeError("the calculator gives no forces_std (an ensemble model is needed)")
+        bad = _non_finite(atoms, scores)
+        if bad:
+            result.stop_reason = f"{NON_FINITE} {'+'.join(bad)}"
+            return
+        forces = scores["forces"] if "forces" in scores else atoms.get_forces()
+        max_force = float(np.sqrt(np.max(np.sum(forces**2, axis=1)))) if len(forces) else 0.0
+        contact = float("inf") if contacts is None else contacts(atoms)[0]
+        hard = thresholds.hard_stops(max_force, contact)
+        if step == 0:  # ``start`` itself: no scores, only what MD from it cannot survive
+            if hard:
+                result.stop_reason = "+".join(hard)
+                return
+            continue
+        force_std = float(np.max(scores[FORCES_STD]))
         t2 = float(np.max(scores["mahalanobis"])) if "mahalanobis" in scores else float("nan")
         in_domain = bool(scores.get("in_domain", True))
         result.max_force_std = max(result.max_force_std, force_std)
         result.max_t2 = float(np.fmax(result.max_t2, t2))
         select, stop = thresholds.reasons(force_std, t2, in_domain)
-        if select:
-            snapshot = atoms.copy()
-            snapshot.calc = None
-            result.candidates.append(
-                Candidate(snapshot, force_std, in_domain, temperature, step, t2, tuple(select))
-            )
+        stop += hard
         if stop:
             result.stop_reason = "+".join(stop)
-            break
+            if previous is not None:  # the last configuration short of the stop
+                result.candidates.append(previous)
+            if thresholds.label_beyond_stop and MAX_FORCE not in stop:
+                reasons = (BEYOND_STOP, *stop)
+                result.candidates.append(
+                    Candidate(
+                        _snapshot(atoms), force_std, in_domain, temperature, step, t2, reasons
+                    )
+                )
+            return
+        candidate = (
+            Candidate(_snapshot(atoms), force_std, in_domain, temperature, step, t2, tuple(select))
+            if select
+            else None
+        )
+        if step % options.check_interval:
+            previous = candidate
+            continue
+        previous = None
+        if candidate is not None:
+            result.candidates.append(candidate)
         if poll is not None and poll():
             result.stop_reason = "labels arrived"
-            break
-    result.ended = time.time()
-    return result
+            return
+
+
+def _snapshot(atoms: Atoms) -> Atoms:
+    snapshot = atoms.copy()
+    snapshot.calc = None
+    return snapshot
+
+
+def _non_finite(atoms: Atoms, scores: dict) -> list[str]:
+    """Names of the quantities of this step that hold NaN or infinity."""
+    values = {
+        "positions": atoms.positions,
+        "energy": scores.get("energy", 0.0),
+        "forces": scores["forces"] if "forces" in scores else atoms.get_forces(),
+        FORCES_STD: scores[FORCES_STD],
+        T2: scores.get("mahalanobis", 0.0),
+    }
+    return [name for name, value in values.items() if not np.all(np.isfinite(value))]
+
+
+def _error_reason(exc: BaseException, limit: int = 160) -> str:
+    """``error: <type>: <message>`` on one line, at most ``limit`` characters of message."""
+    message = " ".join(str(exc).split())
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    return f"{ERROR}: {type(exc).__name__}" + (f": {message}" if message else "")
