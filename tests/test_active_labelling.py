@@ -25,7 +25,7 @@ def test_label_agrees_with_the_oracle():
 
 
 def test_failing_oracle_is_retried_then_recorded():
-    spec = OracleSpec("support.oracles:flaky_emt", {"rate": 1.0})
+    spec = OracleSpec("support.oracles:flaky_emt", {"rate": 1.0}, trust_code=True)
     outcome = label("b", _cell(1), spec, retries=2)
     assert not outcome.ok and outcome.attempts == 3
     assert "injected oracle failure" in outcome.error

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlpot.active.exploration import ExploreOptions
 from mlpot.active.selection import STRATEGIES
 from mlpot.config_io import read_yaml, validate_config
+from mlpot.errors import MlpotInputError
+from mlpot.trust import check_oracle_name
 
 
 class _Section(BaseModel):
@@ -20,10 +22,21 @@ class _Section(BaseModel):
 
 
 class OracleConfig(_Section):
-    """``name``: emt, lj, xtb, pyscf or module:factory; ``params``: its keyword arguments."""
+    """``name``: emt, lj, xtb, pyscf or module:factory; ``params``: its keyword arguments.
+
+    Only the name's form is checked here: nothing is imported. A ``module:factory`` oracle
+    runs code, so the run itself needs ``trust_code=True`` (``--trust-code``)."""
 
     name: str = "xtb"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _well_formed(self):
+        try:
+            check_oracle_name(self.name, trust_code=True)  # the form only; trust is the run's
+        except MlpotInputError as err:
+            raise ValueError(str(err).removeprefix("field 'oracle': ")) from None
+        return self
 
 
 class InitialConfig(_Section):
@@ -61,6 +74,17 @@ class SelectConfig(_Section):
     ``use_domain``: also select configurations outside the checkpoint's own domain (T² or
     nearest-neighbour distance over its thresholds). ``strategy``: how a batch is chosen.
     The store records which score selected each configuration (``forces_std``, ``t2``).
+
+    Stops are checked at every MD step, selection every ``explore.check_interval`` steps.
+    Besides the scores, a trajectory stops when an atom's force exceeds ``max_force``
+    (eV/Å; a blow-up, not thermal motion), when two atoms come closer than
+    ``min_distance_fraction`` of the sum of their covalent radii (0.5: 1.32 Å for Cu–Cu,
+    0.54 Å for C–H), on non-finite energy, forces or scores, and when the model raises
+    (recorded as the trajectory's ``stop_reason``; the run goes on). None turns a limit
+    off. The configuration that stopped a trajectory is not labelled (the step before it
+    is, when over ``force_std``), unless ``label_beyond_stop``: then one stopped by
+    ``forces_std``, ``t2`` or ``min_distance`` (finite, below ``max_force``) is a candidate
+    too, with reason ``beyond_stop+<stop>``.
     """
 
     force_std: float = Field(0.1, gt=0)
@@ -70,6 +94,9 @@ class SelectConfig(_Section):
     use_domain: bool = False
     strategy: str = "d_optimal"
     batch_size: int = Field(8, ge=1)
+    max_force: float | None = Field(50.0, gt=0)
+    min_distance_fraction: float | None = Field(0.5, gt=0, lt=1)
+    label_beyond_stop: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -126,7 +153,6 @@ class TrainSection(_Section):
     def _valid_for_training(self):
         """``model``, ``training`` and ``loss`` as ``mlpot train`` checks them, before any
         oracle call (not at the first retraining)."""
-        from mlpot.errors import MlpotInputError
         from mlpot.training import parse_config
 
         raw = {"model": self.model, "training": self.training, "loss": self.loss}

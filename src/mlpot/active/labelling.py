@@ -2,7 +2,8 @@
 
 :func:`label` is a top-level function of picklable arguments, so any executor (local
 processes, a Dask cluster) can run it. An oracle that raises, returns NaN or runs past
-its time limit is retried with a fresh calculator; after the last attempt the outcome is
+its time limit, or answers with forces of the wrong shape, is retried with a fresh
+calculator; after the last attempt the outcome is
 a failure carrying the error text — never a silent drop.
 """
 
@@ -19,18 +20,21 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlpot.active.oracles import make_oracle
+from mlpot.calculators.checked import check_answer, check_structure
+from mlpot.calculators.oracles import make_oracle
 
 
 @dataclass(frozen=True)
 class OracleSpec:
-    """An oracle by name and parameters (see :func:`mlpot.active.oracles.make_oracle`)."""
+    """An oracle by name and parameters (see :func:`mlpot.calculators.oracles.make_oracle`);
+    ``trust_code`` allows a ``module:factory`` name to import and run its code."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    trust_code: bool = False
 
     def build(self):
-        return make_oracle(self.name, **self.params)
+        return make_oracle(self.name, trust_code=self.trust_code, **self.params)
 
 
 @dataclass
@@ -70,6 +74,7 @@ def _time_limit(seconds: float | None):
 
 
 def _compute(calculator, atoms: Atoms, stress: bool) -> dict[str, Any]:
+    check_structure(atoms)
     atoms = atoms.copy()
     atoms.calc = calculator
     results: dict[str, Any] = {
@@ -78,9 +83,7 @@ def _compute(calculator, atoms: Atoms, stress: bool) -> dict[str, Any]:
     }
     if stress and atoms.pbc.all():
         results["stress"] = np.array(atoms.get_stress())
-    for key, value in results.items():
-        if not np.all(np.isfinite(value)):
-            raise FloatingPointError(f"oracle returned non-finite {key}")
+    check_answer(results, len(atoms))
     return results
 
 

@@ -5,11 +5,17 @@ labels are computed asynchronously -> retrain when enough new labels arrived -> 
 stop (oracle budget, target test error, or no uncertain configuration for a while) ->
 validate and report. Every event goes to the store first, so a killed run resumes with
 ``--resume`` without losing or repeating a label.
+
+One run holds its store at a time (:mod:`mlpot.active.store_lock`). Every oracle answer,
+the driver's own (relaxation, Hessian, held-out MD) as the workers', is checked before it
+is used or stored; a failing set-up call is retried and recorded, and the run goes on.
+Resuming a finished run does nothing unless the config's budget was raised.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -31,14 +37,17 @@ from mlpot.active.oracle_md import oracle_md_frames, relax
 from mlpot.active.report import validate_and_report
 from mlpot.active.selection import select_batch
 from mlpot.active.store import Store, hidden_oracle_fraction
+from mlpot.active.store_lock import StoreLock
 from mlpot.active.training_step import TrainedModel, train_iteration
 from mlpot.calculators import load_calculator
+from mlpot.calculators.checked import CheckedOracle, OracleAnswerError
 from mlpot.data.systems import build_system
 from mlpot.errors import MlpotInputError
 from mlpot.uncertainty.calibration import format_dof
 
 STORE_FILE = "store.db"
 SMALL_SYSTEM = 256  # atoms: below this, training and MD run fastest on one thread
+MAX_STUCK = 20  # trajectories in a row that stop or fail before flagging anything
 
 
 @dataclass
@@ -50,34 +59,42 @@ class LearnResult:
     stop_reason: str
     iterations: list[dict] = field(default_factory=list)
     oracle_calls: dict[str, int] = field(default_factory=dict)
-    failures: int = 0
+    failures: int = 0  # configurations the oracle gave up on
+    setup_failures: int = 0  # failed oracle calls of the driver's own set-up work
     hidden_oracle_fraction: float = float("nan")  # of oracle time, behind exploration
     hidden_oracle_fraction_driver: float = float("nan")  # behind exploration or training
     report_path: Path | None = None
+    already_finished: bool = False  # a --resume of a finished run: nothing was done
 
 
 class ActiveLearner:
     """One ``mlpot learn`` run over the output directory of ``config``."""
 
-    def __init__(self, config: LearnConfig, *, resume: bool = False, log=print) -> None:
+    def __init__(
+        self, config: LearnConfig, *, resume: bool = False, trust_code: bool = False, log=print
+    ) -> None:
         self.config = config
         self.out = Path(config.output)
         self.store_url = config.store or self.out / STORE_FILE
-        self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
-        self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params))
+        self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params), trust_code)
         self.oracle.build()  # fail now, not in a worker, if the oracle cannot be made
+        self.out.mkdir(parents=True, exist_ok=True)
         try:
             self.store = Store(self.store_url)
             held = self.store.count("request")  # connects: a server must answer now
         except Exception as err:  # a database server that cannot be reached, a bad URL
             raise MlpotInputError(f"cannot open the store: {err}", field="store") from None
+        self.lock = StoreLock(self.store_url)  # a second live run stops here, exit code 2
         if held and not resume:
+            self.lock.release()
             raise MlpotInputError(
                 "the store already holds a learning run; continue it with --resume, "
                 "or choose another output (or an empty store database)",
                 source=str(self.store_url),
             )
+        self.trust_code = trust_code
+        self.stuck_reason = ""
         self.inflight: dict[Future, tuple[str, Atoms]] = {}
         self.setup_calls = 0
         self.executor: LabelExecutor | None = None
@@ -112,16 +129,19 @@ class ActiveLearner:
         except Exception as err:  # the worker itself died
             outcome = LabelOutcome(uid, False, {}, f"worker error: {err!r}", 0, 0.0)
         if outcome.ok:
-            self.store.add_label(
-                uid,
-                atoms,
-                outcome.results,
-                attempts=outcome.attempts,
-                oracle_s=outcome.seconds,
-                started=outcome.started,
-                ended=outcome.ended,
-            )
-        else:
+            try:
+                self.store.add_label(
+                    uid,
+                    atoms,
+                    outcome.results,
+                    attempts=outcome.attempts,
+                    oracle_s=outcome.seconds,
+                    started=outcome.started,
+                    ended=outcome.ended,
+                )
+            except OracleAnswerError as err:  # checked again where it is stored
+                outcome.ok, outcome.error = False, f"{type(err).__name__}: {err}"
+        if not outcome.ok:
             self.store.add_failure(uid, outcome.error, attempts=outcome.attempts)
             self.log(
                 f"  oracle failed on {uid[:8]} after {outcome.attempts} attempts: "
@@ -143,6 +163,10 @@ class ActiveLearner:
         wait(list(self.inflight), return_when=FIRST_COMPLETED)
 
     # ---- set-up: starts, initial data, held-out test set ---------------------------------
+    def _setup_failure(self, stage: str, error: str, attempts: int = 1) -> None:
+        self.store.add_setup_failure(stage, error, attempts=attempts)
+        self.log(f"  oracle failed during {stage}: {error.splitlines()[0]}")
+
     def starts(self) -> list[Atoms]:
         path = self.out / "start.xyz"
         import ase.io
@@ -151,14 +175,22 @@ class ActiveLearner:
             return ase.io.read(path, index=":")
         starts = build_system(self.config.system)
         if self.config.relax:
-            calc = self.oracle.build()
             relaxed = []
-            for atoms in starts:
-                atoms, calls = relax(atoms, calc)
-                relaxed.append(atoms)
-                self.setup_calls += calls
+            for k, atoms in enumerate(starts):
+                try:
+                    result = relax(atoms, self.oracle.build, seed=self.config.seed + k)
+                except RuntimeError as err:
+                    raise MlpotInputError(
+                        f"cannot relax start structure {k}: {err}", field="oracle"
+                    ) from None
+                for error in result.errors:
+                    self._setup_failure("relax", error)
+                relaxed.append(result.atoms)
+                self.setup_calls += result.calls
             starts = relaxed
-        ase.io.write(path, starts)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        ase.io.write(tmp, starts, format="extxyz")
+        os.replace(tmp, path)  # a kill never leaves half a start file
         return starts
 
     def initial_requests(self, starts: list[Atoms]) -> None:
@@ -167,18 +199,25 @@ class ActiveLearner:
         ic = self.config.initial
         per_start = max(1, ic.count // len(starts))
         for k, start in enumerate(starts):
+            frames = None
             if ic.method == "normal_modes" and not start.pbc.any():
-                omega2, modes = sampling.harmonic_modes(start, self.oracle.build())
+                try:
+                    omega2, modes = sampling.harmonic_modes(
+                        start, CheckedOracle(self.oracle.build())
+                    )
+                    frames = sampling.normal_mode_samples(
+                        start,
+                        omega2,
+                        modes,
+                        per_start,
+                        temperature=ic.temperature,
+                        seed=self.config.seed + k,
+                    )
+                except Exception as err:  # any oracle failure: rattle this start instead
+                    self._setup_failure("hessian", f"{type(err).__name__}: {err}")
+                    self.log("  normal modes unavailable: rattled configurations instead")
                 self.setup_calls += 6 * len(start) + 1
-                frames = sampling.normal_mode_samples(
-                    start,
-                    omega2,
-                    modes,
-                    per_start,
-                    temperature=ic.temperature,
-                    seed=self.config.seed + k,
-                )
-            else:
+            if frames is None:
                 frames = sampling.rattled(
                     start, per_start, stdev=ic.stdev, strain=ic.strain, seed=self.config.seed + k
                 )
@@ -187,13 +226,15 @@ class ActiveLearner:
         self.log(f"initial data: {ic.count} configurations ({ic.method}) sent to the oracle")
 
     def test_set(self, starts: list[Atoms]) -> None:
+        """Held-out frames of oracle MD, each checked; frames of a store written before
+        answers were checked that fail the check are made anew under a new uid."""
         tc = self.config.test
-        if self.store.count("request", reason="test") >= tc.frames:
+        valid = {t.uid for t in self.store.labelled(reasons={"test"})}
+        if len(valid) >= tc.frames:
             return
-        calc = self.oracle.build()
         frames = oracle_md_frames(
             starts[0],
-            calc,
+            self.oracle.build(),
             temperature=tc.temperature,
             frames=tc.frames,
             stride=tc.stride,
@@ -201,35 +242,94 @@ class ActiveLearner:
             timestep_fs=tc.timestep_fs,
             seed=self.config.seed + 12345,
         )
-        for k, frame in enumerate(frames):
-            uid = f"test-{k}"
-            if self.store.has(uid, "request"):
-                continue  # written before a kill: the trajectory is deterministic
-            self.store.add_request(uid, frame.atoms, iteration=0, reason="test")
-            self.store.add_label(uid, frame.atoms, frame.results, attempts=1, oracle_s=0.0)
-        self.log(f"held-out test set: {len(frames)} frames of oracle MD at {tc.temperature} K")
+        made = 0
+        try:
+            for k, frame in enumerate(frames):
+                made += 1
+                uid = f"test-{k}"
+                if uid in valid:
+                    continue  # written before a kill: the trajectory is deterministic
+                if self.store.has(uid, "request"):  # a bad row of an unchecked store
+                    uid = f"test-{k}-{uuid4().hex[:8]}"
+                self.store.add_request(uid, frame.atoms, iteration=0, reason="test")
+                self.store.add_label(uid, frame.atoms, frame.results, attempts=1, oracle_s=0.0)
+        except Exception as err:  # the oracle failed on one step five times running
+            self._setup_failure("test_md", f"{type(err).__name__}: {err}", attempts=5)
+        if not made:
+            raise MlpotInputError(
+                "no held-out test frame: the oracle MD failed; last error: "
+                f"{self.store.setup_failures()[-1]['error']}",
+                field="oracle",
+            )
+        self.log(f"held-out test set: {made} frames of oracle MD at {tc.temperature} K")
 
     # ---- the loop ------------------------------------------------------------------------
     def run(self) -> LearnResult:
-        lc = self.config.label
-        self.executor = make_executor(lc.executor, workers=lc.workers, scheduler=lc.scheduler)
         try:
-            starts = self.start_structures = self.starts()
-            if max(len(atoms) for atoms in starts) < SMALL_SYSTEM:
-                torch.set_num_threads(1)  # thread overhead dominates on small graphs
-            self.initial_requests(starts)
-            for uid, atoms in self.store.pending():
-                self._submit(uid, atoms)  # requests of a killed run, or the initial ones
-            self.test_set(starts)
-            self.collect(block=True)
-            reason = self._iterate(starts)
-            self.collect(block=True)
+            stopped = self.store.stopped()
+            if stopped and not self._extends(stopped):
+                return self._already_finished(stopped)
+            lc = self.config.label
+            self.executor = make_executor(lc.executor, workers=lc.workers, scheduler=lc.scheduler)
+            try:
+                starts = self.start_structures = self.starts()
+                if max(len(atoms) for atoms in starts) < SMALL_SYSTEM:
+                    torch.set_num_threads(1)  # thread overhead dominates on small graphs
+                self.initial_requests(starts)
+                for uid, atoms in self.store.pending():
+                    self._submit(uid, atoms)  # requests of a killed run, or the initial ones
+                self.test_set(starts)
+                self.collect(block=True)
+                reason = self._iterate(starts, extend=stopped is not None)
+                self.collect(block=True)
+            finally:
+                self.executor.shutdown()
+            stop = self.config.stop
+            self.store.add_stop(
+                reason, oracle_budget=stop.oracle_budget, max_iterations=stop.max_iterations
+            )
+            return self._finish(reason)
         finally:
-            self.executor.shutdown()
-        return self._finish(reason)
+            self.lock.release()
 
-    def _iterate(self, starts: list[Atoms]) -> str:
+    def _extends(self, stopped: dict) -> bool:
+        """Whether this config raised the budget a finished run stopped under."""
+        stop = self.config.stop
+        return (
+            stop.oracle_budget > stopped["oracle_budget"]
+            or stop.max_iterations > stopped["max_iterations"]
+        )
+
+    def _already_finished(self, stopped: dict) -> LearnResult:
+        """A --resume of a finished run: report it, change nothing."""
+        summary_path = self.out / "learn.json"
+        if not summary_path.exists():  # killed while validating: finish that
+            self.start_structures = self.starts()
+            return self._finish(stopped["reason"])
+        summary = json.loads(summary_path.read_text())
+        self.log(
+            f"this run already finished ({stopped['reason']}); nothing to do. To extend it, "
+            "raise stop.oracle_budget or stop.max_iterations in the config and --resume"
+        )
+        report = summary.get("report_path")
+        return LearnResult(
+            model_path=Path(summary["model_path"]),
+            store_path=summary["store_path"],
+            stop_reason=stopped["reason"],
+            iterations=summary["iterations"],
+            oracle_calls=summary["oracle_calls"],
+            failures=summary["failures"],
+            setup_failures=summary.get("setup_failures", 0),
+            hidden_oracle_fraction=summary["hidden_oracle_fraction"],
+            hidden_oracle_fraction_driver=summary["hidden_oracle_fraction_driver"],
+            report_path=Path(report) if report else None,
+            already_finished=True,
+        )
+
+    def _iterate(self, starts: list[Atoms], *, extend: bool = False) -> str:
         iteration = len(self.store.models())
+        if extend:  # a finished run with a raised budget: explore with its last model
+            iteration -= 1
         while True:
             trained = self._train(iteration)
             reason = self._stop_reason(iteration, trained)
@@ -238,6 +338,13 @@ class ActiveLearner:
             outcome = self._explore(iteration, trained, starts)
             if outcome == "converged":
                 return f"no uncertain configuration in {self.config.stop.patience_steps} MD steps"
+            if outcome == "stuck":
+                return (
+                    f"exploration stuck: {MAX_STUCK} trajectories in a row ended before "
+                    f"flagging anything (the last: {self.stuck_reason}); raise "
+                    "select.stop_force_std, or set select.label_beyond_stop: true to label "
+                    "the frames that stop them"
+                )
             if outcome == "budget":
                 self.collect(block=True)
                 self._train(iteration + 1)
@@ -253,6 +360,15 @@ class ActiveLearner:
             return TrainedModel(Path(existing[0]["path"]), existing[0]["metrics"])
         labelled = self.store.labelled(exclude={"test"})
         test = self.store.labelled(reasons={"test"})
+        if len(labelled) < 2:
+            failures = self.store.failures()
+            last = failures[-1]["error"] if failures else "none recorded"
+            raise MlpotInputError(
+                f"only {len(labelled)} configuration(s) labelled: the oracle failed on "
+                f"{len(failures)} of {self.store.count('request', reason='initial')} initial "
+                f"requests, too few to train on; the oracle's last error: {last}",
+                field="oracle",
+            )
         self.log(f"iteration {iteration}: training a committee on {len(labelled)} labels")
         started = time.time()
         trained = train_iteration(
@@ -322,6 +438,9 @@ class ActiveLearner:
             t2=t2,
             stop_t2=stop_t2,
             domain=sc.use_domain,
+            max_force=sc.max_force,
+            min_distance_fraction=sc.min_distance_fraction,
+            label_beyond_stop=sc.label_beyond_stop,
         )
 
     def _explore(self, iteration: int, trained: TrainedModel, starts: list[Atoms]) -> str:
@@ -330,7 +449,7 @@ class ActiveLearner:
         calc = self._calculator(trained.path)
         thresholds = self._thresholds(calc)
         rng = np.random.default_rng(config.seed + 1000 * (iteration + 1))
-        arrived, quiet_steps, k = 0, 0, 0
+        arrived, quiet_steps, stuck, k = 0, 0, 0, 0
         temperatures = config.explore.temperatures
         while True:
             start = starts[int(rng.integers(len(starts)))]
@@ -353,7 +472,18 @@ class ActiveLearner:
             )
             self._record_trajectory(iteration, temperature, result)
             arrived += self.collect()
-            quiet_steps = 0 if result.candidates else quiet_steps + result.steps
+            if result.candidates:
+                quiet_steps = stuck = 0
+            elif result.stop_reason in ("completed", "labels arrived"):
+                quiet_steps += result.steps  # ran quietly: counts towards convergence
+                stuck = 0
+            else:  # failed, or stopped before flagging anything: not quiet
+                stuck += 1
+                if result.failed:
+                    self.log(f"  trajectory ended: {result.stop_reason}")
+                if stuck >= MAX_STUCK:
+                    self.stuck_reason = result.stop_reason
+                    return "retrain" if self.inflight or arrived else "stuck"
             self._request_batch(result.candidates, iteration, calc, rng)
             if self._labels_used() >= config.stop.oracle_budget:
                 return "budget"
@@ -417,7 +547,9 @@ class ActiveLearner:
         models = self.store.models()
         final = Path(models[-1]["path"])
         model_path = self.out / "model.pt"
-        shutil.copyfile(final, model_path)
+        tmp = model_path.with_name(f"{model_path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(final, tmp)
+        os.replace(tmp, model_path)  # never half a model
         overlap = hidden_oracle_fraction(self.store)
         result = LearnResult(
             model_path=model_path,
@@ -430,6 +562,7 @@ class ActiveLearner:
                 "test": self.store.count("request", reason="test"),
             },
             failures=self.store.count("failure"),
+            setup_failures=self.store.count("setup_failure"),
             hidden_oracle_fraction=overlap.behind_exploration,
             hidden_oracle_fraction_driver=overlap.behind_driver,
         )
@@ -439,6 +572,7 @@ class ActiveLearner:
                 model_path,
                 oracle=self.config.oracle.name,
                 oracle_params=dict(self.config.oracle.params),
+                trust_code=self.trust_code,
                 system=self.start_structures[0],
                 temperature=self.config.test.temperature,
                 figures={
@@ -453,7 +587,9 @@ class ActiveLearner:
             )
             self.log(f"report: {result.report_path}")
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
-        (self.out / "learn.json").write_text(json.dumps(summary, indent=2))
+        tmp = self.out / f"learn.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, self.out / "learn.json")
         self.log(f"stopped: {reason}; model {model_path}")
         return result
 
@@ -467,6 +603,9 @@ def _start_width(calc: AdversarialCalculator, start: Atoms) -> float:
     return max(float(np.sqrt(variance / len(atoms))), 1e-6)
 
 
-def learn(config: LearnConfig, *, resume: bool = False, log=print) -> LearnResult:
-    """Run (or resume) active learning as ``config`` says."""
-    return ActiveLearner(config, resume=resume, log=log).run()
+def learn(
+    config: LearnConfig, *, resume: bool = False, trust_code: bool = False, log=print
+) -> LearnResult:
+    """Run (or resume) active learning as ``config`` says. ``trust_code`` lets a
+    ``module:factory`` oracle in the config import and run its code."""
+    return ActiveLearner(config, resume=resume, trust_code=trust_code, log=log).run()

@@ -1,7 +1,13 @@
-"""Oracle work done in the driver: relaxing the start, its Hessian, held-out oracle MD."""
+"""Oracle work done in the driver: relaxing the start, its Hessian, held-out oracle MD.
+
+Every call goes through :class:`mlpot.calculators.checked.CheckedOracle`, so a non-finite
+or misshapen answer is an error here as in the workers, never a step integrated or a
+frame stored; a failing call is retried from the last good state, nudged.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,18 +16,54 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 from ase.optimize import BFGS
 
+from mlpot.calculators.checked import CheckedOracle
 from mlpot.physics.velocities import thermalize_momenta
 
 
-def relax(atoms: Atoms, calculator, *, fmax: float = 0.05, steps: int = 200) -> tuple[Atoms, int]:
-    """Oracle-relaxed copy of ``atoms`` (BFGS to ``fmax`` eV/Å) and the oracle calls used."""
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    optimizer = BFGS(atoms, logfile=None)
-    optimizer.run(fmax=fmax, steps=steps)
-    relaxed = atoms.copy()
-    relaxed.calc = None
-    return relaxed, optimizer.nsteps + 1
+@dataclass
+class Relaxed:
+    """An oracle-relaxed structure, the oracle calls it took, and the errors on the way."""
+
+    atoms: Atoms
+    calls: int
+    errors: list[str]
+
+
+def relax(
+    atoms: Atoms,
+    new_calculator: Callable[[], object],
+    *,
+    fmax: float = 0.05,
+    steps: int = 200,
+    attempts: int = 3,
+    seed: int = 0,
+) -> Relaxed:
+    """Oracle-relaxed copy of ``atoms`` (BFGS to ``fmax`` eV/Å). When the oracle fails,
+    BFGS restarts from the last geometry it answered for, nudged by 0.005 Å, with a fresh
+    calculator from ``new_calculator`` (up to ``attempts`` failures). After that the last
+    good geometry is returned with the errors; if the oracle never answered, the last
+    error is raised."""
+    rng = np.random.default_rng(seed)
+    current = atoms.copy()
+    calls, errors, answered = 0, [], False
+    for _ in range(attempts + 1):
+        work = current.copy()
+        work.calc = CheckedOracle(new_calculator())
+        optimizer = BFGS(work, logfile=None)
+        try:
+            for _ in optimizer.irun(fmax=fmax, steps=steps):
+                answered = True
+                current = work.copy()  # the last geometry the oracle answered for
+            calls += optimizer.nsteps + 1
+            break
+        except Exception as err:  # any oracle failure: retry from the last good state
+            calls += optimizer.nsteps + 1
+            errors.append(f"{type(err).__name__}: {err}")
+            current.positions += rng.normal(0.0, 0.005, current.positions.shape)
+    if not answered:
+        raise RuntimeError(f"the oracle failed on every relaxation step: {errors[-1]}")
+    current.calc = None
+    return Relaxed(current, calls, errors)
 
 
 @dataclass
@@ -40,10 +82,12 @@ def oracle_md_frames(
     equilibration: int,
     timestep_fs: float,
     seed: int,
-) -> list[LabelledFrame]:
-    """Frames of a Langevin trajectory run on the oracle itself (held-out test data)."""
+) -> Iterator[LabelledFrame]:
+    """Frames of a Langevin trajectory run on the oracle itself (held-out test data); every
+    answer is checked (a bad one is a failed step, retried by :func:`_run_resilient`).
+    Frames are yielded as they are made, so a failure late in the run keeps the earlier ones."""
     atoms = start.copy()
-    atoms.calc = calculator
+    atoms.calc = CheckedOracle(calculator)
     rng = np.random.default_rng(seed)
     thermalize_momenta(atoms, temperature, rng=rng)
     Stationary(atoms)
@@ -56,16 +100,14 @@ def oracle_md_frames(
         rng=rng,
     )
     _run_resilient(dynamics, atoms, equilibration, temperature, rng)
-    out = []
     for _ in range(frames):
         _run_resilient(dynamics, atoms, stride, temperature, rng)
         results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-        if atoms.pbc.all():
+        if atoms.pbc.all() and "stress" in atoms.calc.implemented_properties:
             results["stress"] = atoms.get_stress()
         frame = atoms.copy()
         frame.calc = None
-        out.append(LabelledFrame(frame, results))
-    return out
+        yield LabelledFrame(frame, results)
 
 
 def _run_resilient(

@@ -3,21 +3,29 @@
 SQLite file by default; any ASE database URL (e.g. ``postgresql://user@host/db``) when
 shared. Rows are only ever appended. Each row has a ``kind``:
 
-=============  ================================================================================
-``request``    a configuration sent to the oracle: ``uid``, ``iteration``, ``reason``
-               (``initial``, ``test``, or the score(s) that selected it in exploration:
-               ``forces_std``, ``t2``, ``forces_std+t2``, ``domain``), its uncertainty
-               scores, the ``model_version`` that flagged it
-``label``      the oracle's answer for ``uid`` (energy, forces, stress as calculator
-               results), ``attempts``, ``oracle_s``, wall-clock ``started``/``ended``
-``failure``    the oracle gave up on ``uid`` after ``attempts`` tries; ``data["error"]``
-``model``      a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics,
-               training wall-clock ``started``/``ended``
-``trajectory`` one exploration trajectory: ``iteration``, ``mode``, ``temperature``,
-               ``steps``, ``stop_reason``, ``candidates``, ``max_force_std``, ``max_t2``,
-               wall-clock ``started``/``ended``
-``iteration``  the end of an iteration, with its figures in ``data``
-=============  ================================================================================
+=================  ============================================================================
+``request``        a configuration sent to the oracle: ``uid``, ``iteration``, ``reason``
+                   (``initial``, ``test``, or the score(s) that selected it in exploration:
+                   ``forces_std``, ``t2``, ``forces_std+t2``, ``domain``), its uncertainty
+                   scores, the ``model_version`` that flagged it
+``label``          the oracle's answer for ``uid`` (energy, forces, stress as calculator
+                   results), ``attempts``, ``oracle_s``, wall-clock ``started``/``ended``
+``failure``        the oracle gave up on ``uid`` after ``attempts`` tries; ``data["error"]``
+``model``          a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics,
+                   training wall-clock ``started``/``ended``
+``trajectory``     one exploration trajectory: ``iteration``, ``mode``, ``temperature``,
+                   ``steps``, ``stop_reason``, ``candidates``, ``max_force_std``, ``max_t2``,
+                   wall-clock ``started``/``ended``
+``iteration``      the end of an iteration, with its figures in ``data``
+``setup_failure``  an oracle failure in the driver's own work (``stage``: relax, hessian,
+                   test_md), ``attempts``, ``data["error"]``; the run went on without it
+``stop``           the loop stopped: ``data`` holds the reason and the budgets it ran under
+=================  ============================================================================
+
+Only checked oracle answers are written (:func:`mlpot.calculators.checked.check_answer`:
+finite energy, forces of shape ``(N, 3)``, stress shape). A store written before these
+checks may hold a bad row; reading skips it with a warning (never fatal), and its request
+counts as unanswered again, so a resumed run labels it anew.
 
 Wall-clock times are ``time.time()`` seconds (comparable across processes), from which
 :func:`hidden_oracle_fraction` measures how much oracle time ran behind the driver's work.
@@ -28,6 +36,7 @@ are sent again, and a label is written only if its ``uid`` has none yet.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +45,10 @@ import ase.db
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from mlpot.calculators.checked import OracleAnswerError, check_answer, check_structure
+
 REQUEST, LABEL, FAILURE, MODEL, ITERATION = "request", "label", "failure", "model", "iteration"
-TRAJECTORY = "trajectory"
+TRAJECTORY, STOP, SETUP_FAILURE = "trajectory", "stop", "setup_failure"
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Store:
         # SQLite's own journal makes each write atomic; ASE's extra lock file would be left
         # behind by a killed run and block the resumed one forever.
         self.db = ase.db.connect(self.url, append=True, use_lock_file=False)
+        self._labelled_uids: set[str] | None = None  # uids with a valid label (this writer's)
 
     # ---- writing -----------------------------------------------------------------------
     def add_request(
@@ -72,6 +84,7 @@ class Store:
         scores: dict[str, float] | None = None,
         model_version: int = -1,
     ) -> None:
+        check_structure(atoms)  # raises: a request with NaN positions is never stored
         clean = atoms.copy()
         clean.calc = None
         self.db.write(
@@ -95,9 +108,14 @@ class Store:
         started: float = 0.0,
         ended: float = 0.0,
     ) -> bool:
-        """Write the label of ``uid`` unless it already has one; True if written.
-        ``started``/``ended``: wall-clock time of the oracle work (0: not timed)."""
-        if self.has(uid, LABEL):
+        """Write the label of ``uid`` unless it already has a valid one; True if written.
+        ``started``/``ended``: wall-clock time of the oracle work (0: not timed). A bad
+        answer raises :class:`OracleAnswerError` and writes nothing."""
+        check_structure(atoms)
+        check_answer(results, len(atoms))
+        if self._labelled_uids is None:
+            self._labelled_uids = set(self._valid_labels())
+        if uid in self._labelled_uids:
             return False
         labelled = atoms.copy()
         labelled.calc = SinglePointCalculator(labelled, **results)
@@ -110,6 +128,7 @@ class Store:
             started=started,
             ended=ended,
         )
+        self._labelled_uids.add(uid)
         return True
 
     def add_trajectory(self, iteration: int, **figures: float | int | str) -> None:
@@ -119,6 +138,11 @@ class Store:
     def add_failure(self, uid: str, error: str, *, attempts: int) -> None:
         if not self.has(uid, FAILURE):
             self.db.write(Atoms(), kind=FAILURE, uid=uid, attempts=attempts, data={"error": error})
+
+    def add_setup_failure(self, stage: str, error: str, *, attempts: int = 1) -> None:
+        self.db.write(
+            Atoms(), kind=SETUP_FAILURE, stage=stage, attempts=attempts, data={"error": error}
+        )
 
     def add_model(
         self,
@@ -143,6 +167,11 @@ class Store:
     def end_iteration(self, iteration: int, figures: dict) -> None:
         self.db.write(Atoms(), kind=ITERATION, iteration=iteration, data=figures)
 
+    def add_stop(self, reason: str, *, oracle_budget: int, max_iterations: int) -> None:
+        """The loop stopped for ``reason`` under these budgets."""
+        data = {"reason": reason, "oracle_budget": oracle_budget, "max_iterations": max_iterations}
+        self.db.write(Atoms(), kind=STOP, data=data)
+
     # ---- reading -----------------------------------------------------------------------
     def has(self, uid: str, kind: str) -> bool:
         return self.db.count(kind=kind, uid=uid) > 0
@@ -153,34 +182,74 @@ class Store:
     def requests(self) -> dict[str, Any]:
         return {row.uid: row for row in self.db.select(kind=REQUEST)}
 
+    def _valid_labels(self) -> dict[str, Atoms]:
+        """uid -> labelled atoms of the first valid label row of each uid; bad rows (a
+        store written before answers were checked) are skipped with a warning."""
+        valid: dict[str, Atoms] = {}
+        for row in self.db.select(kind=LABEL, sort="id"):
+            if row.uid in valid:
+                continue
+            atoms = row.toatoms()
+            try:
+                check_structure(atoms)
+                results = atoms.calc.results if atoms.calc is not None else {}
+                check_answer(results, len(atoms))
+            except OracleAnswerError as err:
+                warnings.warn(
+                    f"{self.url}: row {row.id} (label of {row.uid}) skipped: {err}",
+                    stacklevel=2,
+                )
+                continue
+            valid[row.uid] = atoms
+        return valid
+
     def pending(self) -> list[tuple[str, Atoms]]:
-        """Requests with neither a label nor a failure, oldest first."""
-        done = self.uids(LABEL) | self.uids(FAILURE)
-        return [
-            (row.uid, row.toatoms())
-            for row in self.db.select(kind=REQUEST, sort="id")
-            if row.uid not in done
-        ]
+        """Requests with neither a valid label nor a failure, oldest first. A request
+        whose own positions are not finite is skipped with a warning."""
+        done = set(self._valid_labels()) | self.uids(FAILURE)
+        out = []
+        for row in self.db.select(kind=REQUEST, sort="id"):
+            if row.uid in done:
+                continue
+            atoms = row.toatoms()
+            try:
+                check_structure(atoms)
+            except OracleAnswerError as err:
+                warnings.warn(f"{self.url}: request {row.uid} skipped: {err}", stacklevel=2)
+                continue
+            out.append((row.uid, atoms))
+        return out
 
     def labelled(
         self, reasons: set[str] | None = None, exclude: set[str] | None = None
     ) -> list[Labelled]:
-        """Labelled configurations, optionally filtered by request reason."""
+        """Validly labelled configurations, optionally filtered by request reason."""
         requests = self.requests()
         out = []
-        for row in self.db.select(kind=LABEL, sort="id"):
-            request = requests[row.uid]
+        for uid, atoms in self._valid_labels().items():
+            request = requests[uid]
             if reasons is not None and request.reason not in reasons:
                 continue
             if exclude is not None and request.reason in exclude:
                 continue
-            out.append(Labelled(row.uid, row.toatoms(), request.reason, request.iteration))
+            out.append(Labelled(uid, atoms, request.reason, request.iteration))
         return out
+
+    def stopped(self) -> dict[str, Any] | None:
+        """The last ``stop`` row's data (reason and budgets), or None."""
+        rows = list(self.db.select(kind=STOP, sort="id"))
+        return dict(rows[-1].data) if rows else None
 
     def failures(self) -> list[dict[str, Any]]:
         return [
             {"uid": row.uid, "attempts": row.attempts, "error": row.data["error"]}
             for row in self.db.select(kind=FAILURE, sort="id")
+        ]
+
+    def setup_failures(self) -> list[dict[str, Any]]:
+        return [
+            {"stage": row.stage, "attempts": row.attempts, "error": row.data["error"]}
+            for row in self.db.select(kind=SETUP_FAILURE, sort="id")
         ]
 
     def models(self) -> list[dict[str, Any]]:
