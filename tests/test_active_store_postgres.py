@@ -20,6 +20,7 @@ from test_active_loop import _check_store, _raw
 
 from mlpot.active import learn, parse_learn_config
 from mlpot.active.store import Store
+from mlpot.active.store_lock import StoreInUseError, StoreLock
 from mlpot.errors import MlpotInputError
 
 pytest.importorskip("psycopg2")
@@ -115,3 +116,15 @@ def test_unreachable_store_is_a_clear_error(tmp_path):
     config = parse_learn_config(_raw(tmp_path / "run", store=f"postgresql://x@127.0.0.1:{port}/db"))
     with pytest.raises(MlpotInputError, match="cannot open the store"):
         learn(config, log=lambda *_: None)
+
+
+def test_one_run_per_postgresql_store(server):
+    """The advisory lock: a second holder is refused with the first one named; another
+    database is independent; closing the holder's connection frees the store."""
+    url, other = server(), server()
+    held = StoreLock(url)
+    with pytest.raises(StoreInUseError, match=f"mlpot learn pid {os.getpid()} on"):
+        StoreLock(url)
+    StoreLock(other).release()  # the lock is per database
+    held.release()
+    StoreLock(url).release()
