@@ -1,4 +1,5 @@
-"""The physics conformance mixin applied to the long-range and physical pair terms.
+"""The physics conformance suite (:mod:`mlpot.testing`) applied to the long-range and
+physical pair terms.
 
 Electrostatic terms have no cutoff by design, so the three locality checks of the mixin
 (isolated atom, additivity of separated atoms, switching off at the cutoff) are replaced by
@@ -9,17 +10,16 @@ stress, batching, extensivity) is inherited unchanged.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from conformance import PhysicsConformance, dimer, evaluate
 from test_conformance_models import fitted
 
 from mlpot.models.registry import build_model
 from mlpot.nn.electrostatics import COULOMB_CONSTANT
+from mlpot.testing import PhysicsConformance, dimer, evaluate
 
 NA, CL, CU, AG = 11, 17, 29, 47
 
@@ -38,20 +38,19 @@ class LongRangeConformance(PhysicsConformance):
 
     def make_structures(self, model):
         """The default structures; a term without a cutoff gets them as for a 4 Å one."""
-        proxy = SimpleNamespace(elements=model.elements, cutoff=max(model.cutoff, 4.0))
-        return super().make_structures(proxy)
+        return self.conformance_settings().structures(model.elements, max(model.cutoff, 4.0))
 
-    def test_isolated_atom(self, model):
+    def test_isolated_atom(self):
         """A lone atom in vacuum has no electrostatic energy and no force."""
-        for z in model.elements:
-            result = evaluate(model, Atoms([z], positions=[[1.3, -4.2, 7.7]]))
-            assert abs(result["energy"]) < 1e-12
-            assert np.abs(result["forces"]).max() < 1e-12
+        for z in self.case.model.elements:
+            result = self.case.evaluate(Atoms([z], positions=[[1.3, -4.2, 7.7]]))
+            assert abs(result.energy) < 1e-12
+            assert np.abs(result.forces).max() < 1e-12
 
-    def test_separated_atoms_are_additive(self, model):
+    def test_separated_atoms_are_additive(self):
         pytest.skip("long range by design: far atoms interact (see test_far_dimer)")
 
-    def test_cutoff_smoothness(self, model):
+    def test_cutoff_smoothness(self):
         pytest.skip("long range by design: no cutoff where the energy must vanish")
 
 
@@ -59,15 +58,15 @@ class TestCoulombLongRange(LongRangeConformance):
     def make_model(self):
         return build_model(COULOMB_SPEC).double()
 
-    def test_cutoff_smoothness_in_environment(self, model):
+    def test_cutoff_smoothness_in_environment(self):
         pytest.skip("no cutoff: the kernel erf(r/√2σ)/r is smooth everywhere")
 
-    def test_far_dimer(self, model):
+    def test_far_dimer(self):
         """Two ions of a free molecule: ε = k_e q_a q_b erf(d/√2σ)/d, even far apart."""
         for distance in (2.0, 7.5, 40.0):
-            result = evaluate(model, dimer(NA, CL, distance, np.array([0.3, -0.5, 0.8])))
+            result = self.case.evaluate(dimer(NA, CL, distance, [0.3, -0.5, 0.8]))
             expected = COULOMB_CONSTANT * -0.64 * math.erf(distance / math.sqrt(2.0)) / distance
-            assert result["energy"] == pytest.approx(expected, rel=1e-13)
+            assert result.energy == pytest.approx(expected, rel=1e-13)
 
 
 class TestCoulombFull(TestCoulombLongRange):
@@ -76,10 +75,10 @@ class TestCoulombFull(TestCoulombLongRange):
     def make_model(self):
         return build_model({**COULOMB_SPEC, "range_separated": False, "cutoff": 7.0}).double()
 
-    def test_far_dimer(self, model):
+    def test_far_dimer(self):
         for distance in (2.0, 7.5, 40.0):
-            result = evaluate(model, dimer(NA, CL, distance, np.array([0.3, -0.5, 0.8])))
-            assert result["energy"] == pytest.approx(COULOMB_CONSTANT * -0.64 / distance, 1e-13)
+            result = self.case.evaluate(dimer(NA, CL, distance, [0.3, -0.5, 0.8]))
+            assert result.energy == pytest.approx(COULOMB_CONSTANT * -0.64 / distance, 1e-13)
 
 
 class TestChargeEquilibration(LongRangeConformance):
@@ -90,16 +89,16 @@ class TestChargeEquilibration(LongRangeConformance):
         model = build_model(QEQ_SPEC).double()
         return fitted(model, self.make_structures(model), seed=4)
 
-    def test_isolated_atom(self, model):
+    def test_isolated_atom(self):
         """A lone neutral atom carries no charge: zero energy, zero force (to round-off)."""
-        for z in model.elements:
+        for z in self.case.model.elements:
             for atoms in (
                 Atoms([z], positions=[[1.3, -4.2, 7.7]]),
                 Atoms([z], positions=[[0.4, 0.9, 0.2]], cell=[9.0, 9.5, 8.7], pbc=True),
             ):
-                result = evaluate(model, atoms)
-                assert abs(result["energy"]) < 1e-12
-                assert np.abs(result["forces"]).max() < 1e-12
+                result = self.case.evaluate(atoms)
+                assert abs(result.energy) < 1e-12
+                assert np.abs(result.forces).max() < 1e-12
 
 
 class TestShortRangePlusQEq(TestChargeEquilibration):
@@ -110,15 +109,15 @@ class TestShortRangePlusQEq(TestChargeEquilibration):
         model = build_model({"name": "sum", "terms": [BPNN_SPEC, QEQ_SPEC]}).double()
         return fitted(model, self.make_structures(model), seed=6)
 
-    def test_isolated_atom(self, model):
+    def test_isolated_atom(self):
         """A lone atom: the network's constant, no force."""
-        network = model.terms[0]
-        for z in model.elements:
+        network = self.case.model.terms[0]
+        for z in self.case.model.elements:
             atoms = Atoms([z], positions=[[1.3, -4.2, 7.7]])
-            expected = evaluate(network, atoms)["energy"]
-            result = evaluate(model, atoms)
-            assert result["energy"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
-            assert np.abs(result["forces"]).max() < 1e-12
+            expected = evaluate(network, atoms).energy
+            result = self.case.evaluate(atoms)
+            assert result.energy == pytest.approx(expected, rel=1e-12, abs=1e-12)
+            assert np.abs(result.forces).max() < 1e-12
 
 
 class TestZBL(PhysicsConformance):

@@ -1,4 +1,4 @@
-"""The physics conformance mixin applied to every shipped model."""
+"""The physics conformance suite (:mod:`mlpot.testing`) applied to every shipped model."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from conformance import PhysicsConformance, dimer, evaluate
 
 from mlpot.data.graph import FORCES, atoms_to_graph
 from mlpot.models.registry import build_model
 from mlpot.physics.derivatives import predict
+from mlpot.testing import PhysicsConformance, dimer, evaluate
 
 CU, AG, AR = 29, 47, 18
 
@@ -84,8 +84,9 @@ class TestLennardJonesShifted(PhysicsConformance):
     def make_model(self):
         return build_model({**LJ_SPEC, "smooth": False}).double()
 
-    def test_cutoff_smoothness(self, model, isolated):
+    def test_cutoff_smoothness(self):
         """By design (as ASE's): energy continuous at r_c, force jumps by -u'(r_c)."""
+        model = self.case.model
         sigma, epsilon, rc = LJ_SPEC["sigma"], LJ_SPEC["epsilon"], LJ_SPEC["cutoff"]
         du = 4 * epsilon * (-12 * sigma**12 / rc**13 + 6 * sigma**6 / rc**7)
         direction = np.array([0.6, 0.2, -0.4])
@@ -93,9 +94,9 @@ class TestLennardJonesShifted(PhysicsConformance):
         for delta in (1e-4, 1e-7):
             inside = evaluate(model, dimer(AR, AR, rc - delta, direction))
             outside = evaluate(model, dimer(AR, AR, rc + delta, direction))
-            assert abs(inside["energy"]) <= 10 * delta * abs(du)
-            assert outside["energy"] == 0.0 and np.all(outside["forces"] == 0.0)
-            assert float(inside["forces"][1] @ unit) == pytest.approx(-du, rel=1e-3)
+            assert abs(inside.energy) <= 10 * delta * abs(du)
+            assert outside.energy == 0.0 and np.all(outside.forces == 0.0)
+            assert float(inside.forces[1] @ unit) == pytest.approx(-du, rel=1e-3)
 
 
 class TestOffsetsPlusBehlerParrinello(PhysicsConformance):
@@ -107,12 +108,13 @@ class TestOffsetsPlusBehlerParrinello(PhysicsConformance):
         model = build_model({"name": "sum", "terms": [OFFSETS_SPEC, BPNN_SPEC]}).double()
         return fitted(model, self.make_structures(model), seed=2)
 
-    def test_terms_add_up(self, model, structures, isolated):
+    def test_terms_add_up(self):
         """The sum equals its terms evaluated separately; a lone atom gets its offset plus
         the network's constant for an empty environment.
         """
+        model = self.case.model
         offsets, network = model.terms
-        for atoms in structures.values():
+        for atoms in self.case.structures.values():
             # terms share the graph built with the largest cutoff (the offsets have none)
             graph = atoms_to_graph(atoms, model.cutoff)
             total, learned = predict(model, graph), predict(network, graph)
@@ -128,5 +130,5 @@ class TestOffsetsPlusBehlerParrinello(PhysicsConformance):
             expected = sum({CU: -3.71, AG: -2.83}[int(z)] for z in atoms.numbers)
             assert float(constant["energy"][0]) == pytest.approx(expected, rel=1e-14)
         for z, offset in ((CU, -3.71), (AG, -2.83)):
-            lone = evaluate(network, Atoms([z], positions=[[0.0, 0.0, 0.0]]))["energy"]
-            assert isolated[z] == pytest.approx(offset + lone, rel=1e-13)
+            lone = evaluate(network, Atoms([z], positions=[[0.0, 0.0, 0.0]])).energy
+            assert self.case.isolated[z] == pytest.approx(offset + lone, rel=1e-13)

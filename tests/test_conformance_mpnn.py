@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conformance import PhysicsConformance, evaluate
 from test_conformance_models import fitted
 
 from mlpot.data.graph import atoms_to_graph
@@ -12,6 +11,7 @@ from mlpot.models.registry import build_model
 from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
 from mlpot.nn.radial import polynomial_envelope
 from mlpot.physics.derivatives import predict
+from mlpot.testing import PhysicsConformance, evaluate
 
 CU, AG = 29, 47
 SPEC = {"name": "mpnn", "elements": [CU, AG], "cutoff": 4.5, "channels": 8}
@@ -98,9 +98,9 @@ def test_float32_matches_float64():
     graph = atoms_to_graph(atoms, single.cutoff, dtype=torch.float32)
     out = predict(single, graph, forces=True, stress=True)
     assert out["energy"].dtype == torch.float32 and out["forces"].dtype == torch.float32
-    e_scale = max(abs(reference["energy"]), 1.0)
-    assert abs(float(out["energy"][0]) - reference["energy"]) < 1e-5 * e_scale
-    f_scale = np.abs(reference["forces"]).max()
-    assert np.abs(out["forces"].detach().numpy() - reference["forces"]).max() < 1e-4 * f_scale
-    s_scale = np.abs(reference["stress"]).max()
-    assert np.abs(out["stress"].detach().numpy()[0] - reference["stress"]).max() < 1e-4 * s_scale
+    e_scale = max(abs(reference.energy), 1.0)
+    assert abs(float(out["energy"][0]) - reference.energy) < 1e-5 * e_scale
+    f_scale = np.abs(reference.forces).max()
+    assert np.abs(out["forces"].detach().numpy() - reference.forces).max() < 1e-4 * f_scale
+    s_scale = np.abs(reference.stress).max()
+    assert np.abs(out["stress"].detach().numpy()[0] - reference.stress).max() < 1e-4 * s_scale
