@@ -1,11 +1,18 @@
-"""The command line: train, then eval, as a user would run them."""
+"""The command line: train, then eval, as a user would run them; help, options, exit codes."""
 
+import importlib.metadata
 import json
 
+import pytest
+import torch
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from mlpot.cli.main import app
+from mlpot.cli.options import parse_key_values, use_resources
+from mlpot.config_io import format_validation_error
+from mlpot.errors import MlpotInputError
 from mlpot.training.evaluation import evaluate_files
 
 
@@ -45,3 +52,92 @@ def test_invalid_config_exits_cleanly(tmp_path):
     result = CliRunner().invoke(app, ["train", str(path)])
     assert result.exit_code == 2
     assert "hiden" in result.output and "Traceback" not in result.output
+
+
+# ----------------------------------------------------------------------------- help and options
+
+COMMANDS = ["learn", "train", "eval", "validate", "calibrate", "probe", "fisher"]
+
+
+def test_bare_mlpot_prints_help_and_version_exists():
+    runner = CliRunner()
+    bare = runner.invoke(app, [], prog_name="mlpot")
+    assert bare.exit_code == 0
+    assert "Usage: mlpot [OPTIONS] COMMAND" in bare.output and "Commands:" in bare.output
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0
+    assert version.output.strip() == f"mlpot {importlib.metadata.version('mlpot')}"
+
+
+def test_command_summaries_are_whole_sentences():
+    """One line per command in ``mlpot --help``, each a sentence of its own."""
+    output = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}).output
+    lines = output.split("Commands:\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in lines] == COMMANDS
+    for line in lines:
+        assert line.endswith(".") and not line.endswith("..."), line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_flags_as_flags_and_threads_everywhere(command):
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert "--threads N" in result.output
+    assert "--trust-code " in result.output
+
+
+def test_calibrate_output_options_say_what_they_write():
+    output = CliRunner().invoke(app, ["calibrate", "--help"]).output
+    assert "--output-model FILE" in output and "--output-plot FILE" in output
+    assert "--out " not in output and "-o," not in output
+
+
+def test_key_value_pairs_are_read_as_yaml():
+    assert parse_key_values(["sigma=2.3", " smooth =true", "name=a=b"]) == {
+        "sigma": 2.3,
+        "smooth": True,
+        "name": "a=b",
+    }
+    assert parse_key_values(None) == {}
+    for bad in ("sigma", "=2", "x=[1"):
+        with pytest.raises(MlpotInputError, match="--oracle-param"):
+            parse_key_values([bad])
+
+
+def test_bad_option_values_exit_2_without_a_traceback(tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "config.yaml"
+    config.write_text("data: {train: x.xyz}\n")
+    result = runner.invoke(app, ["train", str(config), "--device", "nonsense"])
+    assert result.exit_code == 2 and "not a torch device" in result.output
+    result = runner.invoke(app, ["train", str(config), "--threads", "0"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    args = ["validate", "m.pt", "--oracle", "lj", "--system", "cu-fcc", "--oracle-param", "x"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+
+
+def test_threads_are_set():
+    previous = torch.get_num_threads()
+    try:
+        use_resources(1, "cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_pydantic_errors_are_formatted_in_one_place():
+    from pydantic import BaseModel
+
+    class Section(BaseModel):
+        epochs: int
+        rate: float
+
+    with pytest.raises(ValidationError) as info:
+        Section(epochs="many", rate="fast")
+    assert format_validation_error(info.value, prefix="training") == (
+        "training.epochs: Input should be a valid integer, unable to parse string as an "
+        "integer; training.rate: Input should be a valid number, unable to parse string as a "
+        "number"
+    )

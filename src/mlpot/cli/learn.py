@@ -7,36 +7,51 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import TrustCode
-from mlpot.errors import MlpotInputError
+from mlpot.cli.options import Threads, TrustCode, exit_on_bad_input, use_resources
 
 
 def learn(
     config: Annotated[
         Path | None,
         typer.Argument(
-            help="YAML learn config; without one, the embedded default (ethanol, GFN2-xTB)."
+            metavar="CONFIG",
+            help="YAML learn config; without one, the embedded default (ethanol, GFN2-xTB).",
         ),
     ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a stopped run.")] = False,
-    output: Annotated[str | None, typer.Option(help="Output directory (overrides config).")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(metavar="DIR", help="Output directory (overrides the config's)."),
+    ] = None,
+    threads: Threads = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="DEVICE",
+            help="Torch device the committee trains on (default: the config's "
+            "train.training.device; exploration runs on the CPU).",
+        ),
+    ] = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Active learning: label, train a committee, explore, label what it is unsure of,
-    retrain; then validate and report. Writes OUTPUT/model.pt, store.db and the report."""
+    """Run active learning end to end: label, train, explore, validate.
+
+    Labels starting structures with the oracle, trains a committee, explores by MD, labels
+    what the committee is unsure of and retrains until a stop; then validates the model.
+    Writes OUTPUT/model.pt, the store (store.db) and the report.
+    """
     from mlpot.active import learn as run_learn
     from mlpot.active import load_learn_config
 
-    try:
+    with exit_on_bad_input():
+        use_resources(threads, device)
         cfg = load_learn_config(config)
         if output is not None:
             cfg.output = str(Path(output).resolve())
-        result = run_learn(
-            cfg, resume=resume, trust_code=trust_code, log=lambda line: typer.echo(line)
-        )
-    except MlpotInputError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+        if device is not None:
+            cfg.train.training["device"] = device
+        result = run_learn(cfg, resume=resume, trust_code=trust_code, log=typer.echo)
     if result.already_finished:
         typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
         return

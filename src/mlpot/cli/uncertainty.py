@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from mlpot.cli.options import TrustCode
+from mlpot.cli.options import (
+    Json,
+    Oracle,
+    OracleParams,
+    Threads,
+    TrustCode,
+    exit_on_bad_input,
+    parse_key_values,
+    use_resources,
+)
 from mlpot.errors import MlpotInputError
-
-
-def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(code=2)
 
 
 def format_scores(report: dict[str, dict[str, Any]]) -> str:
@@ -44,29 +47,45 @@ def format_scores(report: dict[str, dict[str, Any]]) -> str:
 
 
 def calibrate(
-    model: Annotated[Path, typer.Argument(help="Ensemble checkpoint (model.pt).")],
-    data: Annotated[list[Path], typer.Argument(help="Labelled validation structures.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here instead of in place.")
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Ensemble checkpoint (model.pt).")],
+    data: Annotated[
+        list[Path], typer.Argument(metavar="DATA", help="Labelled validation structures.")
+    ],
+    output_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-model",
+            metavar="FILE",
+            help="Write the calibrated checkpoint here instead of updating MODEL in place.",
+        ),
     ] = None,
-    plot: Annotated[
-        Path | None, typer.Option("--plot", "--out", help="Reliability diagram (PNG).")
+    output_plot: Annotated[
+        Path | None,
+        typer.Option("--output-plot", metavar="FILE", help="Write the reliability diagram (PNG)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Json = False,
+    threads: Threads = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Fit MODEL's predictive distribution on DATA and store it: per quantity the scale of
-    the predicted stds and the Student-t degrees of freedom (maximum likelihood)."""
+    """Calibrate an ensemble's uncertainty on labelled data.
+
+    Fits, per quantity, the scale of the predicted standard deviations and the Student-t
+    degrees of freedom of the errors (maximum likelihood on DATA), and stores them in the
+    checkpoint.
+    """
     from mlpot.uncertainty.assess import calibrate_files
 
-    try:
-        run = calibrate_files(model, [str(d) for d in data], output=output, trust_code=trust_code)
-    except MlpotInputError as err:
-        _fail(err)
-    if plot is not None:
+    with exit_on_bad_input():
+        use_resources(threads)
+        run = calibrate_files(
+            model, [str(d) for d in data], output=output_model, trust_code=trust_code
+        )
+    if output_plot is not None:
         from mlpot.uncertainty.reliability import reliability_diagram
 
-        reliability_diagram(run.residuals, plot, calibration=run.calibration, title=model.name)
+        reliability_diagram(
+            run.residuals, output_plot, calibration=run.calibration, title=model.name
+        )
     if as_json:
         scales = run.calibration.to_dict()
         typer.echo(json.dumps({"calibration": scales, "before": run.before, "after": run.after}))
@@ -74,16 +93,6 @@ def calibrate(
     typer.echo(f"predictive (std scale s, Student-t ν): {run.calibration.describe()}")
     typer.echo(format_scores({"before": run.before, "after": run.after}))
     typer.echo(f"calibrated model: {run.checkpoint}")
-
-
-def _oracle_params(items: list[str]) -> dict[str, Any]:
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MlpotInputError(f"expected KEY=VALUE, got {item!r}", field="--oracle-param")
-        params[key] = yaml.safe_load(value)
-    return params
 
 
 def _read_structure(path: Path, frame: int):
@@ -100,24 +109,33 @@ def _read_structure(path: Path, frame: int):
 
 
 def probe(
-    model: Annotated[Path, typer.Argument(help="Checkpoint with domain statistics.")],
-    structure: Annotated[Path, typer.Argument(help="Starting configuration (any ASE format).")],
-    oracle: Annotated[str, typer.Option(help="Reference: emt, lj, xtb, pyscf, module:factory.")],
-    oracle_param: Annotated[
-        list[str], typer.Option("--oracle-param", help="Oracle KEY=VALUE (repeatable).")
-    ] = [],  # noqa: B006 - typer reads the default, it is never mutated
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="Checkpoint with domain statistics.")
+    ],
+    structure: Annotated[
+        Path,
+        typer.Argument(metavar="STRUCTURE", help="Starting configuration (any ASE format)."),
+    ],
+    oracle: Oracle,
+    oracle_param: OracleParams = None,
     frame: Annotated[int, typer.Option(help="Frame of STRUCTURE.")] = 0,
     amplitude: Annotated[float, typer.Option(help="Largest atomic displacement, Å.")] = 0.3,
     steps: Annotated[int, typer.Option(help="Points of the scan.")] = 7,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Json = False,
+    threads: Threads = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Scan STRUCTURE along its least-covered direction; report errors against the oracle."""
-    from mlpot.active import make_oracle
+    """Probe where a model extrapolates, against an oracle.
+
+    Scans STRUCTURE along its least-covered direction (where the domain score T² grows
+    fastest) and along a random one, and reports the force errors against the oracle.
+    """
+    from mlpot.calculators.oracles import make_oracle
     from mlpot.uncertainty.assess import load_with_statistics
     from mlpot.uncertainty.probe import probe as run_probe
 
-    try:
+    with exit_on_bad_input():
+        use_resources(threads)
         loaded = load_with_statistics(model, trust_code=trust_code)
         if loaded.domain is None:
             raise MlpotInputError(
@@ -126,7 +144,8 @@ def probe(
                 field="domain",
             )
         atoms = _read_structure(structure, frame)
-        reference = make_oracle(oracle, trust_code=trust_code, **_oracle_params(oracle_param))
+        params = parse_key_values(oracle_param)
+        reference = make_oracle(oracle, trust_code=trust_code, **params)
         result = run_probe(
             loaded.model,
             atoms,
@@ -136,8 +155,6 @@ def probe(
             max_amplitude=amplitude,
             steps=steps,
         )
-    except MlpotInputError as err:
-        _fail(err)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return

@@ -7,36 +7,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
-from mlpot.cli.options import TrustCode
+from mlpot.cli.options import (
+    EXIT_FAILED,
+    Oracle,
+    OracleParams,
+    TrustCode,
+    exit_on_bad_input,
+    parse_key_values,
+    use_resources,
+)
+from mlpot.config_io import read_yaml
 from mlpot.errors import MlpotInputError
-
-EXIT_FAILED_CHECKS = 1
-EXIT_BAD_INPUT = 2
-
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``["sigma=2.3", "smooth=true"]`` -> ``{"sigma": 2.3, "smooth": True}`` (YAML values)."""
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise MlpotInputError(f"expected KEY=VALUE, got {pair!r}", field="--oracle-param")
-        params[key.strip()] = yaml.safe_load(value)
-    return params
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
     """``{settings: {...}, tolerances: {...}}`` from a YAML file (both sections optional)."""
     if path is None:
         return {}
-    if not path.is_file():
-        raise MlpotInputError("config file not found", source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise MlpotInputError(f"not valid YAML: {err}", source=str(path)) from None
+    raw = read_yaml(path) or {}
     unknown = set(raw) - {"settings", "tolerances"} if isinstance(raw, dict) else {"?"}
     if unknown:
         raise MlpotInputError(
@@ -66,50 +55,59 @@ def format_report(report) -> str:
 
 
 def validate(
-    model: Annotated[Path, typer.Argument(help="Checkpoint (model.pt).")],
-    oracle: Annotated[str, typer.Option(help="Oracle: emt, lj, xtb, pyscf or module:factory.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Checkpoint (model.pt).")],
+    oracle: Oracle,
     system: Annotated[
-        str, typer.Option(help="Built-in system (cu-fcc, ethanol) or a structure file.")
+        str,
+        typer.Option(
+            metavar="NAME|FILE", help="Built-in system (cu-fcc, ethanol) or a structure file."
+        ),
     ],
-    oracle_param: Annotated[
-        list[str] | None, typer.Option(help="Oracle parameter KEY=VALUE (repeatable).")
-    ] = None,
+    oracle_param: OracleParams = None,
     temperature: Annotated[float, typer.Option(help="Target temperature, K.")] = 300.0,
     checks: Annotated[
-        str | None, typer.Option(help="Comma-separated checks to run (default: all that fit).")
+        str | None,
+        typer.Option(
+            metavar="NAMES", help="Comma-separated checks to run (default: all that fit)."
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML with 'settings' and 'tolerances' sections.")
+        Path | None,
+        typer.Option(metavar="FILE", help="YAML with 'settings' and 'tolerances' sections."),
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Short MD and NEB runs.")] = False,
-    output: Annotated[Path, typer.Option(help="Directory of report.html/json.")] = Path(
-        "validation"
-    ),
+    output: Annotated[
+        Path, typer.Option(metavar="DIR", help="Directory of report.html and report.json.")
+    ] = Path("validation"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     threads: Annotated[
         int,
         typer.Option(
-            help="Torch threads; the validation structures are small, and one "
-            "thread is fastest for them (16x on a busy 2-core machine)."
+            "--threads",
+            metavar="N",
+            min=1,
+            help="CPU threads for torch; the validation structures are small, and one "
+            "thread is fastest for them (16x on a busy 2-core machine).",
         ),
     ] = 1,
     trust_code: TrustCode = False,
 ) -> None:
-    """Check MODEL against ORACLE on SYSTEM: errors against kT, NVE drift, NVT temperature,
-    RDF, defects, NEB barrier, frequencies, elastic constants, EOS, dimer curves. Writes
-    OUTPUT/report.html and report.json. Exit status 1 when a check fails, 2 on bad input."""
-    import torch
+    """Check a model's physics against an oracle and write a report.
 
+    Runs every check that fits SYSTEM: errors against kT, NVE drift, NVT temperature, RDF,
+    defects, NEB barrier, frequencies, elastic constants, EOS, dimer curves. Writes
+    OUTPUT/report.html and report.json. Exit status 1 when a check fails, 2 on bad input.
+    """
     from mlpot.validation import QUICK, run_validation, write_report
 
-    torch.set_num_threads(max(1, threads))
-    try:
+    with exit_on_bad_input():
+        use_resources(threads)
         raw = _read_config(config)
         settings = {**(QUICK if quick else {}), **(raw.get("settings") or {})}
         report = run_validation(
             model,
             oracle=oracle,
-            oracle_params=_parse_params(oracle_param or []),
+            oracle_params=parse_key_values(oracle_param),
             system=system,
             temperature=temperature,
             checks=checks,
@@ -119,9 +117,6 @@ def validate(
             trust_code=trust_code,
         )
         files = write_report(report, output)
-    except MlpotInputError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=EXIT_BAD_INPUT) from None
     if as_json:
         summary = report.to_dict()
         for check in summary["checks"]:
@@ -131,4 +126,4 @@ def validate(
         typer.echo(format_report(report))
         typer.echo(f"report: {files.html}")
     if not report.passed:
-        raise typer.Exit(code=EXIT_FAILED_CHECKS)
+        raise typer.Exit(code=EXIT_FAILED)

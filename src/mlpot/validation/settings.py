@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as validated
 
+from mlpot.config_io import format_validation_error
 from mlpot.errors import MlpotInputError
 
 
@@ -137,9 +138,7 @@ def _build(cls: type, value: Any, key: str):
     try:
         return cls(**value)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{key}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
+        problems = format_validation_error(err, prefix=key)
         raise MlpotInputError(f"invalid {key}: {problems}", field=key) from None
     except TypeError as err:
         raise MlpotInputError(f"invalid {key}: {err}", field=key) from None
