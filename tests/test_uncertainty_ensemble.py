@@ -7,23 +7,23 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
-from conformance import PhysicsConformance
 from uncertainty_models import committee_path, data_files, one_thread, shallow_path
 
 from mlpot.data.dataset import read_dataset, sample_to_graph
 from mlpot.data.graph import FORCES, atoms_to_graph, collate
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_model, save_model
-from mlpot.models.committee import Committee
+from mlpot.models.ensembles import Committee
 from mlpot.models.registry import build_model
 from mlpot.models.sum import SumModel
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import predict
+from mlpot.physics.ensemble import predict_members
+from mlpot.testing import PhysicsConformance
 from mlpot.training.loss import ensemble_nll
-from mlpot.uncertainty.committee import load_committee, member_predictions
 from mlpot.uncertainty.ensemble import (
-    ensemble_predictions,
-    ensemble_size,
+    load_committee,
+    member_predictions,
     predict_with_uncertainty,
 )
 
@@ -51,7 +51,7 @@ class _Head(torch.nn.Module):
         self.model, self.k = model, k
 
     def forward(self, graph):
-        return self.model.member_energies(graph)[:, self.k]
+        return self.model.member_energies(graph)[self.k]
 
 
 def test_identical_members_have_zero_spread():
@@ -98,7 +98,7 @@ def test_heads_from_one_batched_pass_equal_each_head():
     torch.manual_seed(1)
     shallow = build_model(SHALLOW).double().eval()
     graph = _cells()
-    out = ensemble_predictions(shallow, graph, stress=True)
+    out = predict_members(shallow, graph, stress=True)
     assert out[outputs.MEMBER_FORCES].shape == (4, 64, 3)
     for k in range(4):
         head = predict(_Head(shallow, k), graph, forces=True, stress=True)
@@ -113,9 +113,6 @@ def test_heads_from_one_batched_pass_equal_each_head():
 def test_explicit_member_gradients_equal_autograd_with_shared_terms():
     """Shallow heads next to member-less terms (offsets, Lennard-Jones): the members' forces
     and stress from the descriptor's explicit gradients equal those by batched autograd."""
-    from mlpot.physics.ensemble import predict_members
-    from mlpot.uncertainty.ensemble import _member_gradient_split, member_local_energies
-
     torch.manual_seed(3)
     shallow = build_model({**SHALLOW, "elements": [29, 47], "angular_cutoff": 3.2}).double()
     lj = build_model({"name": "lj", "elements": [29, 47], "sigma": 2.3, "epsilon": 0.05}).double()
@@ -129,9 +126,10 @@ def test_explicit_member_gradients_equal_autograd_with_shared_terms():
         atoms.rattle(0.1, seed=seed)
         graphs.append(atoms_to_graph(atoms, model.cutoff))  # edges beyond the ACSF cutoff too
     graph = collate(graphs)
-    assert _member_gradient_split(model) is not None  # the explicit path is taken
-    explicit = ensemble_predictions(model, graph, stress=True)
-    batched = predict_members(lambda g: member_local_energies(model, g), graph, stress=True)
+    offered = model.member_gradients(graph, strain=True)
+    assert offered is not None and offered.common is not None  # the explicit path is taken
+    explicit = predict_members(model, graph, stress=True)
+    batched = predict_members(model, graph, stress=True, explicit_gradients=False)
     assert set(batched) <= set(explicit)
     for key, value in batched.items():
         torch.testing.assert_close(explicit[key], value.detach(), rtol=1e-10, atol=1e-12)
@@ -164,7 +162,7 @@ def test_force_spread_can_be_skipped():
 def test_models_without_members_or_with_mismatched_members_fail_clearly():
     torch.manual_seed(2)
     single = build_model(BPNN).double()
-    assert ensemble_size(single) == 0
+    assert single.n_members == 0
     with pytest.raises(MlpotInputError, match="no ensemble members"):
         predict_with_uncertainty(single, _cells(1))
     mixed = SumModel([build_model(SHALLOW), build_model({**SHALLOW, "heads": 3})]).double()
@@ -200,7 +198,7 @@ def test_spread_loss_moves_heads_apart_not_their_mean():
     samples = read_dataset(data_files()["train"])[:4]
     batch = collate([sample_to_graph(s, 4.0, dtype=torch.float64) for s in samples])
     shallow.fit_statistics([sample_to_graph(s, 4.0, dtype=torch.float64) for s in samples])
-    pred = ensemble_predictions(shallow, batch, member_forces=False, create_graph=True)
+    pred = predict_members(shallow, batch, member_forces=False, create_graph=True)
     loss = ensemble_nll(pred, batch)
     head, body = shallow.networks[0][-1], shallow.networks[0][0]
     grad, body_grad = torch.autograd.grad(loss, [head.bias, body.weight])  # (K,), (H, F)
@@ -209,8 +207,8 @@ def test_spread_loss_moves_heads_apart_not_their_mean():
     assert float(body_grad.abs().max()) < 1e-12 * float(grad.abs().max())  # body: round-off
     # the stop-gradient changes no value, and per-head forces need evaluation mode
     with pytest.raises(ValueError, match="eval"):
-        ensemble_predictions(shallow, batch)
-    evaluated = ensemble_predictions(shallow.eval(), batch, member_forces=False)
+        predict_members(shallow, batch)
+    evaluated = predict_members(shallow.eval(), batch, member_forces=False)
     torch.testing.assert_close(
         evaluated[outputs.MEMBER_ENERGY], pred[outputs.MEMBER_ENERGY].detach()
     )

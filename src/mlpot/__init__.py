@@ -3,9 +3,14 @@
 Units everywhere are ASE's: eV, Å, eV/Å, eV/Å³, fs, K, amu.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
 
-from mlpot.errors import MlpotInputError  # noqa: E402
+from mlpot.errors import MlpotInputError
+
+try:
+    __version__ = version("mlpot")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def load_calculator(path, **kwargs):

@@ -28,7 +28,6 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from mlpot.calculators import MlpotCalculator
 from mlpot.errors import MlpotInputError
 from mlpot.physics import outputs
-from mlpot.uncertainty.ensemble import ensemble_size
 
 BIAS_FORMS = ("gaussian", "quadratic")
 BIAS_ENERGY = "bias_energy"  # eV, the bias part of ``energy``
@@ -71,7 +70,7 @@ class AdversarialCalculator(MlpotCalculator):
         if kwargs.get("force_uncertainty") is False:
             raise MlpotInputError("the bias needs per-member forces", field="force_uncertainty")
         super().__init__(model, **kwargs)
-        if ensemble_size(self.model) < 2:
+        if self.model.n_members < 2:
             raise MlpotInputError(
                 f"adversarial exploration needs an ensemble model, not {model.name!r}",
                 field="model",

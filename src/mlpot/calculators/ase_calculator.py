@@ -17,8 +17,7 @@ from mlpot.models.checkpoint import torch_dtype
 from mlpot.physics import outputs
 from mlpot.uncertainty.calibration import Calibration
 from mlpot.uncertainty.domain import DomainStatistics
-from mlpot.uncertainty.ensemble import ensemble_size
-from mlpot.uncertainty.predict import predict_full
+from mlpot.uncertainty.ensemble import predict_full
 
 UNCERTAINTY_PROPERTIES = [outputs.ENERGY_STD, outputs.FORCES_STD, outputs.STRESS_STD]
 DOMAIN_PROPERTIES = [outputs.MAHALANOBIS, outputs.D_MIN, outputs.IN_DOMAIN]
@@ -72,7 +71,7 @@ class MlpotCalculator(Calculator):
         self.calibration, self.domain = calibration, domain
         self.force_uncertainty = force_uncertainty
         self.implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-        if ensemble_size(self.model):
+        if self.model.n_members:
             self.implemented_properties += UNCERTAINTY_PROPERTIES
         if domain is not None:
             self.implemented_properties += DOMAIN_PROPERTIES

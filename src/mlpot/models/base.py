@@ -1,12 +1,52 @@
-"""The energy-model contract: ``forward(graph) -> local energies (N,)`` in eV."""
+"""The energy-model contract: ``forward(graph) -> local energies (N,)`` in eV.
+
+Every model also answers the small *member* protocol, so uncertainty code asks a model
+what it can give instead of checking its type. A single model has no members
+(:attr:`EnergyModel.n_members` is 0); an ensemble model (a committee, the heads of a
+shallow ensemble, or a sum with one such term) says:
+
+* :attr:`~EnergyModel.n_members` — its number of members ``K``;
+* :meth:`~EnergyModel.member_energies` — every member's per-atom energies ``(K, N)`` eV,
+  whose mean over members is ``forward``;
+* :meth:`~EnergyModel.member_gradients` — optionally, the members' exact derivatives
+  computed by the model itself (:class:`MemberGradients`), cheaper than autograd;
+* :meth:`~EnergyModel.member_models` — for a committee, the member models themselves
+  (separately trained, so their derivatives are best taken one by one).
+
+:mod:`mlpot.physics.ensemble` turns these into member forces and stress.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from mlpot.data.graph import Graph
+from mlpot.errors import MlpotInputError
+
+
+@dataclass(frozen=True)
+class MemberGradients:
+    """Every member's energies and their exact derivatives, from the model itself (detached).
+
+    Attributes:
+        energies: per-atom energies of every member ``(K, N)``, eV.
+        positions: ``∂E_k/∂x (K, N, 3)``, eV/Å.
+        strain: ``∂E_k/∂ε (K, S, 3, 3)``, eV, for the symmetric strain of
+            :func:`~mlpot.physics.derivatives.strained_graph` (None unless asked for).
+        common: per-atom energies ``graph -> (N,)`` eV of the parts the members share
+            (e.g. reference offsets and physical terms summed with a shallow ensemble),
+            not included above: the caller derives them once, the ordinary way, and adds
+            them to every member. None when there are none.
+    """
+
+    energies: torch.Tensor
+    positions: torch.Tensor
+    strain: torch.Tensor | None
+    common: Callable[[Graph], torch.Tensor] | None = None
 
 
 class EnergyModel(torch.nn.Module):
@@ -15,7 +55,8 @@ class EnergyModel(torch.nn.Module):
     A model declares ``name`` (its registry key), ``elements`` (atomic numbers it knows),
     ``cutoff`` (Å) and :meth:`config` (the constructor keyword arguments that rebuild it).
     A term must ignore edges longer than its own cutoff: summed terms share one graph
-    built with the largest cutoff.
+    built with the largest cutoff. An ensemble model overrides the member protocol (module
+    docstring); the defaults here are those of a single model.
     """
 
     name: ClassVar[str] = ""
@@ -37,6 +78,45 @@ class EnergyModel(torch.nn.Module):
 
     def forward(self, graph: Graph) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # -- the member protocol ---------------------------------------------------------------
+
+    @property
+    def n_members(self) -> int:
+        """Number of ensemble members ``K``; 0 for a single model."""
+        return 0
+
+    def member_energies(self, graph: Graph, *, member_derivatives: bool = False) -> torch.Tensor:
+        """Per-atom energies of every member ``(K, N)``, eV; their mean over members is
+        :meth:`forward`.
+
+        ``member_derivatives``: the caller will differentiate each member's energy. A model
+        whose members' derivatives are not their own in its current mode (a shallow
+        ensemble in training mode) raises ValueError. A model without members raises
+        :class:`MlpotInputError`.
+        """
+        raise MlpotInputError(
+            f"model {self.name or type(self).__name__!r} has no ensemble members: train a "
+            "committee (ensemble.size > 1) or a shallow ensemble (model bpnn_shallow)",
+            field="model",
+        )
+
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients | None:
+        """The members' energies and exact derivatives computed by the model itself
+        (``strain``: with respect to strain too), or None when it offers none (then they
+        come from autograd on :meth:`member_energies`)."""
+        return None
+
+    def member_models(self) -> list[EnergyModel]:
+        """The member models of a committee (separately trained whole models); empty for a
+        model whose members are not models of their own, or that has none."""
+        return []
+
+
+def model_spec(model: EnergyModel) -> dict[str, Any]:
+    """The spec ``{"name": ..., **config}`` that :func:`mlpot.models.registry.build_model`
+    turns back into an (untrained) copy of ``model``."""
+    return {"name": model.name, **model.config()}
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:

@@ -52,11 +52,11 @@ from mlpot.models.base import EnergyModel
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
-    LongRangeSettings,
     coulomb_matrix,
     structure_slices,
 )
 from mlpot.nn.mlp import mlp
+from mlpot.nn.reciprocal import LongRangeSettings
 
 #: Optional graph key: total charge of each structure ``(S,)``, e.
 TOTAL_CHARGE = "total_charge"
@@ -74,7 +74,7 @@ class ChargeEquilibration(EnergyModel):
             :class:`~mlpot.nn.acsf.ACSF`).
         hidden: hidden widths of each element's network. activation: its nonlinearity.
         method, accuracy, lr_wavelength, mesh_spacing, interpolation_nodes: periodic
-            summation (see :class:`~mlpot.nn.electrostatics.LongRangeSettings`; the QEq
+            summation (see :class:`~mlpot.nn.reciprocal.LongRangeSettings`; the QEq
             matrix always comes from the Ewald sphere set by ``accuracy`` or
             ``lr_wavelength``).
     """

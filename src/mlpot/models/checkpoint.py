@@ -25,6 +25,7 @@ registry, the dtype is one of ``DTYPES``, and a ``baseline`` that names code
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import tempfile
 from pathlib import Path
@@ -32,10 +33,9 @@ from typing import Any
 
 import torch
 
-from mlpot import __version__
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import EnergyModel
-from mlpot.models.registry import build_model, model_spec
+from mlpot.models.base import EnergyModel, model_spec
+from mlpot.models.registry import build_model
 from mlpot.trust import check_oracle_name
 
 FORMAT = "mlpot-checkpoint"
@@ -50,6 +50,15 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: ``UPGRADES[v]`` turns a version-``v`` payload into a version-``v + 1`` payload.
 UPGRADES: dict[int, Any] = {}
+
+
+def package_version() -> str:
+    """The installed mlpot's version (from its package metadata; ``0+unknown`` for a
+    source tree that was never installed), as stamped into checkpoints and reports."""
+    try:
+        return importlib.metadata.version("mlpot")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _reference_energies(model: EnergyModel) -> dict[int, float]:
@@ -111,7 +120,7 @@ def save_model(
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "mlpot_version": __version__,
+        "mlpot_version": package_version(),
         "model": model_spec(model),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "elements": list(model.elements),
@@ -159,24 +168,8 @@ def _describe(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read, check and upgrade a payload; the baseline's shape is checked, not its trust."""
-    path = str(path)
-    if not Path(path).exists():
-        raise MlpotInputError("checkpoint file not found", source=path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise MlpotInputError(
-            "not an mlpot checkpoint: not a file written by torch.save "
-            f"({err.__class__.__name__}: {err})",
-            source=path,
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise MlpotInputError(
-            "not an mlpot model checkpoint (a training state file? use the model.pt of the run)",
-            source=path,
-        )
+def _upgraded(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """The payload at the current format version (an integer, not newer than this mlpot)."""
     version = payload.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise MlpotInputError(
@@ -200,6 +193,28 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
             )
         payload = UPGRADES[version](payload)
         version = payload["format_version"]
+    return payload
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read, check and upgrade a payload; the baseline's shape is checked, not its trust."""
+    path = str(path)
+    if not Path(path).exists():
+        raise MlpotInputError("checkpoint file not found", source=path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise MlpotInputError(
+            "not an mlpot checkpoint: not a file written by torch.save "
+            f"({err.__class__.__name__}: {err})",
+            source=path,
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise MlpotInputError(
+            "not an mlpot model checkpoint (a training state file? use the model.pt of the run)",
+            source=path,
+        )
+    payload = _upgraded(payload, path)
     for required, kind in (("model", dict), ("state_dict", dict)):
         if required not in payload:
             raise MlpotInputError(

@@ -48,11 +48,11 @@ from mlpot.models.arguments import (
 from mlpot.models.base import EnergyModel
 from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
-    LongRangeSettings,
     batch_long_range_potential,
     short_range_potential,
     structure_slices,
 )
+from mlpot.nn.reciprocal import LongRangeSettings
 from mlpot.nn.species import SpeciesIndex
 
 
@@ -68,7 +68,7 @@ class Coulomb(EnergyModel):
         cutoff: real-space cutoff of the full Coulomb sum in cells, Å (default ``8σ``);
             unused (0) when range separated.
         method, accuracy, lr_wavelength, mesh_spacing, interpolation_nodes: see
-            :class:`~mlpot.nn.electrostatics.LongRangeSettings`.
+            :class:`~mlpot.nn.reciprocal.LongRangeSettings`.
     """
 
     name = "coulomb"

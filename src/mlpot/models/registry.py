@@ -1,4 +1,9 @@
-"""The registry of energy models: name -> class, and (re)building from a spec dict."""
+"""The registry of energy models: name -> class, and (re)building from a spec dict.
+
+A model that is made of models (a sum of terms, a committee of members) takes them built:
+its constructor parameter is annotated ``list[EnergyModel]``, and the registry checks and
+builds the nested specs first. So composite models never import the registry.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import EnergyModel
+from mlpot.models.base import EnergyModel, model_spec
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.charge_equilibration import ChargeEquilibration
-from mlpot.models.committee import Committee
 from mlpot.models.coulomb import Coulomb
 from mlpot.models.dispersion import Dispersion
+from mlpot.models.ensembles import Committee, ShallowEnsembleBPNN
 from mlpot.models.lennard_jones import LennardJones
 from mlpot.models.mpnn import CartesianMPNN
 from mlpot.models.offsets import AtomicOffsets
-from mlpot.models.shallow_ensemble import ShallowEnsembleBPNN
 from mlpot.models.sum import SumModel
 from mlpot.models.zbl import ZBL
 
@@ -40,17 +44,29 @@ MODELS: dict[str, type[EnergyModel]] = {
     )
 }
 
+__all__ = ["MODELS", "build_model", "check_model_spec", "model_spec"]
+
+
+def _hints(cls: type[EnergyModel]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    return {name: hint for name, hint in hints.items() if name not in ("self", "return")}
+
+
+@functools.cache
+def _nested(cls: type[EnergyModel]) -> tuple[str, ...]:
+    """The constructor parameters that take built models (annotated ``list[EnergyModel]``)."""
+    return tuple(name for name, hint in _hints(cls).items() if hint == list[EnergyModel])
+
 
 @functools.cache
 def _argument_types(cls: type[EnergyModel]) -> dict[str, TypeAdapter]:
     """A validator per constructor parameter, from its type hint (see
-    :mod:`mlpot.models.arguments`)."""
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    :mod:`mlpot.models.arguments`); nested models are checked as specs instead."""
     config = ConfigDict(arbitrary_types_allowed=True)
     return {
         name: TypeAdapter(hint, config=config)
-        for name, hint in hints.items()
-        if name not in ("self", "return")
+        for name, hint in _hints(cls).items()
+        if name not in _nested(cls)
     }
 
 
@@ -96,33 +112,44 @@ def check_model_spec(spec: dict[str, Any], *, where: str = "model") -> dict[str,
                 f"{problem['msg']}",
                 field=f"{where}.{key}",
             ) from None
-    for group in ("terms", "members"):  # nested specs of sum and committee
-        if name not in ("sum", "committee"):
-            continue
+    for group in _nested(MODELS[name]):
         if group in kwargs:
-            kwargs[group] = [
-                check_model_spec(term, where=f"{where}.{group}[{k}]")
-                if isinstance(term, dict)
-                else term
-                for k, term in enumerate(kwargs[group])
-            ]
+            kwargs[group] = _check_nested(name, group, kwargs[group], where)
     return {"name": name, **kwargs}
 
 
+def _check_nested(name: str, group: str, specs: Any, where: str) -> list:
+    """Each nested spec checked (models already built pass as they are)."""
+    if not isinstance(specs, list | tuple):
+        raise MlpotInputError(
+            f"model {name!r}: {group} must be a list of model specs, got {_describe(specs)}",
+            field=f"{where}.{group}",
+        )
+    return [
+        spec
+        if isinstance(spec, EnergyModel)
+        else check_model_spec(spec, where=f"{where}.{group}[{k}]")
+        for k, spec in enumerate(specs)
+    ]
+
+
 def build_model(spec: dict[str, Any]) -> EnergyModel:
-    """Build a model from ``{"name": ..., **constructor_kwargs}`` (checked first by
-    :func:`check_model_spec`; a constructor's own consistency checks, e.g. ``onset <
-    cutoff``, are :class:`MlpotInputError` too)."""
-    spec = check_model_spec(spec)
+    """Build a model from ``{"name": ..., **constructor_kwargs}``, nested models first
+    (checked first by :func:`check_model_spec`; a constructor's own consistency checks,
+    e.g. ``onset < cutoff``, are :class:`MlpotInputError` too)."""
+    return _build(check_model_spec(spec))
+
+
+def _build(spec: dict[str, Any]) -> EnergyModel:
+    """Build a checked spec."""
+    cls = MODELS[spec["name"]]
     kwargs = {k: v for k, v in spec.items() if k != "name"}
+    for group in _nested(cls):
+        if group in kwargs:
+            kwargs[group] = [m if isinstance(m, EnergyModel) else _build(m) for m in kwargs[group]]
     try:
-        return MODELS[spec["name"]](**kwargs)
+        return cls(**kwargs)
     except MlpotInputError:
         raise
     except ValueError as err:
         raise MlpotInputError(f"model {spec['name']!r}: {err}", field="model") from None
-
-
-def model_spec(model: EnergyModel) -> dict[str, Any]:
-    """The spec that :func:`build_model` turns back into an (untrained) copy of ``model``."""
-    return {"name": model.name, **model.config()}

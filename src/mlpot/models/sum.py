@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from mlpot.data.graph import Graph
-from mlpot.models.base import EnergyModel
+from mlpot.errors import MlpotInputError
+from mlpot.models.base import EnergyModel, MemberGradients, model_spec
 
 
 class SumModel(EnergyModel):
     """``ε_i = Σ_t ε_i^(t)`` over its terms; cutoff is the largest, elements the union.
 
+    A sum with ensemble terms (e.g. offsets + a shallow ensemble) is an ensemble of the
+    same size: the member-less terms are the same for every member.
+
     Args:
-        terms: the energy terms, each an :class:`EnergyModel` (or its spec dict).
+        terms: the (built) energy terms; the registry builds them from nested specs.
     """
 
     name = "sum"
 
-    def __init__(self, terms: list[EnergyModel | dict[str, Any]]) -> None:
-        from mlpot.models.registry import build_model, model_spec
-
-        built = [t if isinstance(t, EnergyModel) else build_model(t) for t in terms]
-        if not built:
+    def __init__(self, terms: list[EnergyModel]) -> None:
+        if not terms:
             raise ValueError("SumModel needs at least one term")
-        elements = sorted({z for t in built for z in t.elements})
-        cutoff = max(t.cutoff for t in built)
+        elements = sorted({z for t in terms for z in t.elements})
+        cutoff = max(t.cutoff for t in terms)
         super().__init__(elements, cutoff)
-        self.terms = torch.nn.ModuleList(built)
-        self._config = {"terms": [model_spec(t) for t in built]}
+        self.terms = torch.nn.ModuleList(terms)
 
     def config(self) -> dict[str, Any]:
-        from mlpot.models.registry import model_spec
-
         return {"terms": [model_spec(t) for t in self.terms]}
 
     def fit_statistics(self, graphs: list[Graph]) -> None:
@@ -41,7 +41,49 @@ class SumModel(EnergyModel):
             term.fit_statistics(graphs)
 
     def forward(self, graph: Graph) -> torch.Tensor:
-        total = self.terms[0](graph)
-        for term in self.terms[1:]:
-            total = total + term(graph)
-        return total  # (N,)
+        return _summed(list(self.terms), graph)  # (N,)
+
+    @property
+    def n_members(self) -> int:
+        sizes = {term.n_members for term in self.terms} - {0}
+        if len(sizes) > 1:
+            raise MlpotInputError(
+                f"a sum of ensembles of different sizes {sorted(sizes)} has no member stack",
+                field="model",
+            )
+        return sizes.pop() if sizes else 0
+
+    def member_energies(self, graph: Graph, *, member_derivatives: bool = False) -> torch.Tensor:
+        if not self.n_members:
+            return super().member_energies(graph)
+        total = None
+        for term in self.terms:
+            if term.n_members:
+                part = term.member_energies(graph, member_derivatives=member_derivatives)
+            else:
+                part = term(graph)[None, :]  # (1, N): the same for every member
+            total = part if total is None else total + part
+        return total  # (K, N)
+
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients | None:
+        """The explicit member gradients of its one ensemble term, if it offers them, with
+        the other terms as the members' ``common`` part; None otherwise."""
+        ensembles = [term for term in self.terms if term.n_members]
+        if len(ensembles) != 1:
+            return None
+        gradients = ensembles[0].member_gradients(graph, strain=strain)
+        if gradients is None:
+            return None
+        common = [term for term in self.terms if term is not ensembles[0]]
+        if gradients.common is not None:
+            common.append(gradients.common)
+        if not common:
+            return gradients
+        return dataclasses.replace(gradients, common=lambda g: _summed(common, g))
+
+
+def _summed(terms: list[Callable[[Graph], torch.Tensor]], graph: Graph) -> torch.Tensor:
+    total = terms[0](graph)
+    for term in terms[1:]:
+        total = total + term(graph)
+    return total  # (N,)

@@ -1,21 +1,31 @@
-"""Energies, forces and stress of every member of an ensemble from one forward pass.
+"""The one place where the members of an ensemble model get their forces and stress.
 
-A shallow ensemble shares its network body and ends in ``K`` output heads: its per-atom
-energies are a ``(N, K)`` tensor. :func:`predict_members` evaluates them once and takes the
-derivatives of all ``K`` member energies in a single batched backward pass
-(``torch.autograd.grad(..., is_grads_batched=True)``), with the same symmetric-strain
-construction as :func:`~mlpot.physics.derivatives.predict`, so member stresses include the
-periodic images too. The mean outputs are the means over the members: forces and stress are
-linear in the energy, so they equal the derivatives of the mean energy.
+A model with members answers the member protocol of
+:class:`~mlpot.models.base.EnergyModel`. :func:`predict_members` gives the mean outputs and
+every member's, stacked on a leading axis ``K``, the cheapest way the model allows:
+
+* a committee (:meth:`~mlpot.models.base.EnergyModel.member_models`): each member model
+  through :func:`~mlpot.physics.derivatives.predict`, one backward pass each;
+* a model that computes its members' exact derivatives itself
+  (:meth:`~mlpot.models.base.EnergyModel.member_gradients`, e.g. the shallow ensemble's
+  explicit descriptor gradients): those, plus the ordinary derivatives of the parts the
+  members share;
+* otherwise the member energies ``(K, N)`` once, and the derivatives of all ``K`` member
+  energies in one batched backward pass (``torch.autograd.grad(...,
+  is_grads_batched=True)``), with the symmetric-strain construction of
+  :func:`~mlpot.physics.derivatives.predict`, so member stresses include the periodic
+  images too.
+
+The mean outputs are the means over the members: forces and stress are linear in the
+energy, so they equal the derivatives of the mean energy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from mlpot.data.graph import Graph
+from mlpot.models.base import EnergyModel, MemberGradients
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import (
     predict,
@@ -24,46 +34,123 @@ from mlpot.physics.derivatives import (
     structure_sum,
 )
 
-MemberGradients = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+_STACKED = {
+    outputs.ENERGY: outputs.MEMBER_ENERGY,
+    outputs.FORCES: outputs.MEMBER_FORCES,
+    outputs.STRESS: outputs.MEMBER_STRESS,
+}
 
 
 def predict_members(
-    member_energies: Callable[[Graph], torch.Tensor],
+    model: EnergyModel,
     graph: Graph,
     *,
     forces: bool = True,
     stress: bool = False,
     member_forces: bool = True,
     create_graph: bool = False,
+    explicit_gradients: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Mean and per-member predictions of a model with ``K`` members.
 
     Args:
-        member_energies: ``graph -> (N, K)`` per-atom energies of every member, eV.
+        model: an ensemble model (``model.n_members > 0``; otherwise
+            :class:`~mlpot.errors.MlpotInputError`).
         graph: the (batched) structures.
         forces, stress: derive forces ``(N, 3)`` eV/Å and stress ``(S, 3, 3)`` eV/Å³.
-        member_forces: also derive them for every member (one batched backward pass);
-            otherwise only the mean's derivatives are taken (one ordinary backward pass).
-        create_graph: keep the derivative graph (for a loss on derivatives).
+        member_forces: also derive them for every member; otherwise (where that is
+            cheaper) only the mean's derivatives are taken, in one ordinary backward pass.
+            A committee always gives its members' forces.
+        create_graph: keep the derivative graph (for a loss on derivatives); otherwise the
+            results are detached.
+        explicit_gradients: use the model's own member gradients when it offers them
+            (False: batched autograd, e.g. to check them).
 
     Returns ``ENERGY (S,)``, ``LOCAL_ENERGIES (N,)`` and ``MEMBER_ENERGY (K, S)``; with
     ``forces``/``stress`` the means ``FORCES``, ``STRESS``, ``VIRIAL`` and, with
     ``member_forces``, ``MEMBER_FORCES (K, N, 3)`` and ``MEMBER_STRESS (K, S, 3, 3)``.
+    Per-member forces of a shallow ensemble need evaluation mode (``model.eval()``).
     """
+    members = model.member_models()
+    if members:
+        results = _each_member(
+            members, graph, forces=forces, stress=stress, create_graph=create_graph
+        )
+    elif (
+        member_forces
+        and forces
+        and not create_graph
+        and explicit_gradients
+        and (gradients := model.member_gradients(graph, strain=stress)) is not None
+    ):
+        results = _from_gradients(gradients, graph, stress=stress)
+    else:
+        results = _by_autograd(
+            model,
+            graph,
+            forces=forces,
+            stress=stress,
+            member_forces=member_forces,
+            create_graph=create_graph,
+        )
+    if not create_graph:
+        results = {key: value.detach() for key, value in results.items()}
+    return results
+
+
+def _each_member(
+    members: list[EnergyModel], graph: Graph, *, forces: bool, stress: bool, create_graph: bool
+) -> dict[str, torch.Tensor]:
+    """Member models one by one: the means of their outputs, and the members' stacked."""
+    stacked: dict[str, list[torch.Tensor]] = {}
+    for member in members:
+        out = predict(member, graph, forces=forces, stress=stress, create_graph=create_graph)
+        for key, value in out.items():
+            stacked.setdefault(key, []).append(value)
+    per_member = {key: torch.stack(values) for key, values in stacked.items()}  # (K, ...)
+    results = {key: value.mean(0) for key, value in per_member.items()}
+    for plain, member in _STACKED.items():
+        if plain in per_member:
+            results[member] = per_member[plain]
+    return results
+
+
+def _from_gradients(
+    gradients: MemberGradients, graph: Graph, *, stress: bool
+) -> dict[str, torch.Tensor]:
+    """Outputs from the model's own member gradients, plus the derivatives of the members'
+    common part, taken once the ordinary way."""
+    local, d_positions, d_strain = gradients.energies, gradients.positions, gradients.strain
+    if gradients.common is not None:
+        common = predict(gradients.common, graph, forces=True, stress=stress)
+        local = local + common[outputs.LOCAL_ENERGIES]  # (K, N)
+        d_positions = d_positions - common[outputs.FORCES]  # (K, N, 3)
+        if stress:
+            d_strain = d_strain - common[outputs.VIRIAL]  # (K, S, 3, 3)
+    energy = structure_sum(local.T, graph).T  # (K, S)
+    grads = [d_positions, d_strain] if stress else [d_positions]
+    return _assemble(local, energy, grads, graph, forces=True, stress=stress, member_forces=True)
+
+
+def _by_autograd(
+    model: EnergyModel,
+    graph: Graph,
+    *,
+    forces: bool,
+    stress: bool,
+    member_forces: bool,
+    create_graph: bool,
+) -> dict[str, torch.Tensor]:
+    """Member energies in one forward pass; their derivatives in one (batched) backward."""
     graph, inputs = strained_graph(graph, forces=forces, stress=stress)
-    local = member_energies(graph)  # (N, K)
-    energy = structure_sum(local, graph)  # (S, K)
-    results = {
-        outputs.ENERGY: energy.mean(1),
-        outputs.LOCAL_ENERGIES: local.mean(1),
-        outputs.MEMBER_ENERGY: energy.T,
-    }
+    local = model.member_energies(graph, member_derivatives=member_forces and bool(inputs))
+    energy = structure_sum(local.T, graph).T  # (K, S)
     if not inputs:
-        return results
+        return _assemble(local, energy, [], graph, forces=False, stress=False, member_forces=False)
     if member_forces:
-        k = local.shape[1]
+        k = local.shape[0]
         basis = torch.eye(k, dtype=energy.dtype, device=energy.device)  # (K, K)
-        cotangents = basis[:, None, :].expand(k, energy.shape[0], k)  # (K, S, K)
+        cotangents = basis[:, :, None].expand(k, k, energy.shape[1])  # (K, K, S)
         grads = torch.autograd.grad(
             energy,
             inputs,
@@ -73,16 +160,39 @@ def predict_members(
             allow_unused=True,
         )  # each (K, *input.shape)
         grads = [
-            g if g is not None else x.new_zeros((k, *x.shape))
+            x.new_zeros((k, *x.shape)) if g is None else g
             for g, x in zip(grads, inputs, strict=True)
         ]
     else:
         grads = torch.autograd.grad(
-            energy.mean(1).sum(), inputs, create_graph=create_graph, allow_unused=True
-        )
+            energy.mean(0).sum(), inputs, create_graph=create_graph, allow_unused=True
+        )  # each input.shape
         grads = [
             torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)
         ]
+    return _assemble(
+        local, energy, grads, graph, forces=forces, stress=stress, member_forces=member_forces
+    )
+
+
+def _assemble(
+    local: torch.Tensor,
+    energy: torch.Tensor,
+    grads: list[torch.Tensor],
+    graph: Graph,
+    *,
+    forces: bool,
+    stress: bool,
+    member_forces: bool,
+) -> dict[str, torch.Tensor]:
+    """The named outputs from the member energies, per atom ``local (K, N)`` and per
+    structure ``energy (K, S)``, and the derivatives ``[dE/dx][, dE/dε]``: of every member
+    ``(K, ...)`` with ``member_forces``, else of the mean energy."""
+    results = {
+        outputs.ENERGY: energy.mean(0),
+        outputs.LOCAL_ENERGIES: local.mean(0),
+        outputs.MEMBER_ENERGY: energy,
+    }
     if forces:
         results[outputs.FORCES] = -grads[0].mean(0) if member_forces else -grads[0]
         if member_forces:
@@ -96,43 +206,3 @@ def predict_members(
         results[outputs.VIRIAL] = -de_dstrain
         results[outputs.STRESS] = member_stress
     return results
-
-
-def predict_members_from_gradients(
-    member_gradients: MemberGradients,
-    graph: Graph,
-    *,
-    stress: bool = False,
-    shared: Callable[[Graph], torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Mean and per-member predictions of a model that gives its members' gradients itself.
-
-    ``member_gradients(graph, strain=stress)`` returns per-atom member energies ``(N, K)``,
-    ``∂E_k/∂x (K, N, 3)`` and ``∂E_k/∂ε (K, S, 3, 3)`` (the symmetric strain of
-    :func:`~mlpot.physics.derivatives.strained_graph`), e.g.
-    :meth:`~mlpot.models.shallow_ensemble.ShallowEnsembleBPNN.member_gradients`. The
-    per-atom energies ``shared(graph) (N,)`` of the terms common to all members (reference
-    offsets, physical terms) are predicted once, the ordinary way, and added to every
-    member. Outputs and shapes as for :func:`predict_members` with forces and
-    ``member_forces``; detached.
-    """
-    local, d_positions, d_strain = member_gradients(graph, strain=stress)
-    members = {outputs.FORCES: -d_positions}  # (K, N, 3)
-    if stress:
-        members[outputs.VIRIAL] = -d_strain
-        members[outputs.STRESS] = stress_from_strain_derivative(d_strain, graph)
-    if shared is not None:
-        common = predict(shared, graph, forces=True, stress=stress)
-        local = local + common[outputs.LOCAL_ENERGIES][:, None]
-        members = {key: value + common[key] for key, value in members.items()}
-    energy = structure_sum(local, graph)  # (S, K)
-    results = {
-        outputs.ENERGY: energy.mean(1),
-        outputs.LOCAL_ENERGIES: local.mean(1),
-        outputs.MEMBER_ENERGY: energy.T,
-        outputs.MEMBER_FORCES: members[outputs.FORCES],
-    }
-    results.update({key: value.mean(0) for key, value in members.items()})
-    if stress:
-        results[outputs.MEMBER_STRESS] = members[outputs.STRESS]
-    return {key: value.detach() for key, value in results.items()}

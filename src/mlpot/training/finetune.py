@@ -36,7 +36,6 @@ from mlpot.data.graph import ENERGY, FORCES, N_ATOMS, Graph, graph_to
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
-from mlpot.models.committee import Committee
 from mlpot.physics import outputs
 from mlpot.training.loss import compute_loss, predict_for_loss
 
@@ -112,7 +111,7 @@ def diagonal_fisher(
     over ``graphs`` of the squared parameter gradient of each structure's loss at labels
     sampled from the model's Gaussian noise model. Returns the checkpoint's ``fisher``
     field (``mean_loss``: the mean loss at the real labels, for the record)."""
-    if isinstance(model, Committee):
+    if model.member_models():
         raise MlpotInputError(
             "Fisher information of a committee is not supported; fine-tune single models",
             field="model",
@@ -248,7 +247,7 @@ def load_start(
         raise MlpotInputError("checkpoint to fine-tune not found", source=source)
     payload = load_checkpoint(source, trust_code=trust_code)
     model = model_from_payload(payload, source=source).to(dtype)
-    if isinstance(model, Committee):
+    if model.member_models():
         raise MlpotInputError(
             "fine-tuning a committee is not supported; fine-tune its members",
             source=source,

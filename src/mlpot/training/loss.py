@@ -16,7 +16,7 @@ from pydantic.dataclasses import dataclass as validated
 from mlpot.data.graph import ENERGY, FORCES, N_ATOMS, STRESS, STRESS_MASK, Graph
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import predict, structure_sum
-from mlpot.uncertainty.ensemble import ensemble_predictions, ensemble_size
+from mlpot.physics.ensemble import predict_members
 
 
 @validated(config=ConfigDict(extra="forbid"))
@@ -87,8 +87,8 @@ def predict_for_loss(
 ) -> dict[str, torch.Tensor]:
     """Energy, forces (and stress) for the loss; for a model with ensemble members also
     every member's energy ``MEMBER_ENERGY (K, S)``, from the same forward pass."""
-    if ensemble_size(model):
-        return ensemble_predictions(
+    if model.n_members:
+        return predict_members(
             model, batch, stress=stress, member_forces=False, create_graph=create_graph
         )
     return predict(model, batch, forces=True, stress=stress, create_graph=create_graph)

@@ -29,8 +29,9 @@ from mlpot.data.graph import NUMBERS, POSITIONS, Graph, atoms_to_graph, collate
 from mlpot.errors import MlpotInputError
 from mlpot.physics import outputs
 from mlpot.uncertainty.calibration import Calibration
-from mlpot.uncertainty.domain import DomainStatistics, feature_model, model_features
-from mlpot.uncertainty.predict import predict_full
+from mlpot.uncertainty.domain import DomainStatistics
+from mlpot.uncertainty.ensemble import predict_full
+from mlpot.uncertainty.features import feature_model, model_features
 
 
 @dataclass

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpot import __version__
 from mlpot.errors import MlpotInputError
+from mlpot.models.checkpoint import package_version
 from mlpot.validation.result import CheckResult, ValidationReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -194,7 +194,7 @@ def render_html(report: ValidationReport) -> str:
         f'<section id="summary"><h2>Summary</h2>{_summary(report)}</section>'
         f"{sections}{_extras(report)}"
         f'<section id="settings"><h2>Settings and tolerances</h2><pre>{settings}</pre></section>'
-        f"<footer><p>mlpot {__version__}, {stamp}</p></footer>"
+        f"<footer><p>mlpot {package_version()}, {stamp}</p></footer>"
         f"<script>{SCRIPT}</script></body></html>"
     )
 

@@ -1,6 +1,6 @@
 """Committee spread on validation structures, and the reliability (coverage) curve.
 
-The spread comes from :func:`mlpot.uncertainty.committee.member_predictions`; this module
+The spread comes from :func:`mlpot.uncertainty.ensemble.member_predictions`; this module
 only reshapes it for the report.
 """
 
@@ -12,12 +12,12 @@ from ase import Atoms
 from scipy.special import erfinv
 
 from mlpot.data.graph import atoms_to_graph
-from mlpot.models.committee import Committee
+from mlpot.models.base import EnergyModel
 from mlpot.physics import outputs
-from mlpot.uncertainty.committee import member_predictions
+from mlpot.uncertainty.ensemble import member_predictions
 
 
-def force_spread(committee: Committee, atoms: Atoms, scale: float = 1.0) -> np.ndarray:
+def force_spread(committee: EnergyModel, atoms: Atoms, scale: float = 1.0) -> np.ndarray:
     """Standard deviation of each force component over the members, ``(N, 3)`` eV/Å.
 
     ``scale`` is the calibration factor of the standard deviations.

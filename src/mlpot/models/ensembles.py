@@ -1,22 +1,75 @@
-"""A shallow ensemble: one Behler–Parrinello body, ``K`` output heads.
+"""Ensemble models: a committee of whole models, and a shallow ensemble of output heads.
 
-Each element's network is the usual MLP whose last layer has ``K`` outputs instead of one:
-``ε_i^(k) = s · [NN_{Z_i}(G_i)]_k``. The body (descriptors and hidden layers) is shared,
-so the ``K`` member energies cost little more than one model, and the model's energy is
-their mean. The heads start from independent random weights; training fits the mean to the
-labels and the heads' spread to the errors of the mean (the ``ensemble_nll`` loss term,
-after Kellner & Ceriotti, *Mach. Learn.: Sci. Technol.* 5, 035006 (2024)), the latter
-through the heads only (see :meth:`ShallowEnsembleBPNN.member_energies`).
+Both implement the member protocol of :class:`~mlpot.models.base.EnergyModel`
+(``n_members``, ``member_energies``; the committee its ``member_models``, the shallow
+ensemble its explicit ``member_gradients``), and their energy is the members' mean.
+Because forces and stress are linear in the energy,
+:func:`~mlpot.physics.derivatives.predict` on either gives the mean forces and stress in
+one backward pass; the members' own forces and stress come from
+:mod:`mlpot.physics.ensemble`, their spread from :mod:`mlpot.uncertainty.ensemble`.
+
+The shallow ensemble has one Behler–Parrinello body whose element networks end in ``K``
+outputs instead of one: ``ε_i^(k) = s · [NN_{Z_i}(G_i)]_k``. The body (descriptors and
+hidden layers) is shared, so the ``K`` member energies cost little more than one model.
+The heads start from independent random weights; training fits the mean to the labels and
+the heads' spread to the errors of the mean (the ``ensemble_nll`` loss term, after Kellner
+& Ceriotti, *Mach. Learn.: Sci. Technol.* 5, 035006 (2024)), the latter through the heads
+only (see :meth:`ShallowEnsembleBPNN.member_energies`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from mlpot.data.graph import NUMBERS, Graph, edge_vectors
 from mlpot.models.arguments import Activation, Count, Elements, Lambda, NonNegative, Positive
+from mlpot.models.base import EnergyModel, MemberGradients, model_spec
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.nn.mlp import mlp, mlp_with_jacobian
+
+
+class Committee(EnergyModel):
+    """``ε_i = (1/M) Σ_m ε_i^(m)`` over ``M`` members that know the same elements.
+
+    Args:
+        members: the (built) energy models; the registry builds them from nested specs.
+    """
+
+    name = "committee"
+
+    def __init__(self, members: list[EnergyModel]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"a committee needs at least 2 members, got {len(members)}")
+        elements = members[0].elements
+        for k, member in enumerate(members[1:], start=1):
+            if member.elements != elements:
+                raise ValueError(
+                    f"committee member {k} knows elements {member.elements}, member 0 knows "
+                    f"{elements}: members must be trained for the same elements"
+                )
+        super().__init__(elements, max(m.cutoff for m in members))
+        self.members = torch.nn.ModuleList(members)
+
+    def config(self) -> dict[str, Any]:
+        return {"members": [model_spec(m) for m in self.members]}
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        total = self.members[0](graph)
+        for member in self.members[1:]:
+            total = total + member(graph)
+        return total / len(self.members)  # (N,)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def member_energies(self, graph: Graph, *, member_derivatives: bool = False) -> torch.Tensor:
+        return torch.stack([member(graph) for member in self.members])  # (M, N)
+
+    def member_models(self) -> list[EnergyModel]:
+        return list(self.members)
 
 
 class ShallowEnsembleBPNN(BehlerParrinello):
@@ -60,21 +113,30 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             activation=activation,
         )
         self._config["heads"] = int(heads)
-        self.n_members = int(heads)
         n_features = self.descriptor.n_features
         self.networks = torch.nn.ModuleList(
-            mlp(n_features, list(hidden), self.n_members, activation) for _ in self.elements
+            mlp(n_features, list(hidden), int(heads), activation) for _ in self.elements
         )
 
-    def member_energies(self, graph: Graph) -> torch.Tensor:
-        """Per-atom energies of every head ``(N, K)``, eV.
+    @property
+    def n_members(self) -> int:
+        return self._config["heads"]
+
+    def member_energies(self, graph: Graph, *, member_derivatives: bool = False) -> torch.Tensor:
+        """Per-atom energies of every head ``(K, N)``, eV.
 
         In training mode the heads' deviations from their mean see the body's features
         through a stop-gradient (same values): a loss on the spread trains the heads alone
         and cannot pull the body, shared with the mean, away from the labels. Derivatives
-        of single heads with respect to positions therefore need evaluation mode.
+        of single heads with respect to positions therefore need evaluation mode
+        (``member_derivatives`` raises ValueError in training mode).
         """
-        return self.element_outputs(graph, self._heads) * self.energy_scale
+        if member_derivatives and self.training:
+            raise ValueError(
+                "per-member forces of a shallow ensemble need model.eval(): in training mode "
+                "its heads' spread is cut from the gradient of the shared body"
+            )
+        return (self.element_outputs(graph, self._heads) * self.energy_scale).T  # (K, N)
 
     def _heads(self, network: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         hidden = network[:-1](x)  # (n, H)
@@ -84,10 +146,8 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
         return heads
 
-    def member_gradients(
-        self, graph: Graph, *, strain: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Every head's per-atom energies ``(N, K)`` eV and the derivatives of its energy
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients:
+        """Every head's per-atom energies ``(K, N)`` eV and the derivatives of its energy
         with respect to positions ``(K, N, 3)`` eV/Å and, with ``strain``, to the symmetric
         strain of :func:`~mlpot.physics.derivatives.strained_graph` ``(K, S, 3, 3)`` eV.
 
@@ -101,29 +161,30 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         """
         if self.training:
             raise ValueError("member gradients of a shallow ensemble need model.eval()")
+        k_members = self.n_members
         species = self.species(graph[NUMBERS])  # (N,)
         scale = self.feature_std[species]  # (N, F)
         with torch.no_grad():
             vectors = edge_vectors(graph)
             densities, edge_factors = self.descriptor.densities_and_derivatives(
-                graph, vectors, self.n_members
+                graph, vectors, k_members
             )
             raw = self.descriptor.features_from_densities(densities)
             x = (raw - self.feature_mean[species]) / scale  # (N, F)
-            heads = x.new_empty(x.shape[0], self.n_members)
-            d_x = x.new_empty(x.shape[0], self.n_members, x.shape[1])
+            heads = x.new_empty(x.shape[0], k_members)
+            d_x = x.new_empty(x.shape[0], k_members, x.shape[1])
             for k, network in enumerate(self.networks):
                 index = torch.nonzero(species == k).squeeze(1)
                 y, jacobian = mlp_with_jacobian(network, x.index_select(0, index))
                 heads.index_copy_(0, index, y)
                 d_x.index_copy_(0, index, jacobian)
-            energies = heads * self.energy_scale  # (N, K)
+            energies = heads.T * self.energy_scale  # (K, N)
             d_raw = d_x * (self.energy_scale / scale[:, None, :])  # (N, K, F)
             rows = self.descriptor.density_cotangents(densities, d_raw)
             d_positions, d_strain = self.descriptor.position_strain_vjp(
                 graph, vectors, rows, edge_factors, strain=strain
             )
-        return energies, d_positions, d_strain
+        return MemberGradients(energies=energies, positions=d_positions, strain=d_strain)
 
     def forward(self, graph: Graph) -> torch.Tensor:
-        return self.member_energies(graph).mean(1)  # (N,)
+        return self.member_energies(graph).mean(0)  # (N,)
