@@ -8,7 +8,7 @@ Models (BPNN defaults: cutoff 5 Å, 144 ACSF features, hidden [64, 64], float64)
 
 * ``committee``: ``--members`` BPNNs, each on its own bootstrap resample of the training
   frames with its own seed, trained in parallel processes (``--jobs``) and assembled with
-  :func:`mlpot.uncertainty.committee.load_committee`; domain statistics fitted after;
+  :func:`mlpot.uncertainty.ensemble.load_committee`; domain statistics fitted after;
 * ``shallow``: ``bpnn_shallow`` with ``--heads`` heads, trained with the ensemble NLL term.
 
 Per test temperature (300, 600, 1200 K; the first ``--test-frames`` frames of each file):
@@ -104,9 +104,9 @@ def train_models(args, work: Path) -> None:
 
     from mlpot.data.dataset import LabelKeys
     from mlpot.models.checkpoint import save_model
-    from mlpot.training.run import read_samples, to_graphs
-    from mlpot.uncertainty.committee import load_committee
+    from mlpot.training.samples import read_samples, to_graphs
     from mlpot.uncertainty.domain import fit_domain
+    from mlpot.uncertainty.ensemble import load_committee
 
     data = split_data(Path(args.data), work, args.train_frames)
     training = {
@@ -248,8 +248,7 @@ def inference_cost(args, work: Path) -> dict:
     from mlpot.models.sum import SumModel
     from mlpot.physics.derivatives import predict
     from mlpot.uncertainty.assess import load_with_statistics
-    from mlpot.uncertainty.ensemble import predict_with_uncertainty
-    from mlpot.uncertainty.predict import predict_full
+    from mlpot.uncertainty.ensemble import predict_full, predict_with_uncertainty
 
     torch.set_num_threads(args.threads)
     device = args.device

@@ -150,8 +150,8 @@ def test_net_force_term_vanishes_for_conservative_model(emt_copper_xyz):
 def test_committee_training_and_resume(emt_copper_xyz, tmp_path):
     """ensemble.size members with different seeds and bootstrap sets; model.pt is their mean."""
     from mlpot.models.checkpoint import load_model
-    from mlpot.models.committee import Committee
-    from mlpot.uncertainty.committee import predict_with_uncertainty
+    from mlpot.models.ensembles import Committee
+    from mlpot.uncertainty.ensemble import predict_with_uncertainty
 
     raw = {
         "data": {"train": emt_copper_xyz, "validation_fraction": 0.2},
@@ -175,3 +175,42 @@ def test_committee_training_and_resume(emt_copper_xyz, tmp_path):
         committee.state_dict().values(), again.train.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b)
+
+
+def test_structures_in_memory_train_as_their_file(emt_copper_xyz, tmp_path):
+    """``run_training`` takes labelled ``ase.Atoms`` (or samples) in memory: the same
+    structures as a file give the same model, with no file written; bad labels are named."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from mlpot.errors import MlpotInputError
+
+    frames = ase.io.read(emt_copper_xyz, index=":")  # labels in SinglePointCalculators
+    raw = {
+        "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [8]},
+        "training": {"epochs": 2, "batch_size": 8, "progress": False},
+    }
+    validation = {"validation_fraction": 0.2}
+    from_file = run_training(
+        parse_config(
+            {**raw, "data": {"train": emt_copper_xyz, **validation}, "output": str(tmp_path / "f")}
+        )
+    )
+    in_memory = run_training(
+        parse_config({**raw, "data": validation, "output": str(tmp_path / "m")}), train=frames
+    )
+    assert in_memory.validation_metrics == from_file.validation_metrics
+    for a, b in zip(
+        from_file.train.model.state_dict().values(),
+        in_memory.train.model.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+    assert not list((tmp_path / "m").glob("*.xyz"))
+    unlabelled = frames[0].copy()
+    unlabelled.calc = SinglePointCalculator(unlabelled, energy=1.0)
+    config = parse_config({**raw, "output": str(tmp_path / "bad")})
+    with pytest.raises(MlpotInputError, match=r"train \(in memory\).*frame 1.*forces"):
+        run_training(config, train=[frames[1], unlabelled, frames[2]])
+    with pytest.raises(MlpotInputError, match="no training structures"):
+        run_training(config)

@@ -193,11 +193,11 @@ def test_calibrate_command_stores_scales_and_draws_diagram(path, tmp_path):
     shutil.copy(path(), model)
     calibrated, png = tmp_path / "calibrated.pt", tmp_path / "reliability.png"
     runner = CliRunner()
-    args = ["calibrate", str(model), data_files()["calibration"], "-o", str(calibrated)]
-    result = runner.invoke(app, [*args, "--plot", str(png), "--json"])
+    args = ["calibrate", str(model), data_files()["calibration"], "--output-model", str(calibrated)]
+    result = runner.invoke(app, [*args, "--output-plot", str(png), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert load_checkpoint(model)["calibration"] is None  # written to --output only
+    assert load_checkpoint(model)["calibration"] is None  # written to --output-model only
     stored = Calibration.from_dict(load_checkpoint(calibrated)["calibration"])
     assert stored.forces == pytest.approx(report["calibration"]["forces_scale"])
     assert stored == Calibration.from_dict(report["calibration"])  # dof included

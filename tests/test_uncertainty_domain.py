@@ -21,9 +21,9 @@ from mlpot.uncertainty.domain import (
     fit_domain,
     fit_domain_statistics,
     ledoit_wolf,
-    model_features,
     tail_quantile,
 )
+from mlpot.uncertainty.features import model_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 assert one_thread  # the fixture is used through pytestmark

@@ -60,7 +60,10 @@ def run(model=None, **kwargs):
     ("kwargs", "message"),
     [
         ({"system": "cu-bcc"}, "unknown system 'cu-bcc'"),
-        ({"system": "no/such/file.xyz"}, "not a built-in (cu-fcc, ethanol)"),
+        (
+            {"system": "no/such/file.xyz"},
+            "not a built-in (cu-fcc, cu-vacancy, ethanol, methanol, water)",
+        ),
         ({"system": "ethanol"}, "element(s) H, C, O the model does not know"),
         ({"oracle": "dft-magic", "oracle_params": {}}, "unknown oracle 'dft-magic'"),
         ({"oracle": 42}, "oracle must be a name, a dict or an ASE calculator"),

@@ -11,13 +11,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from ase import Atoms, units
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary
+from ase import Atoms
 from ase.optimize import BFGS
 
 from mlpot.calculators.checked import CheckedOracle
-from mlpot.physics.velocities import thermalize_momenta
+from mlpot.md import labelled_snapshot, make_dynamics, start_momenta
 
 
 @dataclass
@@ -89,24 +87,21 @@ def oracle_md_frames(
     atoms = start.copy()
     atoms.calc = CheckedOracle(calculator)
     rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, temperature, rng=rng)
-    Stationary(atoms)
-    dynamics = Langevin(
+    start_momenta(atoms, temperature, rng=rng)
+    dynamics = make_dynamics(
         atoms,
-        timestep_fs * units.fs,
+        thermostat="langevin",
+        timestep_fs=timestep_fs,
         temperature_K=temperature,
-        friction=0.02 / units.fs,
-        fixcm=False,
+        friction_per_fs=0.02,
         rng=rng,
     )
     _run_resilient(dynamics, atoms, equilibration, temperature, rng)
     for _ in range(frames):
         _run_resilient(dynamics, atoms, stride, temperature, rng)
-        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-        if atoms.pbc.all() and "stress" in atoms.calc.implemented_properties:
-            results["stress"] = atoms.get_stress()
-        frame = atoms.copy()
-        frame.calc = None
+        stress = bool(atoms.pbc.all()) and "stress" in atoms.calc.implemented_properties
+        frame = labelled_snapshot(atoms, stress=stress)
+        results, frame.calc = frame.calc.results, None
         yield LabelledFrame(frame, results)
 
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import ase.io
 import numpy as np
-import torch
 
 from mlpot.active.config import LearnConfig
 from mlpot.active.store import Labelled
-from mlpot.data.graph import atoms_to_graph
+from mlpot.data.dataset import samples_from_atoms
 from mlpot.models.checkpoint import load_model, update_checkpoint
-from mlpot.physics import outputs
 from mlpot.training import parse_config, run_training
-from mlpot.uncertainty.calibration import Calibration, fit_student_t
-from mlpot.uncertainty.ensemble import predict_with_uncertainty
+from mlpot.uncertainty.assess import Residuals, calibration_data, collect_residuals, labelled_graphs
+from mlpot.uncertainty.calibration import fit_calibration
 
 
 @dataclass
@@ -25,26 +22,20 @@ class TrainedModel:
     metrics: dict
 
 
-def _write(path: Path, frames: list[Labelled]) -> None:
-    ase.io.write(path, [f.atoms for f in frames], format="extxyz")
+def _residuals(model, frames: list[Labelled], source: str) -> Residuals:
+    """Errors of ``model`` on labelled frames beside its raw (uncalibrated) stds."""
+    samples = samples_from_atoms([f.atoms for f in frames], source=source)
+    return collect_residuals(model, labelled_graphs(samples, model))
 
 
-def _errors(model, frames: list[Labelled], scale: float = 1.0) -> dict[str, np.ndarray]:
-    """Per-component force errors, matching stds, and energy-per-atom errors."""
-    force_err, force_std, energy_err = [], [], []
-    for frame in frames:
-        graph = atoms_to_graph(
-            frame.atoms, model.cutoff, dtype=torch.float64, elements=model.elements
-        )
-        out = predict_with_uncertainty(model, graph, forces=True, scale=scale)
-        reference = frame.atoms.calc.results
-        force_err.append(out[outputs.FORCES].numpy() - reference["forces"])
-        force_std.append(np.repeat(out[outputs.FORCES_STD].numpy()[:, None], 3, axis=1))
-        energy_err.append((float(out[outputs.ENERGY][0]) - reference["energy"]) / len(frame.atoms))
+def _test_metrics(res: Residuals, forces_scale: float) -> dict[str, float]:
+    """Force RMSE (eV/Å, over components), energy RMSE (eV/atom) and the mean calibrated
+    per-atom force std (eV/Å) on the held-out test frames."""
+    n_atoms = np.bincount(res.batch, minlength=len(res.energy_error))
     return {
-        "force_err": np.concatenate(force_err).ravel(),
-        "force_std": np.concatenate(force_std).ravel(),
-        "energy_err": np.array(energy_err),
+        "test_force_rmse": float(np.sqrt(np.mean(res.force_error**2))),
+        "test_energy_rmse": float(np.sqrt(np.mean((res.energy_error / n_atoms) ** 2))),
+        "test_mean_force_std": float(np.mean(forces_scale * res.forces_std)),
     }
 
 
@@ -56,22 +47,17 @@ def train_iteration(
     *,
     seed: int,
 ) -> TrainedModel:
-    """Train the committee on ``labelled``, calibrate it on its validation part, and
-    measure it on the held-out ``test`` frames. Resumes a killed training."""
+    """Train the committee on ``labelled`` (in memory), calibrate its force stds on its
+    validation part, and measure it on the held-out ``test`` frames. Resumes a killed
+    training (the same labels give the same split)."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labelled))
     n_val = max(1, round(config.train.validation_fraction * len(labelled)))
     validation = [labelled[k] for k in order[:n_val]]
     training = [labelled[k] for k in order[n_val:]]
-    _write(directory / "train.xyz", training)
-    _write(directory / "validation.xyz", validation)
     train_config = parse_config(
         {
-            "data": {
-                "train": str(directory / "train.xyz"),
-                "validation": str(directory / "validation.xyz"),
-            },
             "model": config.train.model,
             "training": {"progress": False, "seed": seed, **config.train.training},
             "loss": config.train.loss,
@@ -80,21 +66,23 @@ def train_iteration(
         }
     )
     started = (directory / "committee").exists()
-    result = run_training(train_config, resume=started)
+    result = run_training(
+        train_config,
+        train=[f.atoms for f in training],
+        validation=[f.atoms for f in validation],
+        resume=started,
+    )
     model = load_model(result.model_path)
-    val = _errors(model, validation)
-    scale, dof = fit_student_t(val["force_err"], val["force_std"], what="forces")
-    calibration = Calibration(forces=scale, forces_dof=dof)
+    calibration = fit_calibration(
+        calibration_data(_residuals(model, validation, "validation"), ("forces",))
+    )
     path = directory / "model.pt"  # the committee with its force calibration and domain
     update_checkpoint(result.model_path, path, calibration=calibration.to_dict())
-    tst = _errors(model, test, scale=scale)
     metrics = {
         "n_train": len(training),
         "n_validation": len(validation),
-        "test_force_rmse": float(np.sqrt(np.mean(tst["force_err"] ** 2))),
-        "test_energy_rmse": float(np.sqrt(np.mean(tst["energy_err"] ** 2))),
-        "test_mean_force_std": float(np.mean(tst["force_std"])),
-        "calibration_scale": scale,  # predictive std / raw committee std (forces)
+        **_test_metrics(_residuals(model, test, "test"), calibration.forces),
+        "calibration_scale": calibration.forces,  # predictive std / raw committee std (forces)
         "calibration_dof": calibration.to_dict()["forces_dof"],  # Student-t ν, None: Gaussian
     }
     return TrainedModel(path, metrics)

@@ -1,4 +1,4 @@
-"""Reading labelled structures from extxyz files and ASE databases, with strict checks.
+"""Labelled structures from extxyz files, ASE databases or memory, with strict checks.
 
 Labels are looked up under configurable keys. With no key given, each label is taken
 from the first place that has it: the attached calculator's results (what ASE fills when
@@ -11,6 +11,7 @@ Every problem is an :class:`~mlpot.errors.MlpotInputError` naming file, frame an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,49 +160,83 @@ def read_dataset(
 ) -> list[Sample]:
     """Read labelled samples; missing required labels, NaN/inf and bad shapes are errors."""
     source = str(source)
-    samples = []
-    for frame, (atoms, extra) in enumerate(read_structures(source)):
-        n = len(atoms)
-        if n == 0:
-            raise MlpotInputError("structure has no atoms", source=source, frame=frame)
-        energy, ekey = _lookup(atoms, extra, "energy", keys.energy)
-        forces, fkey = _lookup(atoms, extra, "forces", keys.forces)
-        stress, skey = _lookup(atoms, extra, "stress", keys.stress)
-        if energy is None and require_energy:
+    return [
+        _sample(atoms, extra, source, frame, keys, require_energy, require_forces)
+        for frame, (atoms, extra) in enumerate(read_structures(source))
+    ]
+
+
+def samples_from_atoms(
+    frames: Sequence[Atoms | Sample],
+    keys: LabelKeys = LabelKeys(),
+    *,
+    source: str = "in memory",
+    require_energy: bool = True,
+    require_forces: bool = True,
+) -> list[Sample]:
+    """Labelled samples of structures in memory, checked as :func:`read_dataset` checks a
+    file's: labels looked up the same way (e.g. a ``SinglePointCalculator``'s results),
+    ``source`` and the index in ``frames`` name a bad one. A :class:`Sample` is kept as is."""
+    return [
+        frame
+        if isinstance(frame, Sample)
+        else _sample(frame, {}, source, k, keys, require_energy, require_forces)
+        for k, frame in enumerate(frames)
+    ]
+
+
+def _sample(
+    atoms: Atoms,
+    extra: dict,
+    source: str,
+    frame: int,
+    keys: LabelKeys,
+    require_energy: bool,
+    require_forces: bool,
+) -> Sample:
+    """One checked sample: its labels found (see the module docstring) and validated."""
+    if not isinstance(atoms, Atoms):
+        raise MlpotInputError(
+            f"not a structure: {type(atoms).__name__}", source=source, frame=frame
+        )
+    n = len(atoms)
+    if n == 0:
+        raise MlpotInputError("structure has no atoms", source=source, frame=frame)
+    energy, ekey = _lookup(atoms, extra, "energy", keys.energy)
+    forces, fkey = _lookup(atoms, extra, "forces", keys.forces)
+    stress, skey = _lookup(atoms, extra, "stress", keys.stress)
+    if energy is None and require_energy:
+        raise MlpotInputError(
+            f"missing energy label (looked for {_where(keys.energy, 'energy')})",
+            source=source,
+            frame=frame,
+            field=ekey,
+        )
+    if forces is None and require_forces:
+        raise MlpotInputError(
+            f"missing forces label (looked for {_where(keys.forces, 'forces')})",
+            source=source,
+            frame=frame,
+            field=fkey,
+        )
+    if keys.stress is not None and stress is None:
+        raise MlpotInputError("missing stress label", source=source, frame=frame, field=skey)
+    sample = Sample(atoms=atoms, source=source, frame=frame)
+    if energy is not None:
+        sample.energy = float(_as_finite(energy, (), source=source, frame=frame, field_name=ekey))
+    if forces is not None:
+        sample.forces = _as_finite(forces, (n, 3), source=source, frame=frame, field_name=fkey)
+    if stress is not None:
+        if not atoms.pbc.all():
             raise MlpotInputError(
-                f"missing energy label (looked for {_where(keys.energy, 'energy')})",
+                "stress label on a structure that is not periodic in all three directions",
                 source=source,
                 frame=frame,
-                field=ekey,
+                field=skey,
             )
-        if forces is None and require_forces:
-            raise MlpotInputError(
-                f"missing forces label (looked for {_where(keys.forces, 'forces')})",
-                source=source,
-                frame=frame,
-                field=fkey,
-            )
-        if keys.stress is not None and stress is None:
-            raise MlpotInputError("missing stress label", source=source, frame=frame, field=skey)
-        sample = Sample(atoms=atoms, source=source, frame=frame)
-        if energy is not None:
-            sample.energy = float(
-                _as_finite(energy, (), source=source, frame=frame, field_name=ekey)
-            )
-        if forces is not None:
-            sample.forces = _as_finite(forces, (n, 3), source=source, frame=frame, field_name=fkey)
-        if stress is not None:
-            if not atoms.pbc.all():
-                raise MlpotInputError(
-                    "stress label on a structure that is not periodic in all three directions",
-                    source=source,
-                    frame=frame,
-                    field=skey,
-                )
-            sample.stress = _stress_3x3(stress, source=source, frame=frame, field_name=skey)
-        _check_positions(atoms, source, frame)
-        samples.append(sample)
-    return samples
+        sample.stress = _stress_3x3(stress, source=source, frame=frame, field_name=skey)
+    _check_positions(atoms, source, frame)
+    return sample
 
 
 def _where(key: str | None, name: str) -> str:

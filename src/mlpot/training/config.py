@@ -47,10 +47,11 @@ class KeysConfig(BaseModel):
 
 
 class DataConfig(BaseModel):
-    """Where the labelled structures are and how to split them."""
+    """Where the labelled structures are and how to split them. Files only: structures in
+    memory are given to :func:`~mlpot.training.run.run_training` and join these."""
 
     model_config = ConfigDict(extra="forbid")
-    train: list[str]
+    train: list[str] = []
     validation: list[str] = []
     test: list[str] = []
     validation_fraction: float = Field(0.1, ge=0, lt=1)
@@ -77,7 +78,7 @@ class TrainConfig(BaseModel):
     """The whole config file."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    data: DataConfig
+    data: DataConfig = DataConfig()
     model: dict[str, Any] = {"name": "bpnn"}
     loss: LossWeights = LossWeights()
     training: TrainingOptions = TrainingOptions()

@@ -1,7 +1,10 @@
 """``mlpot train`` as a library call: data -> splits -> reference energies -> model -> fit.
 
-With a ``baseline`` the targets are label - baseline (:mod:`mlpot.training.delta`); with
-``finetune`` the model starts from a checkpoint (:mod:`mlpot.training.finetune`).
+The labelled structures come from the files the config names and/or from memory
+(:mod:`mlpot.training.samples`); the model is fitted one of three ways
+(:mod:`mlpot.training.fit`). With a ``baseline`` the targets are label - baseline
+(:mod:`mlpot.training.delta`); with ``finetune`` the model starts from a checkpoint
+(:mod:`mlpot.training.finetune`).
 """
 
 from __future__ import annotations
@@ -11,39 +14,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mlpot.calculators.oracles import ORACLES, check_oracle_name
-from mlpot.data.dataset import LabelKeys, Sample, elements_of, read_dataset, sample_to_graph
+from mlpot.data.dataset import Sample
 from mlpot.data.graph import Graph
 from mlpot.data.loader import iterate_batches
-from mlpot.data.reference import fit_reference_energies
-from mlpot.data.splits import split_indices
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
-from mlpot.models.checkpoint import load_model, save_model, torch_dtype, update_checkpoint
-from mlpot.models.committee import Committee
-from mlpot.models.offsets import AtomicOffsets
-from mlpot.models.registry import build_model
-from mlpot.models.sum import SumModel
-from mlpot.physics.derivatives import predict
-from mlpot.physics.outputs import ENERGY
-from mlpot.training.config import TrainConfig, with_elements
+from mlpot.models.checkpoint import torch_dtype, update_checkpoint
+from mlpot.training.config import TrainConfig
 from mlpot.training.delta import CACHE_FILE, delta_splits
 from mlpot.training.finetune import (
     FinetuneStart,
-    ReplaySampler,
     combine_fisher,
     diagonal_fisher,
-    ewc_penalty,
     fisher_subset,
     load_start,
-    replay_count,
 )
+from mlpot.training.fit import Fitted, finetune, train_committee, train_one
 from mlpot.training.metrics import evaluate
-from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
+from mlpot.training.samples import (
+    Splits,
+    Structures,
+    label_keys,
+    read_samples,
+    split_samples,
+    to_graphs,
+)
+from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult
 from mlpot.uncertainty.domain import fit_domain
 
 
@@ -57,176 +56,6 @@ class RunResult:
     test_metrics: dict | None
 
 
-def read_samples(paths: list[str], keys: LabelKeys) -> list[Sample]:
-    samples = []
-    for path in paths:
-        samples += read_dataset(path, keys)
-    return samples
-
-
-def split_samples(config: TrainConfig) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    """Training, validation and test samples: given files, or seeded fractions of train."""
-    data = config.data
-    keys = LabelKeys(**data.keys.model_dump())
-    pool = read_samples(data.train, keys)
-    validation = read_samples(data.validation, keys)
-    test = read_samples(data.test, keys)
-    try:
-        split = split_indices(
-            len(pool),
-            validation=0.0 if validation else data.validation_fraction,
-            test=0.0 if test else data.test_fraction,
-            seed=data.split_seed,
-        )
-    except ValueError as err:
-        raise MlpotInputError(
-            f"cannot split {len(pool)} structures: {err}", source=", ".join(data.train)
-        ) from None
-    train_set = [pool[k] for k in split.train]
-    validation = validation or [pool[k] for k in split.validation]
-    test = test or [pool[k] for k in split.test]
-    return train_set, validation, test
-
-
-def reference_offsets(
-    samples: list[Sample], elements: list[int], known: np.ndarray | float = 0.0
-) -> AtomicOffsets:
-    """Per-element energies, least squares on the labels minus ``known`` energies per
-    structure (those of the parameter-free terms, see :func:`fixed_terms`)."""
-    counts = np.array([[np.sum(s.atoms.numbers == z) for z in elements] for s in samples])
-    energies = np.array([s.energy for s in samples]) - known
-    return AtomicOffsets(elements, fit_reference_energies(counts, energies, elements).tolist())
-
-
-def fixed_terms(model: EnergyModel) -> list[EnergyModel]:
-    """The terms of ``model`` without trainable parameters (a fixed-charge Coulomb, ZBL,
-    dispersion, ...): their energies are known before training, so the reference energies
-    are fitted to what is left, and nothing is counted twice."""
-    terms = list(model.terms) if isinstance(model, SumModel) else [model]
-    return [t for t in terms if not any(p.requires_grad for p in t.parameters())]
-
-
-def fixed_energies(terms: list[EnergyModel], graphs: list[Graph]) -> np.ndarray:
-    """Energy ``(n_structures,)`` of the given terms on each graph, eV."""
-    return np.array(
-        [sum(float(predict(t, g, forces=False)[ENERGY]) for t in terms) for g in graphs]
-    )
-
-
-def to_graphs(
-    samples: list[Sample], model: EnergyModel, dtype: torch.dtype, desc: str
-) -> list[Graph]:
-    return [
-        sample_to_graph(s, model.cutoff, dtype=dtype, elements=model.elements)
-        for s in tqdm(samples, desc=desc, unit="structure", leave=False, disable=len(samples) < 200)
-    ]
-
-
-def build_initial_model(
-    config: TrainConfig, train_set: list[Sample]
-) -> tuple[EnergyModel, list[Graph]]:
-    """Least-squares offsets + the configured learned model, with statistics fitted on the
-    training graphs (returned too, so they are built once)."""
-    torch.manual_seed(config.training.seed)
-    learned = build_model(with_elements(config.model, elements_of(train_set)))
-    dtype = torch_dtype(config.training.dtype)
-    learned = learned.to(dtype)
-    graphs = to_graphs(train_set, learned, dtype, "train graphs")
-    fixed = fixed_terms(learned)
-    known = fixed_energies(fixed, graphs) if fixed else 0.0
-    model = SumModel([reference_offsets(train_set, learned.elements, known), learned]).to(dtype)
-    model.fit_statistics(graphs)
-    return model, graphs
-
-
-def _train_one(
-    config: TrainConfig,
-    train_set,
-    validation,
-    output: Path,
-    *,
-    resume: bool,
-    metadata: dict,
-    checkpoint_fields: dict | None = None,
-) -> TrainResult:
-    model, train_graphs = build_initial_model(config, train_set)
-    dtype = torch_dtype(config.training.dtype)
-    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
-    return train(
-        model,
-        train_graphs,
-        val_graphs,
-        options=config.training,
-        loss=config.loss,
-        output_dir=output,
-        resume=resume,
-        metadata=metadata,
-        checkpoint_fields=checkpoint_fields,
-    )
-
-
-def _bootstrap(samples: list[Sample], seed: int) -> list[Sample]:
-    picks = np.random.default_rng(seed).integers(0, len(samples), len(samples))
-    return [samples[k] for k in picks]
-
-
-def _train_committee(
-    config: TrainConfig,
-    train_set,
-    validation,
-    output: Path,
-    *,
-    resume: bool,
-    metadata: dict,
-    checkpoint_fields: dict | None = None,
-) -> TrainResult:
-    """Train ``ensemble.size`` members in ``output/member_k`` and save their committee."""
-    members, results = [], []
-    for k in range(config.ensemble.size):
-        member_config = config.model_copy(deep=True)
-        member_config.training.seed = config.training.seed + k
-        member_dir = output / f"member_{k}"
-        done = (member_dir / "done").exists()
-        member_train = (
-            _bootstrap(train_set, config.training.seed + k)
-            if config.ensemble.bootstrap
-            else train_set
-        )
-        if done:
-            members.append(load_model(member_dir / MODEL_FILE))
-            continue
-        result = _train_one(
-            member_config,
-            member_train,
-            validation,
-            member_dir,
-            resume=resume and (member_dir / STATE_FILE).exists(),
-            metadata={**metadata, "member": k},
-            checkpoint_fields=checkpoint_fields,
-        )
-        (member_dir / "done").write_text(result.stop_reason)
-        members.append(result.model)
-        results.append(result)
-    committee = Committee(members)
-    save_model(
-        output / MODEL_FILE,
-        committee,
-        training={
-            **metadata,
-            "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
-        },
-        **(checkpoint_fields or {}),
-    )
-    history = results[-1].history if results else []
-    return TrainResult(
-        committee,
-        min((r.best_validation_loss for r in results), default=float("nan")),
-        max((r.epochs_run for r in results), default=0),
-        "committee of " + str(config.ensemble.size),
-        history,
-    )
-
-
 def store_domain(
     model: EnergyModel, train_set: list[Sample], path: Path, dtype: torch.dtype
 ) -> None:
@@ -235,6 +64,44 @@ def store_domain(
     domain = fit_domain(model, to_graphs(train_set, model, dtype, "domain statistics"))
     if domain is not None:
         update_checkpoint(path, domain=domain.to_dict())
+
+
+def store_fisher(
+    config: TrainConfig,
+    model: EnergyModel,
+    graphs: list[Graph],
+    path: Path,
+    previous: dict | None = None,
+) -> None:
+    """Compute the Fisher information of ``model`` on (a subset of) ``graphs`` and store it
+    in the checkpoint at ``path`` (added to ``previous`` for online EWC)."""
+    if config.fisher.structures == 0 or model.member_models() or not graphs:
+        return
+    fisher = diagonal_fisher(
+        model,
+        fisher_subset(graphs, config.fisher),
+        config.loss.resolved(),
+        device=config.training.device,
+        progress=config.training.progress,
+        seed=config.fisher.seed,
+    )
+    update_checkpoint(path, fisher=combine_fisher(previous, fisher))
+
+
+def _output_directory(config: TrainConfig, *, resume: bool, log: Callable[[str], None]) -> Path:
+    """The run's directory, created; refuses a run already there unless ``resume``."""
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    started = (output / STATE_FILE).exists() or (output / "member_0").exists()
+    if started and not resume:
+        raise MlpotInputError(
+            "a training run is already here; resume it with --resume or "
+            "choose another output directory",
+            source=str(output),
+        )
+    if resume and not started:
+        log(f"nothing to resume in {output}: starting fresh")
+    return output
 
 
 def _baseline_spec(config: TrainConfig, start: FinetuneStart | None) -> dict | None:
@@ -252,120 +119,10 @@ def _baseline_spec(config: TrainConfig, start: FinetuneStart | None) -> dict | N
     return spec
 
 
-def _baseline_cache(config: TrainConfig, output: Path) -> Path:
-    if config.baseline is not None and config.baseline.cache is not None:
-        return Path(config.baseline.cache)
-    return output / CACHE_FILE
-
-
-def _errors(model: EnergyModel, graphs: list[Graph]) -> dict | None:
-    return evaluate(model, iterate_batches(graphs, 16)) if graphs else None
-
-
-def _finetune(
-    config: TrainConfig,
-    start: FinetuneStart,
-    train_set: list[Sample],
-    validation: list[Sample],
-    old: list[Sample],
-    output: Path,
-    *,
-    resume: bool,
-    metadata: dict,
-    checkpoint_fields: dict,
-) -> tuple[TrainResult, dict, list[Graph]]:
-    """Fine-tune ``start.model`` on the new data; returns the result, the old/new errors
-    before and after, and the old graphs."""
-    tune, dtype = config.finetune, torch_dtype(config.training.dtype)
-    model = start.model
-    graphs = to_graphs(train_set, model, dtype, "train graphs")
-    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
-    old_graphs = to_graphs(old, model, dtype, "old graphs")
-    before = {"new_validation": _errors(model, val_graphs), "old": _errors(model, old_graphs)}
-    replay = None
-    if tune.method == "replay":
-        replay = ReplaySampler(
-            old_graphs, replay_count(tune.replay_fraction, len(graphs), len(old_graphs))
-        )
-    result = train(
-        model,
-        graphs,
-        val_graphs,
-        options=config.training,
-        loss=config.loss,
-        output_dir=output,
-        resume=resume,
-        metadata={**metadata, "finetune": tune.model_dump()},
-        penalty=ewc_penalty(tune, start) if tune.method == "ewc" else None,
-        replay=replay,
-        checkpoint_fields=checkpoint_fields,
-    )
-    after = {
-        "new_validation": _errors(result.model, val_graphs),
-        "old": _errors(result.model, old_graphs),
-    }
-    return result, {"method": tune.method, "before": before, "after": after}, old_graphs
-
-
-def store_fisher(
-    config: TrainConfig,
-    model: EnergyModel,
-    graphs: list[Graph],
-    path: Path,
-    previous: dict | None = None,
-) -> None:
-    """Compute the Fisher information of ``model`` on (a subset of) ``graphs`` and store it
-    in the checkpoint at ``path`` (added to ``previous`` for online EWC)."""
-    if config.fisher.structures == 0 or isinstance(model, Committee) or not graphs:
-        return
-    fisher = diagonal_fisher(
-        model,
-        fisher_subset(graphs, config.fisher),
-        config.loss.resolved(),
-        device=config.training.device,
-        progress=config.training.progress,
-        seed=config.fisher.seed,
-    )
-    update_checkpoint(path, fisher=combine_fisher(previous, fisher))
-
-
-def run_training(
-    config: TrainConfig,
-    *,
-    resume: bool = False,
-    trust_code: bool = False,
-    log: Callable[[str], None] = print,
-) -> RunResult:
-    """Train as the config says; writes model.pt, training state, history and metrics.json.
-
-    With ``ensemble.size > 1`` the members are trained one after another (each resumable)
-    and ``model.pt`` is their :class:`~mlpot.models.committee.Committee`. With ``baseline``
-    the model learns label - baseline and its checkpoint names the baseline; with
-    ``finetune`` it starts from a checkpoint, and ``metrics.json`` gains the errors on new
-    and old data before and after. A single model's checkpoint gets its Fisher information.
-
-    ``resume=True`` with no run in the output directory starts afresh (and says so through
-    ``log``). A baseline (the config's, or the fine-tuned checkpoint's) that names code
-    (``module:factory``) runs only with ``trust_code=True``; that is checked before any
-    data is read.
-    """
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
-    started = (output / STATE_FILE).exists() or (output / "member_0").exists()
-    if started and not resume:
-        raise MlpotInputError(
-            "a training run is already here; resume it with --resume or "
-            "choose another output directory",
-            source=str(output),
-        )
-    if resume and not started:
-        log(f"nothing to resume in {output}: starting fresh")
-    dtype = torch_dtype(config.training.dtype)
-    start = (
-        load_start(config.finetune, dtype, trust_code=trust_code)
-        if config.finetune is not None
-        else None
-    )
+def _checked_baseline(
+    config: TrainConfig, start: FinetuneStart | None, *, trust_code: bool
+) -> dict | None:
+    """:func:`_baseline_spec`, refused when it names code and ``trust_code`` is False."""
     baseline = _baseline_spec(config, start)
     if baseline is not None and baseline["name"] not in ORACLES:
         try:
@@ -374,72 +131,93 @@ def run_training(
             raise MlpotInputError(
                 f"delta-learning baseline: {err.reason}", field="baseline"
             ) from None
-    train_set, validation, test = split_samples(config)
-    old = []
+    return baseline
+
+
+def _baseline_cache(config: TrainConfig, output: Path) -> Path:
+    if config.baseline is not None and config.baseline.cache is not None:
+        return Path(config.baseline.cache)
+    return output / CACHE_FILE
+
+
+def _samples(
+    config: TrainConfig,
+    given: dict[str, Structures],
+    start: FinetuneStart | None,
+    baseline: dict | None,
+    output: Path,
+    *,
+    trust_code: bool,
+) -> Splits:
+    """The run's samples (files and ``given`` structures in memory), the fine-tuning's old
+    data, all with ``label - baseline`` targets when there is a baseline."""
+    splits = split_samples(config, **given)
     if start is not None and config.finetune.replay_data:
-        old = read_samples(config.finetune.replay_data, LabelKeys(**config.data.keys.model_dump()))
+        splits.old = read_samples(config.finetune.replay_data, label_keys(config))
     if baseline is not None:
-        train_set, validation, test, old = delta_splits(
-            (train_set, validation, test, old),
-            baseline,
-            cache=_baseline_cache(config, output),
-            progress=config.training.progress,
-            trust_code=trust_code,
+        splits = Splits(
+            *delta_splits(
+                splits.parts(),
+                baseline,
+                cache=_baseline_cache(config, output),
+                progress=config.training.progress,
+                trust_code=trust_code,
+            )
         )
-    metadata = {
-        "n_train": len(train_set),
-        "n_validation": len(validation),
-        "n_test": len(test),
-        "data": config.data.model_dump(),
-        "baseline": baseline,
-    }
-    fields = {"baseline": baseline}
+    return splits
+
+
+def _fit(
+    config: TrainConfig,
+    splits: Splits,
+    start: FinetuneStart | None,
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    fields: dict,
+) -> Fitted:
+    """Train a committee, fine-tune ``start``, or train one model, as the config says."""
     resume_one = resume and (output / STATE_FILE).exists()
-    tuned, old_graphs = None, []
+    common = {"metadata": metadata, "checkpoint_fields": fields}
+    data = (splits.train, splits.validation)
     if config.ensemble.size > 1:
-        result = _train_committee(
-            config,
-            train_set,
-            validation,
-            output,
-            resume=resume,
-            metadata=metadata,
-            checkpoint_fields=fields,
-        )
-    elif start is not None:
-        result, tuned, old_graphs = _finetune(
-            config,
-            start,
-            train_set,
-            validation,
-            old,
-            output,
-            resume=resume_one,
-            metadata=metadata,
-            checkpoint_fields=fields,
-        )
-    else:
-        result = _train_one(
-            config,
-            train_set,
-            validation,
-            output,
-            resume=resume_one,
-            metadata=metadata,
-            checkpoint_fields=fields,
-        )
-    store_domain(result.model, train_set, output / MODEL_FILE, dtype)
+        return Fitted(train_committee(config, *data, output, resume=resume, **common))
+    if start is not None:
+        return finetune(config, start, *data, splits.old, output, resume=resume_one, **common)
+    return Fitted(train_one(config, *data, output, resume=resume_one, **common))
+
+
+def _store_statistics(
+    config: TrainConfig,
+    fitted: Fitted,
+    splits: Splits,
+    start: FinetuneStart | None,
+    path: Path,
+) -> None:
+    """Domain statistics into the checkpoint at ``path``; for a single model also its
+    Fisher information (with the replayed old data; added to the start's for online EWC)."""
+    model, dtype = fitted.result.model, torch_dtype(config.training.dtype)
+    store_domain(model, splits.train, path, dtype)
     method = config.finetune.method if config.finetune is not None else None
-    if config.fisher.structures and not isinstance(result.model, Committee):
+    if config.fisher.structures and not model.member_models():
         store_fisher(
             config,
-            result.model,
-            to_graphs(train_set, result.model, dtype, "train graphs")
-            + (old_graphs if method == "replay" else []),
-            output / MODEL_FILE,
+            model,
+            to_graphs(splits.train, model, dtype, "train graphs")
+            + (fitted.old_graphs if method == "replay" else []),
+            path,
             previous=start.payload["fisher"] if method == "ewc" else None,
         )
-    val_graphs = to_graphs(validation, result.model, dtype, "validation graphs")
+
+
+def _metrics(
+    config: TrainConfig, fitted: Fitted, splits: Splits, baseline: dict | None, output: Path
+) -> dict:
+    """The best model's errors on the validation and test sets (and the fine-tuning's
+    comparison), written to ``output/metrics.json``."""
+    result, dtype = fitted.result, torch_dtype(config.training.dtype)
+    val_graphs = to_graphs(splits.validation, result.model, dtype, "validation graphs")
     summary = {
         "stop_reason": result.stop_reason,
         "epochs": result.epochs_run,
@@ -447,12 +225,78 @@ def run_training(
         "validation": evaluate(result.model, iterate_batches(val_graphs, 16)),
         "test": None,
     }
-    if test:
-        test_graphs = to_graphs(test, result.model, dtype, "test graphs")
+    if splits.test:
+        test_graphs = to_graphs(splits.test, result.model, dtype, "test graphs")
         summary["test"] = evaluate(result.model, iterate_batches(test_graphs, 16))
-    if tuned is not None:
-        summary["finetune"] = tuned
+    if fitted.comparison is not None:
+        summary["finetune"] = fitted.comparison
     if baseline is not None:
         summary["baseline"] = baseline
     (output / "metrics.json").write_text(json.dumps(summary, indent=2))
-    return RunResult(output / MODEL_FILE, result, summary["validation"], summary["test"])
+    return summary
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    train: Structures = (),
+    validation: Structures = (),
+    test: Structures = (),
+    resume: bool = False,
+    trust_code: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Train as the config says; writes model.pt, training state, history and metrics.json.
+
+    The labelled structures are those of the files in ``config.data`` and those given in
+    memory as ``train``, ``validation`` and ``test`` (``ase.Atoms`` with their labels, e.g.
+    in a ``SinglePointCalculator``, or :class:`~mlpot.data.dataset.Sample` objects), files
+    first. A set given neither way is a fraction of the training pool.
+
+    With ``ensemble.size > 1`` the members are trained one after another (each resumable)
+    and ``model.pt`` is their :class:`~mlpot.models.ensembles.Committee`. With ``baseline``
+    the model learns label - baseline and its checkpoint names the baseline; with
+    ``finetune`` it starts from a checkpoint, and ``metrics.json`` gains the errors on new
+    and old data before and after. A single model's checkpoint gets its Fisher information.
+
+    ``resume=True`` with no run in the output directory starts afresh (and says so through
+    ``log``); resuming needs the same structures as the killed run. A baseline (the
+    config's, or the fine-tuned checkpoint's) that names code (``module:factory``) runs
+    only with ``trust_code=True``; that is checked before any data is read.
+    """
+    if not (config.data.train or train):
+        raise MlpotInputError(
+            "no training structures: name files in data.train or pass them in memory",
+            field="data.train",
+        )
+    output = _output_directory(config, resume=resume, log=log)
+    dtype = torch_dtype(config.training.dtype)
+    start = (
+        load_start(config.finetune, dtype, trust_code=trust_code)
+        if config.finetune is not None
+        else None
+    )
+    baseline = _checked_baseline(config, start, trust_code=trust_code)
+    given = {"train": train, "validation": validation, "test": test}
+    splits = _samples(config, given, start, baseline, output, trust_code=trust_code)
+    metadata = {
+        "n_train": len(splits.train),
+        "n_validation": len(splits.validation),
+        "n_test": len(splits.test),
+        "data": config.data.model_dump(),
+        "baseline": baseline,
+    }
+    if any(given.values()):
+        metadata["in_memory"] = {name: len(items) for name, items in given.items()}
+    fitted = _fit(
+        config,
+        splits,
+        start,
+        output,
+        resume=resume,
+        metadata=metadata,
+        fields={"baseline": baseline},
+    )
+    _store_statistics(config, fitted, splits, start, output / MODEL_FILE)
+    summary = _metrics(config, fitted, splits, baseline, output)
+    return RunResult(output / MODEL_FILE, fitted.result, summary["validation"], summary["test"])

@@ -2,10 +2,10 @@
 
 :func:`collect_residuals` runs the model over labelled graphs once and keeps, per
 structure and atom, the errors against the labels next to the *uncalibrated* standard
-deviations and the domain scores. :func:`fit_calibration` fits the predictive
-distribution (std scale factor and Student-t degrees of freedom, maximum likelihood,
-:mod:`mlpot.uncertainty.calibration`) and :func:`uncertainty_report`
-scores them. :func:`calibrate_files` is ``mlpot calibrate`` as a library call.
+deviations and the domain scores. :func:`calibration_data` hands errors and stds to
+:func:`mlpot.uncertainty.calibration.fit_calibration` (std scale factor and Student-t
+degrees of freedom, maximum likelihood) and :func:`uncertainty_report` scores them.
+:func:`calibrate_files` is ``mlpot calibrate`` as a library call.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mlpot.data.dataset import read_dataset, sample_to_graph
+from mlpot.data.dataset import Sample, read_dataset, sample_to_graph
 from mlpot.data.graph import ENERGY, FORCES, STRESS, STRESS_MASK, Graph
 from mlpot.data.loader import iterate_batches
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import model_dtype
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
 from mlpot.physics import outputs
-from mlpot.uncertainty.calibration import Calibration, fit_student_t, score
+from mlpot.uncertainty.calibration import QUANTITIES, Calibration, fit_calibration, score
 from mlpot.uncertainty.domain import DomainStatistics
-from mlpot.uncertainty.ensemble import ensemble_size
-from mlpot.uncertainty.predict import predict_full
+from mlpot.uncertainty.ensemble import predict_full
 
 
 @dataclass
@@ -102,26 +101,27 @@ def _force_arrays(res: Residuals) -> tuple[np.ndarray, np.ndarray]:
     return res.force_error, np.broadcast_to(res.forces_std[:, None], res.force_error.shape)
 
 
-def fit_calibration(res: Residuals) -> Calibration:
-    """Maximum-likelihood Student-t predictive per quantity: the std scale factor and the
-    degrees of freedom (scale 1, Gaussian, where there are no labels of the quantity)."""
+def calibration_data(
+    res: Residuals, quantities: tuple[str, ...] = QUANTITIES
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What :func:`~mlpot.uncertainty.calibration.fit_calibration` fits: per quantity of
+    ``quantities`` that has labels, the errors and the raw stds broadcast to their shape
+    (forces ``(N, 3)``, stress ``(S', 9)``; energy ``(S,)``)."""
     if res.energy_std is None:
         raise MlpotInputError(
             "the model has no ensemble members, so no standard deviations to calibrate",
             field="model",
         )
-    fitted = {"energy": fit_student_t(res.energy_error, res.energy_std, what="energy")}
-    if res.forces_std is not None and np.isfinite(res.force_error).any():
-        fitted["forces"] = fit_student_t(*_force_arrays(res), what="forces")
-    if res.stress_std is not None and len(res.stress_std):
+    data = {}
+    if "energy" in quantities:
+        data["energy"] = (res.energy_error, res.energy_std)
+    if "forces" in quantities and res.forces_std is not None:
+        if np.isfinite(res.force_error).any():
+            data["forces"] = _force_arrays(res)
+    if "stress" in quantities and res.stress_std is not None and len(res.stress_std):
         errors = res.stress_error.reshape(len(res.stress_std), -1)  # (S', 9)
-        fitted["stress"] = fit_student_t(
-            errors, np.repeat(res.stress_std[:, None], 9, 1), what="stress"
-        )
-    values = {}
-    for quantity, (scale, dof) in fitted.items():
-        values[quantity], values[f"{quantity}_dof"] = scale, dof
-    return Calibration(**values)
+        data["stress"] = (errors, np.repeat(res.stress_std[:, None], 9, 1))
+    return data
 
 
 def uncertainty_report(res: Residuals, calibration: Calibration | None = None) -> dict[str, Any]:
@@ -174,15 +174,21 @@ def domain_summary(res: Residuals) -> dict[str, float]:
 
 def read_graphs(paths: list[str], model: torch.nn.Module) -> list[Graph]:
     """Labelled graphs of every structure in ``paths`` (energy labels required)."""
-    graphs = []
-    for path in paths:
-        for sample in read_dataset(path, require_energy=True, require_forces=False):
-            graphs.append(
-                sample_to_graph(
-                    sample, model.cutoff, dtype=model_dtype(model), elements=model.elements
-                )
-            )
-    return graphs
+    samples = [
+        sample
+        for path in paths
+        for sample in read_dataset(path, require_energy=True, require_forces=False)
+    ]
+    return labelled_graphs(samples, model)
+
+
+def labelled_graphs(samples: list[Sample], model: torch.nn.Module) -> list[Graph]:
+    """Graphs of ``samples`` with their labels, in the model's dtype, cutoff and elements."""
+    dtype = model_dtype(model)
+    return [
+        sample_to_graph(sample, model.cutoff, dtype=dtype, elements=model.elements)
+        for sample in samples
+    ]
 
 
 @dataclass
@@ -239,7 +245,7 @@ def calibrate_files(
     write it into the checkpoint (in place, or a copy at ``output``). ``trust_code``: see
     :func:`load_with_statistics`."""
     loaded = load_with_statistics(model_path, trust_code=trust_code)
-    if not ensemble_size(loaded.model):
+    if not loaded.model.n_members:
         raise MlpotInputError(
             "model has no ensemble members to calibrate: train a committee "
             "(ensemble.size > 1) or a shallow ensemble (model bpnn_shallow)",
@@ -248,7 +254,7 @@ def calibrate_files(
         )
     model, domain = loaded.model, loaded.domain
     residuals = collect_residuals(model, read_graphs(paths, model), domain=domain)
-    calibration = fit_calibration(residuals)
+    calibration = fit_calibration(calibration_data(residuals))
     target = Path(output) if output is not None else Path(model_path)
     after = uncertainty_report(residuals, calibration)
     stored = {**calibration.to_dict(), "data": [str(p) for p in paths], "scores": after}

@@ -17,13 +17,13 @@ the tails: if it fits the variance, the central intervals are too wide. The Stud
 the variance and puts the right share of the mass in the centre and the tails.
 
 **Fitting.** ``(s, ν)`` maximise the likelihood of validation errors
-(:func:`fit_student_t`); ``ν`` runs over ``[2.5, 1000]``, and a fit that runs to the upper
-bound, or whose likelihood does not beat the Gaussian's by a likelihood-ratio test at 95 %,
-is reported as ``ν = ∞`` with the Gaussian closed form ``s² = mean(e² / σ̂²)``
-(:func:`gaussian_scale`). The lower bound keeps the standard deviation meaningful: as
-``ν → 2`` at fixed interval widths ``s`` grows like ``1 / sqrt(ν - 2)``, so errors with
-tails too heavy for a finite variance would otherwise drive ``ν`` to 2 and ``s`` to
-whatever the optimiser's bound allows.
+(:func:`fit_student_t`; :func:`fit_calibration` for every quantity at once); ``ν`` runs
+over ``[2.5, 1000]``, and a fit that runs to the upper bound, or whose likelihood does not
+beat the Gaussian's by a likelihood-ratio test at 95 %, is reported as ``ν = ∞`` with the
+Gaussian closed form ``s² = mean(e² / σ̂²)`` (:func:`gaussian_scale`). The lower bound
+keeps the standard deviation meaningful: as ``ν → 2`` at fixed interval widths ``s`` grows
+like ``1 / sqrt(ν - 2)``, so errors with tails too heavy for a finite variance would
+otherwise drive ``ν`` to 2 and ``s`` to whatever the optimiser's bound allows.
 
 **Scores**, on ``z = e / σ`` under the calibrated predictive (:func:`score`):
 
@@ -43,6 +43,7 @@ whatever the optimiser's bound allows.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -290,6 +291,20 @@ def fit_student_t(
     if dof >= 0.999 * MAX_DOF or gain < 0.5 * GAUSSIAN_REJECTED:
         return s_gauss, math.inf
     return scale, dof
+
+
+def fit_calibration(errors_and_stds: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Calibration:
+    """The calibration of an ensemble, fitted to its errors: for each quantity given
+    (``energy``, ``forces``, ``stress``) as ``(errors, raw stds)`` of one shape, the
+    maximum-likelihood std scale factor and Student-t degrees of freedom
+    (:func:`fit_student_t`). A quantity not given keeps scale 1, Gaussian."""
+    values: dict[str, float] = {}
+    for quantity, (errors, stds) in errors_and_stds.items():
+        if quantity not in QUANTITIES:
+            raise ValueError(f"unknown quantity {quantity!r}: one of {', '.join(QUANTITIES)}")
+        scale, dof = fit_student_t(errors, stds, what=quantity)
+        values[quantity], values[f"{quantity}_dof"] = scale, dof
+    return Calibration(**values)
 
 
 def score(

@@ -28,38 +28,15 @@ checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import special, stats
 
-from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, Graph, collate
-from mlpot.models.committee import Committee
-from mlpot.models.sum import SumModel
+from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, Graph
 from mlpot.physics import outputs
-
-
-@runtime_checkable
-class HasFeatures(Protocol):
-    """A model exposing per-atom feature vectors."""
-
-    def features(self, graph: Graph) -> torch.Tensor:
-        """Per-atom features ``(N, F)``."""
-
-
-def feature_model(model: torch.nn.Module) -> HasFeatures | None:
-    """The part of ``model`` whose features describe environments: the model itself, the
-    learned term of a sum, or the first member of a committee (None if there is none)."""
-    if isinstance(model, HasFeatures):
-        return model
-    if isinstance(model, SumModel):
-        found = [feature_model(term) for term in model.terms]
-        found = [f for f in found if f is not None]
-        return found[0] if found else None
-    if isinstance(model, Committee):
-        return feature_model(model.members[0])
-    return None
+from mlpot.uncertainty.features import atom_features, feature_model
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -282,15 +259,6 @@ def fit_domain_statistics(
     )
 
 
-@torch.no_grad()
-def model_features(model: torch.nn.Module, graph: Graph) -> torch.Tensor:
-    """Per-atom features ``(N, F)`` of ``model`` (see :func:`feature_model`)."""
-    provider = feature_model(model)
-    if provider is None:
-        raise ValueError(f"model {getattr(model, 'name', model)!r} exposes no per-atom features")
-    return provider.features(graph)
-
-
 def fit_domain(
     model: torch.nn.Module,
     graphs: list[Graph],
@@ -304,14 +272,10 @@ def fit_domain(
     exposes no features, e.g. Lennard-Jones)."""
     if feature_model(model) is None or not graphs:
         return None
-    feats, numbers = [], []
-    for start in range(0, len(graphs), batch_size):
-        batch = collate(graphs[start : start + batch_size])
-        feats.append(model_features(model, batch).cpu())
-        numbers.append(batch[NUMBERS].cpu())
+    found = atom_features(model, graphs, batch_size=batch_size)
     return fit_domain_statistics(
-        torch.cat(feats),
-        torch.cat(numbers),
+        found.features,
+        found.numbers,
         list(model.elements),
         confidence=confidence,
         max_reference=max_reference,

@@ -18,11 +18,12 @@ from ase.calculators.calculator import BaseCalculator
 from ase.optimize import LBFGS
 
 from mlpot.calculators import MlpotCalculator
+from mlpot.data.systems import System
+from mlpot.md import MDUnstable
 from mlpot.models.base import EnergyModel
-from mlpot.validation.md import MDUnstable, NVTRun, run_nvt
+from mlpot.validation.md import NVTRun, run_nvt
 from mlpot.validation.oracle import Oracle
 from mlpot.validation.settings import Tolerances, ValidationSettings
-from mlpot.validation.systems import System
 
 MODEL, ORACLE = "model", "oracle"
 

@@ -1,10 +1,9 @@
-"""Short MD runs with ASE's integrators and observers (no MD engine of our own).
+"""The validation's MD runs: Langevin NVT and velocity-Verlet NVE, set up by
+:mod:`mlpot.md` (ASE's integrators, observers attached with ``attach``).
 
-NVT uses ASE's Langevin integrator without the centre-of-mass constraint, so all ``3N``
-degrees of freedom are thermalised and the canonical kinetic temperature has mean ``T`` and
-variance ``2T²/(3N)``. Velocities start at ``2T``: from a structure near a minimum,
-equipartition hands half of that kinetic energy to the potential within a few vibrations,
-so equilibration is short. NVE uses velocity Verlet.
+NVT thermalises all ``3N`` degrees of freedom (see :mod:`mlpot.md.dynamics`). Velocities
+start at ``2T``: from a structure near a minimum, equipartition hands half of that kinetic
+energy to the potential within a few vibrations, so equilibration is short.
 """
 
 from __future__ import annotations
@@ -12,20 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import Stationary
-from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
-from mlpot.errors import MlpotInputError
-from mlpot.physics.velocities import thermalize_momenta
-
-
-class MDUnstable(RuntimeError):
-    """The temperature ran away or became NaN: the potential is not fit for MD here."""
+from mlpot.md import TemperatureGuard, labelled_snapshot, make_dynamics, run_guarded, start_momenta
 
 
 @dataclass
@@ -73,33 +63,6 @@ class NVERun:
         return self.potential_eV + self.kinetic_eV
 
 
-def snapshot(atoms: Atoms, *, stress: bool) -> Atoms:
-    """A copy of ``atoms`` holding the current energy, forces (and stress) of its calculator."""
-    copy = atoms.copy()
-    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-    if stress:
-        results["stress"] = atoms.get_stress()
-    copy.calc = SinglePointCalculator(copy, **results)
-    return copy
-
-
-def _advance(dynamics, steps: int, label: str) -> None:
-    """Run ``steps``; atoms driven onto each other (or to NaN) count as unstable MD."""
-    try:
-        dynamics.run(steps)
-    except MlpotInputError as err:
-        if err.field != "positions":
-            raise
-        raise MDUnstable(f"{label} MD unstable: {err}") from None
-
-
-def _guard(atoms: Atoms, limit_K: float, label: str) -> float:
-    temperature = float(atoms.get_temperature())
-    if not np.isfinite(temperature) or temperature > limit_K:
-        raise MDUnstable(f"{label} MD unstable: T = {temperature:.0f} K (limit {limit_K:.0f} K)")
-    return temperature
-
-
 def run_nvt(
     atoms: Atoms,
     calc: BaseCalculator,
@@ -125,17 +88,16 @@ def run_nvt(
     atoms = atoms.copy()
     atoms.calc = calc
     rng = np.random.default_rng(seed)
-    thermalize_momenta(atoms, 2.0 * temperature_K, rng=rng)
-    Stationary(atoms)
-    dynamics = Langevin(
+    start_momenta(atoms, 2.0 * temperature_K, rng=rng)
+    dynamics = make_dynamics(
         atoms,
-        timestep_fs * units.fs,
+        thermostat="langevin",
+        timestep_fs=timestep_fs,
         temperature_K=temperature_K,
-        friction=friction_per_fs / units.fs,
-        fixcm=False,
+        friction_per_fs=friction_per_fs,
         rng=rng,
     )
-    limit = max_temperature_factor * temperature_K
+    guard = TemperatureGuard(atoms, max_temperature_factor * temperature_K, label)
     temperatures: list[float] = []
     frames: list[Atoms] = []
     positions: list[np.ndarray] = []
@@ -145,18 +107,18 @@ def run_nvt(
     def observe() -> None:
         bar.update(1)
         step = dynamics.nsteps
-        temperature = _guard(atoms, limit, label)
+        temperature = guard()
         if step <= equilibration_steps:
             return
         temperatures.append(temperature)
         if (step - equilibration_steps) % sample_interval == 0:
-            frames.append(snapshot(atoms, stress=stress))
+            frames.append(labelled_snapshot(atoms, stress=stress))
         if (step - equilibration_steps) % structure_interval == 0:
             positions.append(atoms.get_positions())
 
     dynamics.attach(observe, interval=1)
     try:
-        _advance(dynamics, total, label)
+        run_guarded(dynamics, total, label)
     finally:
         bar.close()
     time = timestep_fs * np.arange(1, len(temperatures) + 1)
@@ -178,20 +140,21 @@ def run_nve(
     """Velocity Verlet from ``atoms`` (with its velocities), recording energies each step."""
     atoms = atoms.copy()
     atoms.calc = calc
-    dynamics = VelocityVerlet(atoms, timestep_fs * units.fs)
+    dynamics = make_dynamics(atoms, thermostat="nve", timestep_fs=timestep_fs)
+    guard = TemperatureGuard(atoms, max_temperature, label)
     potential: list[float] = []
     kinetic: list[float] = []
     bar = tqdm(total=steps + 1, desc=f"{label} MD", unit="step", leave=False, disable=not progress)
 
     def observe() -> None:
         bar.update(1)
-        _guard(atoms, max_temperature, label)
+        guard()
         potential.append(atoms.get_potential_energy())
         kinetic.append(atoms.get_kinetic_energy())
 
     dynamics.attach(observe, interval=1)  # also called once before the first step
     try:
-        _advance(dynamics, steps, label)
+        run_guarded(dynamics, steps, label)
     finally:
         bar.close()
     time = timestep_fs * np.arange(len(potential))

@@ -1,0 +1,172 @@
+"""Fitting a run's model, one of three ways: one model from scratch, a committee of such
+models (each on a bootstrap sample, each resumable), or fine-tuning a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlpot.data.dataset import Sample
+from mlpot.data.graph import Graph
+from mlpot.data.loader import iterate_batches
+from mlpot.models.base import EnergyModel
+from mlpot.models.checkpoint import load_model, save_model, torch_dtype
+from mlpot.models.ensembles import Committee
+from mlpot.training.config import TrainConfig
+from mlpot.training.finetune import FinetuneStart, ReplaySampler, ewc_penalty, replay_count
+from mlpot.training.initial_model import build_initial_model
+from mlpot.training.metrics import evaluate
+from mlpot.training.samples import to_graphs
+from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
+
+
+@dataclass
+class Fitted:
+    """The training result, and for fine-tuning the errors on new and old data before and
+    after (``comparison``) and the old graphs (replayed ones join the Fisher information)."""
+
+    result: TrainResult
+    comparison: dict | None = None
+    old_graphs: list[Graph] | None = None
+
+
+def train_one(
+    config: TrainConfig,
+    train_set: list[Sample],
+    validation: list[Sample],
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict | None = None,
+) -> TrainResult:
+    """One model from scratch (:func:`~mlpot.training.initial_model.build_initial_model`),
+    trained into ``output``."""
+    model, train_graphs = build_initial_model(config, train_set)
+    dtype = torch_dtype(config.training.dtype)
+    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
+    return train(
+        model,
+        train_graphs,
+        val_graphs,
+        options=config.training,
+        loss=config.loss,
+        output_dir=output,
+        resume=resume,
+        metadata=metadata,
+        checkpoint_fields=checkpoint_fields,
+    )
+
+
+def bootstrap(samples: list[Sample], seed: int) -> list[Sample]:
+    """``len(samples)`` samples drawn with replacement (seeded)."""
+    picks = np.random.default_rng(seed).integers(0, len(samples), len(samples))
+    return [samples[k] for k in picks]
+
+
+def train_committee(
+    config: TrainConfig,
+    train_set: list[Sample],
+    validation: list[Sample],
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict | None = None,
+) -> TrainResult:
+    """Train ``ensemble.size`` members in ``output/member_k`` and save their committee. A
+    member finished before a kill is loaded, an unfinished one resumed."""
+    members, results = [], []
+    for k in range(config.ensemble.size):
+        member_config = config.model_copy(deep=True)
+        member_config.training.seed = config.training.seed + k
+        member_dir = output / f"member_{k}"
+        if (member_dir / "done").exists():
+            members.append(load_model(member_dir / MODEL_FILE))
+            continue
+        member_train = (
+            bootstrap(train_set, config.training.seed + k)
+            if config.ensemble.bootstrap
+            else train_set
+        )
+        result = train_one(
+            member_config,
+            member_train,
+            validation,
+            member_dir,
+            resume=resume and (member_dir / STATE_FILE).exists(),
+            metadata={**metadata, "member": k},
+            checkpoint_fields=checkpoint_fields,
+        )
+        (member_dir / "done").write_text(result.stop_reason)
+        members.append(result.model)
+        results.append(result)
+    committee = Committee(members)
+    save_model(
+        output / MODEL_FILE,
+        committee,
+        training={
+            **metadata,
+            "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
+        },
+        **(checkpoint_fields or {}),
+    )
+    return TrainResult(
+        committee,
+        min((r.best_validation_loss for r in results), default=float("nan")),
+        max((r.epochs_run for r in results), default=0),
+        "committee of " + str(config.ensemble.size),
+        results[-1].history if results else [],
+    )
+
+
+def _errors(model: EnergyModel, graphs: list[Graph]) -> dict | None:
+    return evaluate(model, iterate_batches(graphs, 16)) if graphs else None
+
+
+def finetune(
+    config: TrainConfig,
+    start: FinetuneStart,
+    train_set: list[Sample],
+    validation: list[Sample],
+    old: list[Sample],
+    output: Path,
+    *,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict,
+) -> Fitted:
+    """Fine-tune ``start.model`` on the new data (EWC penalty or replay of ``old``), with
+    the errors on the new validation set and the old data before and after."""
+    tune, dtype = config.finetune, torch_dtype(config.training.dtype)
+    model = start.model
+    graphs = to_graphs(train_set, model, dtype, "train graphs")
+    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
+    old_graphs = to_graphs(old, model, dtype, "old graphs")
+    before = {"new_validation": _errors(model, val_graphs), "old": _errors(model, old_graphs)}
+    replay = None
+    if tune.method == "replay":
+        replay = ReplaySampler(
+            old_graphs, replay_count(tune.replay_fraction, len(graphs), len(old_graphs))
+        )
+    result = train(
+        model,
+        graphs,
+        val_graphs,
+        options=config.training,
+        loss=config.loss,
+        output_dir=output,
+        resume=resume,
+        metadata={**metadata, "finetune": tune.model_dump()},
+        penalty=ewc_penalty(tune, start) if tune.method == "ewc" else None,
+        replay=replay,
+        checkpoint_fields=checkpoint_fields,
+    )
+    after = {
+        "new_validation": _errors(result.model, val_graphs),
+        "old": _errors(result.model, old_graphs),
+    }
+    comparison = {"method": tune.method, "before": before, "after": after}
+    return Fitted(result, comparison, old_graphs)
