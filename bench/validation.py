@@ -64,7 +64,7 @@ from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 from ase.mep import NEB  # noqa: E402
 from ase.optimize import LBFGS  # noqa: E402
 
-from mlpot.active import make_oracle  # noqa: E402
+from mlpot.calculators.oracles import make_oracle  # noqa: E402
 from mlpot.training.config import parse_config  # noqa: E402
 from mlpot.training.run import run_training  # noqa: E402
 from mlpot.validation import run_validation, write_report  # noqa: E402

@@ -45,3 +45,19 @@ def test_store_is_append_only_and_labels_each_uid_once(tmp_path):
     assert store.count("label") == 1 and store.failures()[0]["error"] == "RuntimeError: no"
     labelled = store.labelled()
     assert labelled[0].atoms.get_potential_energy() == -1.0 and labelled[0].reason == "initial"
+
+
+def test_store_records_the_end_of_each_iteration_and_the_budget_used(tmp_path):
+    store = Store(tmp_path / "s.db")
+    atoms = _cell(3)
+    store.add_request("i", atoms, iteration=0, reason="initial")
+    store.add_request("t", atoms, iteration=0, reason="test")
+    store.add_request("x", atoms, iteration=1, reason="forces_std", model_version=0)
+    assert store.budget_used() == 2  # the held-out test set is not labelling for training
+    assert store.iterations() == []
+    store.end_iteration(0, {"outcome": "retrain", "requested": 1})
+    store.end_iteration(1, {"outcome": "converged", "requested": 0})
+    assert store.iterations() == [
+        {"iteration": 0, "outcome": "retrain", "requested": 1},
+        {"iteration": 1, "outcome": "converged", "requested": 0},
+    ]

@@ -77,6 +77,14 @@ def test_learn_end_to_end_with_emt(tmp_path):
     assert all(r.force_std > 0.02 and r.model_version >= 0 for r in uncertain)
     assert len(result.iterations) >= 2 and store.count("model") == len(result.iterations)
     assert result.oracle_calls["labels"] == 16 and result.failures == 0
+    # every exploration round ended is recorded with its figures
+    ended = store.iterations()
+    assert ended and [e["iteration"] for e in ended] == [e["model_version"] for e in ended]
+    assert {e["outcome"] for e in ended} <= {"retrain", "converged", "stuck", "budget"}
+    explored = [r for r in store.requests().values() if r.reason not in ("initial", "test")]
+    assert sum(e["requested"] for e in ended) == len(explored)
+    assert sum(e["trajectories"] for e in ended) == len(store.trajectories())
+    assert all(e["ended"] >= e["started"] > 0 for e in ended)
     # a second run into the same output without --resume is refused, not mixed in
     with pytest.raises(MlpotInputError, match="already holds a learning run"):
         learn(parse_learn_config(_raw(tmp_path / "run")), log=lambda line: None)

@@ -7,7 +7,7 @@ from uncertainty_models import committee_path, one_thread  # noqa: F401
 
 from mlpot.active import parse_learn_config
 from mlpot.active.exploration import ExploreOptions, Thresholds, run_trajectory
-from mlpot.active.selection import greedy_log_det, over_threshold, select_batch
+from mlpot.active.selection import greedy_log_det, select_batch
 from mlpot.active.store import overlap_seconds
 from mlpot.calculators import load_calculator
 from mlpot.errors import MlpotInputError
@@ -50,12 +50,6 @@ def test_greedy_log_det_matches_exhaustive_first_pick_and_increases_det():
         np.linalg.slogdet(1e-3 * np.eye(4) + x[picks[:k]].T @ x[picks[:k]])[1] for k in range(1, 5)
     ]
     assert all(b > a for a, b in zip(dets, dets[1:], strict=False))
-
-
-def test_over_threshold_combines_scores():
-    scores = {"force_std": np.array([0.05, 0.2, 0.01]), "t2": np.array([1.0, 1.0, 50.0])}
-    mask = over_threshold(scores, {"force_std": 0.1, "t2": 20.0})
-    assert mask.tolist() == [False, True, True]
 
 
 def test_unknown_strategy():

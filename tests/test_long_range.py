@@ -27,10 +27,10 @@ from mlpot.models.registry import build_model
 from mlpot.models.zbl import zbl_pair_energy
 from mlpot.nn.electrostatics import (
     COULOMB_CONSTANT,
-    LongRangeSettings,
     coulomb_matrix,
     long_range_potential,
 )
+from mlpot.nn.reciprocal import LongRangeSettings
 from mlpot.physics.derivatives import predict
 from mlpot.training.config import parse_config
 from mlpot.training.run import run_training

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlpot.models.committee import Committee
+from mlpot.models.ensembles import Committee
 from mlpot.models.registry import build_model
 from mlpot.validation import CHECKS, run_validation, write_report
 from mlpot.validation.plots.common import figure

@@ -34,13 +34,13 @@ from typing import Literal
 
 import numpy as np
 import vesin
-from ase import Atoms, units
+from ase import Atoms
 from ase.data import covalent_radii
-from ase.md.velocitydistribution import Stationary, ZeroRotation
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as validated
 
-from mlpot.physics.velocities import thermalize_momenta
+from mlpot.md import Thermostat, make_dynamics, start_momenta
+from mlpot.physics.outputs import ENERGY, FORCES, FORCES_STD, IN_DOMAIN, MAHALANOBIS
 
 
 @validated(config=ConfigDict(extra="forbid"))
@@ -66,7 +66,7 @@ class ExploreOptions:
     temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0])
     steps: int = Field(1000, ge=1)  # 1 ps at 1 fs: slow torsions get a chance to turn
     timestep_fs: float = Field(1.0, gt=0)
-    thermostat: Literal["langevin", "bussi", "nve"] = "langevin"
+    thermostat: Thermostat = "langevin"
     friction_per_fs: float = Field(0.02, gt=0)
     bussi_tau_fs: float = Field(50.0, gt=0)
     check_interval: int = Field(5, ge=1)
@@ -76,7 +76,8 @@ class ExploreOptions:
     bias_form: Literal["gaussian", "quadratic"] = "gaussian"
 
 
-FORCES_STD, T2, DOMAIN = "forces_std", "t2", "domain"  # selection and stop reasons
+T2, DOMAIN = "t2", "domain"  # selection and stop reasons, with FORCES_STD (its output name)
+COMPLETED, LABELS_ARRIVED = "completed", "labels arrived"  # a trajectory's ordinary ends
 MAX_FORCE, MIN_DISTANCE = "max_force", "min_distance"  # hard stops, checked every step
 BEYOND_STOP = "beyond_stop"  # a candidate past a stop threshold (``label_beyond_stop``)
 NON_FINITE, ERROR = "non-finite", "error"  # stop reason prefixes: never labelled
@@ -168,7 +169,7 @@ class TrajectoryResult:
     # completed, labels arrived, or the stops joined by "+": forces_std, t2, max_force,
     # min_distance (e.g. "forces_std+min_distance"); "non-finite forces" (energy, forces,
     # forces_std, t2, positions); "error: RuntimeError: <message, one line>"
-    stop_reason: str = "completed"
+    stop_reason: str = COMPLETED
     max_force_std: float = 0.0  # maxima over steps 1.. (finite values only)
     max_t2: float = float("nan")
     started: float = 0.0  # wall-clock time.time() at the first and after the last step, s
@@ -213,32 +214,6 @@ class _Contacts:
         return float(ratio[k]), int(i[k]), int(j[k])
 
 
-def make_dynamics(atoms: Atoms, temperature: float, options: ExploreOptions, seed: int):
-    """The ASE dynamics object for ``options.thermostat``."""
-    rng = np.random.default_rng(seed)
-    dt = options.timestep_fs * units.fs
-    if options.thermostat == "langevin":
-        from ase.md.langevin import Langevin
-
-        return Langevin(
-            atoms,
-            dt,
-            temperature_K=temperature,
-            friction=options.friction_per_fs / units.fs,
-            fixcm=False,
-            rng=rng,
-        )
-    if options.thermostat == "bussi":
-        from ase.md.bussi import Bussi
-
-        return Bussi(
-            atoms, dt, temperature_K=temperature, taut=options.bussi_tau_fs * units.fs, rng=rng
-        )
-    from ase.md.verlet import VelocityVerlet
-
-    return VelocityVerlet(atoms, dt)
-
-
 def run_trajectory(
     start: Atoms,
     calculator,
@@ -279,16 +254,21 @@ def run_trajectory(
 def _run(start, calculator, temperature, options, thresholds, seed, poll, result) -> None:
     atoms = start.copy()
     atoms.calc = calculator
-    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
+    start_momenta(atoms, temperature, rng=np.random.default_rng(seed), zero_rotation=True)
     contacts = (
         None
         if thresholds.min_distance_fraction is None
         else _Contacts(atoms.numbers, thresholds.min_distance_fraction)
     )
-    dynamics = make_dynamics(atoms, temperature, options, seed)
+    dynamics = make_dynamics(
+        atoms,
+        thermostat=options.thermostat,
+        timestep_fs=options.timestep_fs,
+        temperature_K=temperature,
+        friction_per_fs=options.friction_per_fs,
+        bussi_tau_fs=options.bussi_tau_fs,
+        rng=np.random.default_rng(seed),
+    )
     previous = None  # the last step, between checks, if a score selected it
     for step, _ in enumerate(dynamics.irun(options.steps)):
         result.steps = step
@@ -299,18 +279,13 @@ def _run(start, calculator, temperature, options, thresholds, seed, poll, result
         if bad:
             result.stop_reason = f"{NON_FINITE} {'+'.join(bad)}"
             return
-        forces = scores["forces"] if "forces" in scores else atoms.get_forces()
-        max_force = float(np.sqrt(np.max(np.sum(forces**2, axis=1)))) if len(forces) else 0.0
-        contact = float("inf") if contacts is None else contacts(atoms)[0]
-        hard = thresholds.hard_stops(max_force, contact)
+        hard = _hard_limits(atoms, scores, thresholds, contacts)
         if step == 0:  # ``start`` itself: no scores, only what MD from it cannot survive
             if hard:
                 result.stop_reason = "+".join(hard)
                 return
             continue
-        force_std = float(np.max(scores[FORCES_STD]))
-        t2 = float(np.max(scores["mahalanobis"])) if "mahalanobis" in scores else float("nan")
-        in_domain = bool(scores.get("in_domain", True))
+        force_std, t2, in_domain = _scores(scores)
         result.max_force_std = max(result.max_force_std, force_std)
         result.max_t2 = float(np.fmax(result.max_t2, t2))
         select, stop = thresholds.reasons(force_std, t2, in_domain)
@@ -339,8 +314,24 @@ def _run(start, calculator, temperature, options, thresholds, seed, poll, result
         if candidate is not None:
             result.candidates.append(candidate)
         if poll is not None and poll():
-            result.stop_reason = "labels arrived"
+            result.stop_reason = LABELS_ARRIVED
             return
+
+
+def _hard_limits(atoms: Atoms, scores: dict, thresholds: Thresholds, contacts) -> list[str]:
+    """The hard limits this step passes (largest force, closest contact)."""
+    forces = scores[FORCES] if FORCES in scores else atoms.get_forces()
+    max_force = float(np.sqrt(np.max(np.sum(forces**2, axis=1)))) if len(forces) else 0.0
+    contact = float("inf") if contacts is None else contacts(atoms)[0]
+    return thresholds.hard_stops(max_force, contact)
+
+
+def _scores(scores: dict) -> tuple[float, float, bool]:
+    """Largest per-atom force std (eV/Å) and T² (nan without domain statistics), and the
+    in-domain flag of this step."""
+    force_std = float(np.max(scores[FORCES_STD]))
+    t2 = float(np.max(scores[MAHALANOBIS])) if MAHALANOBIS in scores else float("nan")
+    return force_std, t2, bool(scores.get(IN_DOMAIN, True))
 
 
 def _snapshot(atoms: Atoms) -> Atoms:
@@ -353,10 +344,10 @@ def _non_finite(atoms: Atoms, scores: dict) -> list[str]:
     """Names of the quantities of this step that hold NaN or infinity."""
     values = {
         "positions": atoms.positions,
-        "energy": scores.get("energy", 0.0),
-        "forces": scores["forces"] if "forces" in scores else atoms.get_forces(),
+        ENERGY: scores.get(ENERGY, 0.0),
+        FORCES: scores[FORCES] if FORCES in scores else atoms.get_forces(),
         FORCES_STD: scores[FORCES_STD],
-        T2: scores.get("mahalanobis", 0.0),
+        T2: scores.get(MAHALANOBIS, 0.0),
     }
     return [name for name, value in values.items() if not np.all(np.isfinite(value))]
 

@@ -1,4 +1,5 @@
-"""Choosing which flagged configurations to label: thresholds, then a batch strategy.
+"""Choosing which flagged configurations to label: a batch strategy over the candidates
+(the thresholds that flag them: :class:`mlpot.active.exploration.Thresholds`).
 
 Pure functions of arrays, so they are tested without models or oracles.
 
@@ -14,16 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 STRATEGIES = ("max_variance", "d_optimal", "random")
-
-
-def over_threshold(scores: dict[str, np.ndarray], thresholds: dict[str, float]) -> np.ndarray:
-    """Mask of candidates with any score above its threshold (``scores[name]: (C,)``)."""
-    n = len(next(iter(scores.values()))) if scores else 0
-    mask = np.zeros(n, dtype=bool)
-    for name, limit in thresholds.items():
-        if name in scores and limit is not None:
-            mask |= np.asarray(scores[name]) > limit
-    return mask
 
 
 def greedy_log_det(features: np.ndarray, k: int, *, regularisation: float = 1e-3) -> list[int]:

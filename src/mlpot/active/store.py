@@ -16,7 +16,10 @@ shared. Rows are only ever appended. Each row has a ``kind``:
 ``trajectory``     one exploration trajectory: ``iteration``, ``mode``, ``temperature``,
                    ``steps``, ``stop_reason``, ``candidates``, ``max_force_std``, ``max_t2``,
                    wall-clock ``started``/``ended``
-``iteration``      the end of an iteration, with its figures in ``data``
+``iteration``      the end of an iteration's exploration round, its figures in ``data``:
+                   ``model_version``, ``outcome`` (retrain, converged, stuck, budget),
+                   ``trajectories``, ``md_steps``, ``candidates``, ``requested``,
+                   ``labels_arrived``, ``budget_used``, wall-clock ``started``/``ended``
 ``setup_failure``  an oracle failure in the driver's own work (``stage``: relax, hessian,
                    test_md), ``attempts``, ``data["error"]``; the run went on without it
 ``stop``           the loop stopped: ``data`` holds the reason and the budgets it ran under
@@ -47,8 +50,14 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlpot.calculators.checked import OracleAnswerError, check_answer, check_structure
 
+# row kinds
 REQUEST, LABEL, FAILURE, MODEL, ITERATION = "request", "label", "failure", "model", "iteration"
 TRAJECTORY, STOP, SETUP_FAILURE = "trajectory", "stop", "setup_failure"
+# reasons of the driver's own requests (exploration's are the scores that selected them,
+# :mod:`mlpot.active.exploration`): the initial set and the held-out test set
+INITIAL, TEST = "initial", "test"
+# stages of a set-up failure
+RELAX, HESSIAN, TEST_MD = "relax", "hessian", "test_md"
 
 
 @dataclass
@@ -165,6 +174,7 @@ class Store:
         )
 
     def end_iteration(self, iteration: int, figures: dict) -> None:
+        """The end of ``iteration``'s exploration round, with its figures (module table)."""
         self.db.write(Atoms(), kind=ITERATION, iteration=iteration, data=figures)
 
     def add_stop(self, reason: str, *, oracle_budget: int, max_iterations: int) -> None:
@@ -259,6 +269,7 @@ class Store:
         ]
 
     def iterations(self) -> list[dict[str, Any]]:
+        """The figures of every ended iteration, oldest first (with its ``iteration``)."""
         return [
             {"iteration": row.iteration, **row.data}
             for row in self.db.select(kind=ITERATION, sort="id")
@@ -266,6 +277,11 @@ class Store:
 
     def count(self, kind: str, **filters: Any) -> int:
         return self.db.count(kind=kind, **filters)
+
+    def budget_used(self) -> int:
+        """Requests that count against the oracle budget: all but the held-out test set's
+        (answered, failed or still in flight)."""
+        return self.count(REQUEST) - self.count(REQUEST, reason=TEST)
 
     def intervals(self, kind: str, **filters: Any) -> list[tuple[float, float]]:
         """Wall-clock ``(started, ended)`` of the timed rows of ``kind``."""

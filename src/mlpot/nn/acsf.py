@@ -55,6 +55,18 @@ def _monomial_table(max_order: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     )
 
 
+def _g5_coefficients(
+    zetas: tuple[int, ...], lambdas: tuple[int, ...], max_order: int
+) -> torch.Tensor:
+    """Coefficient of ``P_n`` in ``G5(ζ, λ)``, ``2^(1-ζ) C(ζ, n) λ^n``, ``(orders, Z)``
+    with one column per ``(ζ, λ)``, ζ major."""
+    coeff = torch.zeros(max_order + 1, len(zetas) * len(lambdas), dtype=torch.float64)
+    for col, (zeta, lam) in enumerate((z, lam) for z in zetas for lam in lambdas):
+        for n in range(int(zeta) + 1):
+            coeff[n, col] = 2.0 ** (1 - zeta) * math.comb(int(zeta), n) * lam**n
+    return coeff
+
+
 class ACSF(torch.nn.Module):
     """Radial G2 and angular G5 symmetry functions per element (pair), shape ``(N, F)``.
 
@@ -93,15 +105,31 @@ class ACSF(torch.nn.Module):
         if self.angular_cutoff > self.cutoff:
             raise ValueError("angular_cutoff must not exceed cutoff")
         self.species = SpeciesIndex(elements)
-        n_species = len(elements)
+        self._register_radial(radial_min, radial_count, angular_etas)
+        max_order = int(max(zetas))
+        self._register_monomials(max_order)
+        coeff = _g5_coefficients(zetas, lambdas, max_order)
+        self.register_buffer("g5_coefficients", coeff, persistent=False)
+        n_pairs = self._register_pairs(len(elements))
+        self.n_radial = len(elements) * radial_count
+        self.n_combos = coeff.shape[1]
+        self.n_angular = n_pairs * len(angular_etas) * coeff.shape[1]
+        self.n_features = self.n_radial + self.n_angular
 
+    def _register_radial(
+        self, radial_min: float, radial_count: int, angular_etas: tuple[float, ...]
+    ) -> None:
+        """G2 centres and width, G5 widths (the saved hyper-parameters)."""
+        cutoff = self.cutoff
         shifts = torch.linspace(radial_min, cutoff, radial_count + 1, dtype=torch.float64)[:-1]
         spacing = (cutoff - radial_min) / radial_count
         self.register_buffer("radial_shifts", shifts)
         self.register_buffer("radial_eta", torch.tensor(0.5 / spacing**2, dtype=torch.float64))
         self.register_buffer("angular_etas", torch.tensor(angular_etas, dtype=torch.float64))
 
-        max_order = int(max(zetas))
+    def _register_monomials(self, max_order: int) -> None:
+        """The weighted monomials up to ``max_order``, their lowering to derivatives, and
+        the range of rows of each order."""
         exponents, weights, orders = _monomial_table(max_order)
         self.register_buffer("exponents", exponents, persistent=False)
         self.register_buffer("monomial_weights", weights, persistent=False)
@@ -119,12 +147,12 @@ class ACSF(torch.nn.Module):
         self.register_buffer("monomial_lowering", lowering.flatten(1), persistent=False)
         order_onehot = torch.nn.functional.one_hot(orders, max_order + 1).to(torch.float64)
         self.register_buffer("order_onehot", order_onehot, persistent=False)  # (M, K)
-        # coefficient of P_n in G5(ζ, λ): 2^(1-ζ) C(ζ, n) λ^n
-        coeff = torch.zeros(max_order + 1, len(zetas) * len(lambdas), dtype=torch.float64)
-        for col, (zeta, lam) in enumerate((z, lam) for z in zetas for lam in lambdas):
-            for n in range(int(zeta) + 1):
-                coeff[n, col] = 2.0 ** (1 - zeta) * math.comb(int(zeta), n) * lam**n
-        self.register_buffer("g5_coefficients", coeff, persistent=False)
+        counts = torch.bincount(orders).tolist()  # monomials are ordered by order
+        ends = torch.cumsum(torch.tensor(counts), 0).tolist()
+        self.order_ranges = [(end - n, end) for n, end in zip(counts, ends, strict=True)]
+
+    def _register_pairs(self, n_species: int) -> int:
+        """Index tables of the unordered neighbour-species pairs; returns their number."""
         pairs = [(a, b) for a in range(n_species) for b in range(a, n_species)]
         self.register_buffer("pair_a", torch.tensor([p[0] for p in pairs]), persistent=False)
         self.register_buffer("pair_b", torch.tensor([p[1] for p in pairs]), persistent=False)
@@ -135,18 +163,12 @@ class ACSF(torch.nn.Module):
             pairs.index((min(a, b), max(a, b))) for a in range(n_species) for b in range(n_species)
         ]
         self.register_buffer("pair_of_species_pair", torch.tensor(pair_of), persistent=False)
-        counts = torch.bincount(orders).tolist()  # monomials are ordered by order
-        ends = torch.cumsum(torch.tensor(counts), 0).tolist()
-        self.order_ranges = [(end - n, end) for n, end in zip(counts, ends, strict=True)]
         self.register_buffer(
             "same_pair_of_species",
             torch.tensor([pairs.index((a, a)) for a in range(n_species)]),
             persistent=False,
         )
-        self.n_radial = n_species * radial_count
-        self.n_combos = coeff.shape[1]
-        self.n_angular = len(pairs) * len(angular_etas) * coeff.shape[1]
-        self.n_features = self.n_radial + self.n_angular
+        return len(pairs)
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.features_from_densities(self.densities(graph, edge_vectors(graph)))

@@ -7,12 +7,12 @@ write_report(report, "validation")        # validation/report.html + report.json
 print(report.passed, [(c.name, c.status) for c in report.checks])
 """
 
+from mlpot.data.systems import BUILTIN_SYSTEMS, System, resolve_system
 from mlpot.validation.checks import CHECKS
 from mlpot.validation.report import ReportFiles, render_html, write_report
 from mlpot.validation.result import Bound, CheckResult, ValidationReport
 from mlpot.validation.runner import run_validation
 from mlpot.validation.settings import QUICK, Tolerances, ValidationSettings
-from mlpot.validation.systems import BUILTIN_SYSTEMS, System, resolve_system
 
 __all__ = [
     "BUILTIN_SYSTEMS",

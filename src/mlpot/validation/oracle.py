@@ -1,8 +1,7 @@
 """The oracle of a validation: a name with parameters, a ``{"name": ...}`` dict, or any ASE
 calculator.
 
-Named oracles are built by :func:`mlpot.active.make_oracle`, imported when first needed
-(``mlpot.active`` itself may import ``mlpot.validation``).
+Named oracles are built by :func:`mlpot.calculators.oracles.make_oracle`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any
 
 from ase.calculators.calculator import BaseCalculator
 
+from mlpot.calculators.oracles import make_oracle
 from mlpot.errors import MlpotInputError
 
 OracleSpec = str | dict | BaseCalculator
@@ -76,8 +76,6 @@ def resolve_oracle(
             f"oracle must be a name, a dict or an ASE calculator, got {type(spec).__name__}",
             field="oracle",
         )
-    from mlpot.active import make_oracle  # here: mlpot.active may import mlpot.validation
-
     # raises a clear error for unknown, untrusted names and bad params
     first = make_oracle(spec, trust_code=trust_code, **params)
     return Oracle(spec, params, lambda: make_oracle(spec, trust_code=trust_code, **params), first)

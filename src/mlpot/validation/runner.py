@@ -15,13 +15,13 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
+from mlpot.data.systems import System, resolve_system
 from mlpot.errors import MlpotInputError
+from mlpot.md import MDUnstable
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload
-from mlpot.models.committee import Committee
 from mlpot.validation.checks import CHECKS, Check, not_applicable
 from mlpot.validation.context import ValidationContext
-from mlpot.validation.md import MDUnstable
 from mlpot.validation.oracle import OracleSpec, resolve_oracle
 from mlpot.validation.report import as_png
 from mlpot.validation.result import CheckResult, ValidationReport, failed, skipped
@@ -32,7 +32,6 @@ from mlpot.validation.settings import (
     make_settings,
     make_tolerances,
 )
-from mlpot.validation.systems import System, resolve_system
 
 
 def _load_model(
@@ -61,7 +60,7 @@ def _load_model(
         "elements": list(model.elements),
         "cutoff_A": model.cutoff,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "committee_members": len(model.members) if isinstance(model, Committee) else 0,
+        "committee_members": len(model.member_models()),
         "source": source,
         "baseline": baseline,
     }
@@ -168,6 +167,28 @@ def run_validation(
     Returns:
         A :class:`ValidationReport`; write it with :func:`mlpot.validation.write_report`.
     """
+    _check_temperature(temperature)
+    ctx, model_info = _context(
+        model,
+        oracle=oracle,
+        oracle_params=oracle_params,
+        system=system,
+        temperature=float(temperature),
+        settings=settings,
+        tolerances=tolerances,
+        uncertainty_scale=uncertainty_scale,
+        progress=progress,
+        trust_code=trust_code,
+    )
+    selected = _select(checks, ctx)
+    plots = {name: as_png(value, name) for name, value in (extra_plots or {}).items()}
+    started = time.perf_counter()
+    results = _run_checks(selected, ctx, progress=progress)
+    wall_time_s = time.perf_counter() - started
+    return _report(ctx, model_info, results, wall_time_s, dict(extra_figures or {}), plots)
+
+
+def _check_temperature(temperature: Any) -> None:
     if (
         not isinstance(temperature, int | float)
         or not math.isfinite(temperature)
@@ -176,6 +197,23 @@ def run_validation(
         raise MlpotInputError(
             f"must be a positive number of K, got {temperature!r}", field="temperature"
         )
+
+
+def _context(
+    model: EnergyModel | str | Path,
+    *,
+    oracle: OracleSpec,
+    oracle_params: dict[str, Any] | None,
+    system: str | Path | Atoms | System,
+    temperature: float,
+    settings: ValidationSettings | dict | None,
+    tolerances: Tolerances | dict | None,
+    uncertainty_scale: float | None,
+    progress: bool,
+    trust_code: bool,
+) -> tuple[ValidationContext, dict[str, Any]]:
+    """The checks' context (resolved in this order: model, system, oracle) and the model's
+    description for the report."""
     energy_model, model_info, scale, baseline = _load_model(model, trust_code=trust_code)
     target = resolve_system(system)
     _check_elements(target, energy_model)
@@ -184,7 +222,7 @@ def run_validation(
         energy_model,
         reference,
         target,
-        float(temperature),
+        temperature,
         make_settings(settings),
         make_tolerances(tolerances),
         progress=progress,
@@ -192,23 +230,38 @@ def run_validation(
         baseline=baseline,
         trust_code=trust_code,
     )
-    selected = _select(checks, ctx)
-    plots = {name: as_png(value, name) for name, value in (extra_plots or {}).items()}
-    started = time.perf_counter()
+    return ctx, model_info
+
+
+def _run_checks(
+    selected: list[Check], ctx: ValidationContext, *, progress: bool
+) -> list[CheckResult]:
+    """Run ``selected`` in order, one progress bar over them."""
     results = []
     bar = tqdm(selected, desc="validation", unit="check", disable=not progress)
     for check in bar:
         bar.set_postfix_str(check.name)
         results.append(_run_one(check, ctx))
+    return results
+
+
+def _report(
+    ctx: ValidationContext,
+    model_info: dict[str, Any],
+    results: list[CheckResult],
+    wall_time_s: float,
+    extra_figures: dict[str, Any],
+    extra_plots: dict[str, bytes],
+) -> ValidationReport:
     model_info["uncertainty_scale"] = ctx.uncertainty_scale
     return ValidationReport(
         model=model_info,
-        oracle=reference.to_dict(),
-        system=target.to_dict(),
-        temperature_K=float(temperature),
+        oracle=ctx.oracle.to_dict(),
+        system=ctx.system.to_dict(),
+        temperature_K=ctx.temperature_K,
         checks=results,
-        wall_time_s=time.perf_counter() - started,
-        extra_figures=dict(extra_figures or {}),
-        extra_plots=plots,
+        wall_time_s=wall_time_s,
+        extra_figures=extra_figures,
+        extra_plots=extra_plots,
         settings={"settings": as_dict(ctx.settings), "tolerances": as_dict(ctx.tolerances)},
     )

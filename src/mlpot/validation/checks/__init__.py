@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlpot.validation.checks import (
+    accuracy,
     defects,
     dimers,
     elastic,
     eos,
-    errors,
     neb,
     nve,
     nvt,
@@ -53,16 +53,16 @@ DEFECT = {"crystal": True, "elemental": True, "min_atoms": 8}
 CHECKS: dict[str, Check] = {
     c.name: c
     for c in (
-        Check("errors", errors.run, "Errors on thermal structures, against kT", min_atoms=2),
-        Check("nvt", nvt.run, "NVT temperature against the canonical ensemble", min_atoms=2),
-        Check("nve", nve.run, "NVE energy conservation", min_atoms=2),
-        Check("rdf", rdf.run, "Radial distribution functions", min_atoms=2),
-        Check("defects", defects.run, "Point-defect formation energies", **DEFECT),
-        Check("neb", neb.run, "Vacancy migration barrier (climbing-image NEB)", **DEFECT),
-        Check("vibrations", vibrations.run, "Vibrational frequencies", min_atoms=2),
-        Check("elastic", elastic.run, "Elastic constants", True, oracle_stress=True),
-        Check("eos", eos.run, "Equation of state and bulk modulus", True),
-        Check("dimers", dimers.run, "Dimer curves: short-range repulsion"),
+        Check(accuracy.NAME, accuracy.run, "Errors on thermal structures, against kT", min_atoms=2),
+        Check(nvt.NAME, nvt.run, "NVT temperature against the canonical ensemble", min_atoms=2),
+        Check(nve.NAME, nve.run, "NVE energy conservation", min_atoms=2),
+        Check(rdf.NAME, rdf.run, "Radial distribution functions", min_atoms=2),
+        Check(defects.NAME, defects.run, "Point-defect formation energies", **DEFECT),
+        Check(neb.NAME, neb.run, "Vacancy migration barrier (climbing-image NEB)", **DEFECT),
+        Check(vibrations.NAME, vibrations.run, "Vibrational frequencies", min_atoms=2),
+        Check(elastic.NAME, elastic.run, "Elastic constants", True, oracle_stress=True),
+        Check(eos.NAME, eos.run, "Equation of state and bulk modulus", True),
+        Check(dimers.NAME, dimers.run, "Dimer curves: short-range repulsion"),
     )
 }
 
@@ -78,7 +78,7 @@ def not_applicable(check: Check, ctx: ValidationContext) -> str | None:
         return f"needs at least {check.min_atoms} atoms; {system.name} has {len(system.atoms)}"
     if check.oracle_stress and not ctx.oracle.has_stress:
         return f"oracle {ctx.oracle.name} cannot compute stress"
-    if check.name == "vibrations" and len(system.atoms) > ctx.settings.vib_max_atoms:
+    if check.name == vibrations.NAME and len(system.atoms) > ctx.settings.vib_max_atoms:
         return (
             f"{len(system.atoms)} atoms: more than vib_max_atoms = {ctx.settings.vib_max_atoms}"
             " for a finite-difference Hessian"

@@ -1,4 +1,5 @@
-"""Errors of energy per atom, forces and stress on thermal structures, set against kT.
+"""Prediction accuracy: errors of energy per atom, forces and stress on thermal structures,
+set against kT. The check is named ``errors`` in reports and in ``checks=[...]``.
 
 The structures are the frames of both Langevin runs (oracle-driven and model-driven) at the
 target temperature, so the model is also tested where its own dynamics takes it. Each error
@@ -21,11 +22,11 @@ import numpy as np
 from ase import Atoms
 from ase.units import GPa
 
+from mlpot.md import MDUnstable
 from mlpot.validation.context import MODEL, ORACLE, ValidationContext
-from mlpot.validation.md import MDUnstable
 from mlpot.validation.result import Bound, CheckResult, judged
 
-NAME = "errors"
+NAME = "errors"  # the name in reports, figures and checks=[...]
 MAX_POINTS = 4000  # force components kept for the plots
 
 
@@ -148,9 +149,7 @@ def _uncertainty(
     ctx: ValidationContext, model: list[Labels], oracle: list[Labels], details: dict
 ) -> dict[str, float]:
     """Committee force spread against the force error, when the model is a committee."""
-    from mlpot.models.committee import Committee
-
-    if not isinstance(ctx.model, Committee):
+    if not ctx.model.member_models():
         return {}
     from mlpot.validation.uncertainty import force_spread
 
