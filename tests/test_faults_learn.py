@@ -227,6 +227,27 @@ def test_killing_the_driver_leaves_no_child_behind(tmp_path):
     _wait_for(lambda: not any(_alive(pid) for pid in children), timeout=20)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_killed_driver_leaves_no_dask_worker_behind():
+    """The Dask LocalCluster's worker processes go with a driver killed by SIGKILL."""
+    code = (
+        "from mlpot.active.executors import make_executor\n"
+        "executor = make_executor('dask', workers=2)\n"
+        "assert executor.submit(sum, [1, 2]).result() == 3\n"
+        "print('ready', flush=True)\n"
+        "import time; time.sleep(120)\n"
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert driver.stdout.readline().strip() == "ready"
+    children = _children(driver.pid)
+    assert len(children) >= 2
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    _wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30)
+
+
 # ---- resume semantics ---------------------------------------------------------------------
 def test_resuming_a_finished_run_does_nothing_unless_the_budget_was_raised(tmp_path):
     raw = _raw("run", stop={"oracle_budget": 12, "max_iterations": 2, "patience_steps": 200})
