@@ -1,5 +1,6 @@
 """The command line: train, then eval, as a user would run them; help, options, exit codes."""
 
+import importlib
 import importlib.metadata
 import json
 
@@ -32,10 +33,10 @@ def test_train_then_eval(emt_copper_xyz, tmp_path):
     model = tmp_path / "run" / "model.pt"  # output is relative to the config file
     assert model.exists()
 
-    result = runner.invoke(app, ["eval", str(model), emt_copper_xyz, "--json"])
+    result = runner.invoke(app, ["eval", str(model), emt_copper_xyz, "--json", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    expected = evaluate_files(model, [emt_copper_xyz])
+    expected = evaluate_files(model, [emt_copper_xyz], device="cpu")
     for quantity in ("energy_per_atom", "forces", "stress"):
         assert (
             report[emt_copper_xyz][quantity]["rmse"] == expected[emt_copper_xyz][quantity]["rmse"]
@@ -116,6 +117,81 @@ def test_bad_option_values_exit_2_without_a_traceback(tmp_path):
     args = ["validate", "m.pt", "--oracle", "lj", "--system", "cu-fcc", "--oracle-param", "x"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+
+
+# ------------------------------------------------------------------------------------ --device
+
+#: Each command that evaluates a model, with arguments that reach its library call (the
+#: files need not exist: the library call is replaced, or the device is refused first).
+EVALUATING = {
+    "eval": (["eval", "m.pt", "d.xyz"], "mlpot.training.evaluation.evaluate_files"),
+    "fisher": (["fisher", "m.pt", "d.xyz"], "mlpot.training.finetune.store_fisher_from_files"),
+    "calibrate": (["calibrate", "m.pt", "d.xyz"], "mlpot.uncertainty.assess.calibrate_files"),
+    "probe": (
+        ["probe", "m.pt", "s.xyz", "--oracle", "emt"],
+        "mlpot.uncertainty.assess.load_with_statistics",
+    ),
+    "validate": (
+        ["validate", "m.pt", "--oracle", "emt", "--system", "cu-fcc"],
+        "mlpot.validation.run_validation",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", list(EVALUATING))
+def test_bad_or_unavailable_device_exits_2_on_every_evaluating_command(command):
+    args, _ = EVALUATING[command]
+    runner = CliRunner()
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "100"}).output
+    assert "--device DEVICE" in help_text
+    result = runner.invoke(app, [*args, "--device", "nonsense"])
+    assert result.exit_code == 2, result.output
+    assert "not a torch device: 'nonsense'" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, [*args, "--device", "cuda"])
+        assert result.exit_code == 2 and "is not available here" in result.output
+
+
+@pytest.mark.parametrize("command", list(EVALUATING))
+def test_device_reaches_the_library_call(command, monkeypatch):
+    """``--device`` is handed to the library function (default cpu); it stops there."""
+    args, target = EVALUATING[command]
+    module, name = target.rsplit(".", 1)
+    seen = []
+
+    def fake(*_args, **kwargs):
+        seen.append(kwargs.get("device"))
+        raise MlpotInputError("stopped here")
+
+    monkeypatch.setattr(importlib.import_module(module), name, fake)
+    runner = CliRunner()
+    for extra, expected in (([], "cpu"), (["--device", "cpu:0"], "cpu:0")):
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 2 and "stopped here" in result.output, result.output
+        assert seen.pop() == expected
+
+
+def test_probe_passes_the_device_to_the_probe(monkeypatch, tmp_path):
+    from ase.build import bulk
+
+    from mlpot.uncertainty.assess import LoadedModel
+
+    structure = tmp_path / "s.xyz"
+    bulk("Cu", cubic=True).write(structure)
+    loaded = LoadedModel(model=None, calibration=None, domain=object())
+    monkeypatch.setattr("mlpot.uncertainty.assess.load_with_statistics", lambda *a, **k: loaded)
+    seen = []
+
+    def fake_probe(*_args, **kwargs):
+        seen.append(kwargs.get("device"))
+        raise MlpotInputError("stopped here")
+
+    monkeypatch.setattr("mlpot.uncertainty.probe.probe", fake_probe)
+    args = ["probe", "m.pt", str(structure), "--oracle", "emt", "--device", "cpu:0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "stopped here" in result.output, result.output
+    assert seen == ["cpu:0"]
 
 
 def test_threads_are_set():

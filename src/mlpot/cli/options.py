@@ -35,6 +35,17 @@ Threads = Annotated[
     ),
 ]
 
+#: ``--device``: the torch device a command evaluates the model on (eval, fisher,
+#: calibrate, probe, validate); checked by :func:`use_resources`.
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="Torch device to evaluate the model on, e.g. cpu, cuda, cuda:1.",
+    ),
+]
+
 #: ``--json``: machine-readable output.
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -97,12 +108,15 @@ def use_resources(threads: int | None, device: str | None = None) -> None:
     if device is None:
         return
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise MlpotInputError(f"not a torch device: {device!r}", field="--device") from None
     available = {
-        "cuda": torch.cuda.is_available,
+        "cuda": lambda: (
+            torch.cuda.is_available()
+            and (parsed.index is None or parsed.index < torch.cuda.device_count())
+        ),
         "mps": lambda: torch.backends.mps.is_available(),
-    }.get(kind, lambda: True)
+    }.get(parsed.type, lambda: True)
     if not available():
         raise MlpotInputError(f"device {device!r} is not available here", field="--device")

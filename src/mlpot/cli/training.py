@@ -12,6 +12,7 @@ import typer
 
 from mlpot.cli.options import (
     EXIT_FAILED,
+    Device,
     Json,
     Threads,
     TrustCode,
@@ -75,6 +76,7 @@ def evaluate(
         bool, typer.Option("--uncertainty", help="Add calibration and domain scores.")
     ] = False,
     threads: Threads = None,
+    device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
     """Score a model's energy, force and stress errors on data sets.
@@ -86,7 +88,7 @@ def evaluate(
     from mlpot.training.evaluation import evaluate_files
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         report = evaluate_files(
             model,
             [str(d) for d in data],
@@ -96,6 +98,7 @@ def evaluate(
             batch_size=batch_size,
             uncertainty=uncertainty,
             trust_code=trust_code,
+            device=device,
         )
     typer.echo(json.dumps(report, indent=2) if as_json else format_metrics(report))
     if uncertainty and not as_json:
@@ -125,6 +128,7 @@ def fisher(
     ] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the structure subset.")] = 0,
     threads: Threads = None,
+    device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
     """Store a model's Fisher information, for fine-tuning with EWC.
@@ -135,12 +139,13 @@ def fisher(
     from mlpot.training.finetune import FisherOptions, store_fisher_from_files
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         result = store_fisher_from_files(
             model,
             [str(d) for d in data],
             options=FisherOptions(structures=structures, seed=seed),
             trust_code=trust_code,
+            device=device,
         )
     typer.echo(f"Fisher information of {result['n_structures']} structures stored in {model}")
 

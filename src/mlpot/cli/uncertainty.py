@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from mlpot.cli.options import (
+    Device,
     Json,
     Oracle,
     OracleParams,
@@ -65,6 +66,7 @@ def calibrate(
     ] = None,
     as_json: Json = False,
     threads: Threads = None,
+    device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
     """Calibrate an ensemble's uncertainty on labelled data.
@@ -76,9 +78,13 @@ def calibrate(
     from mlpot.uncertainty.assess import calibrate_files
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         run = calibrate_files(
-            model, [str(d) for d in data], output=output_model, trust_code=trust_code
+            model,
+            [str(d) for d in data],
+            output=output_model,
+            trust_code=trust_code,
+            device=device,
         )
     if output_plot is not None:
         from mlpot.uncertainty.reliability import reliability_diagram
@@ -123,6 +129,7 @@ def probe(
     steps: Annotated[int, typer.Option(help="Points of the scan.")] = 7,
     as_json: Json = False,
     threads: Threads = None,
+    device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
     """Probe where a model extrapolates, against an oracle.
@@ -135,8 +142,8 @@ def probe(
     from mlpot.uncertainty.probe import probe as run_probe
 
     with exit_on_bad_input():
-        use_resources(threads)
-        loaded = load_with_statistics(model, trust_code=trust_code)
+        use_resources(threads, device)
+        loaded = load_with_statistics(model, trust_code=trust_code, device=device)
         if loaded.domain is None:
             raise MlpotInputError(
                 "checkpoint has no domain statistics (they are fitted by mlpot train)",
@@ -154,6 +161,7 @@ def probe(
             calibration=loaded.calibration,
             max_amplitude=amplitude,
             steps=steps,
+            device=device,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict()))

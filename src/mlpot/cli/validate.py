@@ -10,6 +10,7 @@ import typer
 
 from mlpot.cli.options import (
     EXIT_FAILED,
+    Device,
     Oracle,
     OracleParams,
     TrustCode,
@@ -90,6 +91,7 @@ def validate(
             "thread is fastest for them (16x on a busy 2-core machine).",
         ),
     ] = 1,
+    device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
     """Check a model's physics against an oracle and write a report.
@@ -101,7 +103,7 @@ def validate(
     from mlpot.validation import QUICK, run_validation, write_report
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         raw = _read_config(config)
         settings = {**(QUICK if quick else {}), **(raw.get("settings") or {})}
         report = run_validation(
@@ -115,6 +117,7 @@ def validate(
             tolerances=raw.get("tolerances"),
             progress=not as_json,
             trust_code=trust_code,
+            device=device,
         )
         files = write_report(report, output)
     if as_json:

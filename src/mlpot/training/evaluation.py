@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from mlpot.data.dataset import LabelKeys, read_dataset, sample_to_graph
+from mlpot.data.graph import graph_to
 from mlpot.data.loader import iterate_batches
 from mlpot.models.base import model_dtype
 from mlpot.training.delta import delta_targets
@@ -25,6 +26,7 @@ def evaluate_files(
     batch_size: int = 16,
     uncertainty: bool = False,
     trust_code: bool = False,
+    device: str = "cpu",
 ) -> dict[str, dict]:
     """Per file: ``{"energy_per_atom"|"forces"|"stress": {"mae", "rmse", "count"}}`` in
     eV/atom, eV/Å, eV/Å³, plus ``n_structures``. Forces and stress where labelled.
@@ -42,8 +44,11 @@ def evaluate_files(
     A delta-learned model is scored as baseline + correction against the labels: the
     baseline is run on every structure. A baseline that names code (``module:factory``) is
     refused unless ``trust_code`` is True.
+
+    The model is evaluated on the torch ``device`` (batches are moved there; the figures
+    are plain floats).
     """
-    loaded = load_with_statistics(model_path, trust_code=trust_code)
+    loaded = load_with_statistics(model_path, trust_code=trust_code, device=device)
     model, baseline = loaded.model, loaded.baseline
     keys = LabelKeys(energy=energy_key, forces=forces_key, stress=stress_key)
     report = {}
@@ -57,7 +62,8 @@ def evaluate_files(
             sample_to_graph(s, model.cutoff, dtype=model_dtype(model), elements=model.elements)
             for s in tqdm(samples, desc=Path(path).name, leave=False, disable=len(samples) < 200)
         ]
-        metrics = evaluate(model, iterate_batches(graphs, batch_size))
+        batches = (graph_to(b, device) for b in iterate_batches(graphs, batch_size))
+        metrics = evaluate(model, batches)
         broken = non_finite(metrics)
         report[path] = {**_json_safe(metrics), "n_structures": len(samples)}
         if broken:

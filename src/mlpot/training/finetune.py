@@ -275,11 +275,12 @@ def store_fisher_from_files(
     options: FisherOptions | None = None,
     progress: bool = True,
     trust_code: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """``mlpot fisher``: compute the Fisher information of a saved model on labelled files
-    (its original training data) and store it in the checkpoint. Uses the loss weights the
-    model was trained with, and the checkpoint's baseline for delta-learned models (one
-    that names code runs only with ``trust_code``)."""
+    (its original training data), on the torch ``device``, and store it in the checkpoint
+    (on the CPU). Uses the loss weights the model was trained with, and the checkpoint's
+    baseline for delta-learned models (one that names code runs only with ``trust_code``)."""
     from mlpot.data.dataset import read_dataset, sample_to_graph
     from mlpot.models.base import model_dtype
     from mlpot.training.delta import delta_targets
@@ -298,6 +299,8 @@ def store_fisher_from_files(
     ]
     weights = (payload.get("training") or {}).get("loss_weights") or {}
     subset = fisher_subset(graphs, options)
-    fisher = diagonal_fisher(model, subset, weights, progress=progress, seed=options.seed)
+    fisher = diagonal_fisher(
+        model.to(device), subset, weights, device=device, progress=progress, seed=options.seed
+    )
     update_checkpoint(model_path, fisher=fisher)
     return fisher

@@ -52,6 +52,7 @@ class ValidationContext:
         baseline: oracle spec of a delta-learned model's baseline (its calculator runs it
             and adds it; see :mod:`mlpot.training.delta`), None otherwise.
         trust_code: allow a baseline that names code (``module:factory``) to run.
+        device: torch device of the model (and of its calculators).
     """
 
     model: EnergyModel
@@ -64,6 +65,7 @@ class ValidationContext:
     uncertainty_scale: float = 1.0
     baseline: dict[str, Any] | None = None
     trust_code: bool = False
+    device: str = "cpu"
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def calculator(self, which: str) -> BaseCalculator:
@@ -82,7 +84,9 @@ class ValidationContext:
         return self.oracle.fresh()
 
     def _model_calculator(self) -> MlpotCalculator:
-        return MlpotCalculator(self.model, baseline=self.baseline, trust_code=self.trust_code)
+        return MlpotCalculator(
+            self.model, device=self.device, baseline=self.baseline, trust_code=self.trust_code
+        )
 
     def baseline_calculator(self) -> BaseCalculator | None:
         """A fresh calculator of the delta-learned model's baseline (None without one)."""

@@ -13,8 +13,8 @@ import torch
 from ase import Atoms
 from ase.vibrations import VibrationsData
 
-from mlpot.data.graph import POSITIONS, Graph, atoms_to_graph
-from mlpot.models.base import EnergyModel
+from mlpot.data.graph import POSITIONS, Graph, atoms_to_graph, graph_to
+from mlpot.models.base import EnergyModel, model_device
 from mlpot.physics import outputs
 from mlpot.physics.derivatives import predict
 
@@ -34,13 +34,18 @@ class _Displaced(torch.nn.Module):
 
 
 def model_hessian(model: EnergyModel, atoms: Atoms) -> np.ndarray:
-    """Hessian ``(3N, 3N)`` eV/Å² of the model at ``atoms`` (float64, symmetrised)."""
+    """Hessian ``(3N, 3N)`` eV/Å² of the model at ``atoms`` (float64, symmetrised),
+    computed on the model's device."""
+    device = model_device(model)
     graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64, elements=model.elements)
+    graph = graph_to(graph, device)
     n = 3 * len(atoms)
-    displacement = torch.zeros((len(atoms), 3), dtype=torch.float64, requires_grad=True)
+    displacement = torch.zeros(
+        (len(atoms), 3), dtype=torch.float64, device=device, requires_grad=True
+    )
     out = predict(_Displaced(model, displacement), graph, forces=True, create_graph=True)
     forces = out[outputs.FORCES].reshape(-1)  # (3N,)
-    eye = torch.eye(n, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.float64, device=device)
     try:
         (rows,) = torch.autograd.grad(
             forces, displacement, eye, retain_graph=True, is_grads_batched=True
@@ -49,7 +54,7 @@ def model_hessian(model: EnergyModel, atoms: Atoms) -> np.ndarray:
         rows = torch.stack(
             [torch.autograd.grad(forces[k], displacement, retain_graph=True)[0] for k in range(n)]
         )
-    hessian = -rows.reshape(n, n).detach().numpy()
+    hessian = -rows.reshape(n, n).detach().cpu().numpy()
     return 0.5 * (hessian + hessian.T)
 
 

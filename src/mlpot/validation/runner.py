@@ -35,10 +35,10 @@ from mlpot.validation.settings import (
 
 
 def _load_model(
-    model: EnergyModel | str | Path, *, trust_code: bool = False
+    model: EnergyModel | str | Path, *, trust_code: bool = False, device: str = "cpu"
 ) -> tuple[EnergyModel, dict[str, Any], float, dict[str, Any] | None]:
-    """A float64 copy of the model, its description, its force-uncertainty scale, and the
-    baseline oracle spec of a delta-learned checkpoint (None otherwise)."""
+    """A float64 copy of the model on ``device``, its description, its force-uncertainty
+    scale, and the baseline oracle spec of a delta-learned checkpoint (None otherwise)."""
     scale, source, baseline = 1.0, "in memory", None
     if isinstance(model, str | Path):
         source = str(model)
@@ -54,7 +54,7 @@ def _load_model(
             f"model must be an EnergyModel or a checkpoint path, got {type(model).__name__}",
             field="model",
         )
-    model = model.to(torch.float64).eval()
+    model = model.to(device=device, dtype=torch.float64).eval()
     description = {
         "name": model.name,
         "elements": list(model.elements),
@@ -140,6 +140,7 @@ def run_validation(
     extra_plots: dict[str, Any] | None = None,
     progress: bool = True,
     trust_code: bool = False,
+    device: str = "cpu",
 ) -> ValidationReport:
     """Validate ``model`` against ``oracle`` on ``system``, running every check that fits.
 
@@ -163,6 +164,8 @@ def run_validation(
         progress: show progress bars.
         trust_code: allow a ``module:factory`` oracle, or a checkpoint baseline that names
             one, to import and run code (only for a model or config you trust).
+        device: torch device the model is evaluated on (its calculator, Hessian and
+            committee spread); the figures are computed on the CPU from its results.
 
     Returns:
         A :class:`ValidationReport`; write it with :func:`mlpot.validation.write_report`.
@@ -179,6 +182,7 @@ def run_validation(
         uncertainty_scale=uncertainty_scale,
         progress=progress,
         trust_code=trust_code,
+        device=device,
     )
     selected = _select(checks, ctx)
     plots = {name: as_png(value, name) for name, value in (extra_plots or {}).items()}
@@ -211,10 +215,13 @@ def _context(
     uncertainty_scale: float | None,
     progress: bool,
     trust_code: bool,
+    device: str = "cpu",
 ) -> tuple[ValidationContext, dict[str, Any]]:
     """The checks' context (resolved in this order: model, system, oracle) and the model's
     description for the report."""
-    energy_model, model_info, scale, baseline = _load_model(model, trust_code=trust_code)
+    energy_model, model_info, scale, baseline = _load_model(
+        model, trust_code=trust_code, device=device
+    )
     target = resolve_system(system)
     _check_elements(target, energy_model)
     reference = resolve_oracle(oracle, oracle_params, trust_code=trust_code)
@@ -229,6 +236,7 @@ def _context(
         uncertainty_scale=scale if uncertainty_scale is None else float(uncertainty_scale),
         baseline=baseline,
         trust_code=trust_code,
+        device=device,
     )
     return ctx, model_info
 

@@ -11,22 +11,23 @@ import torch
 from ase import Atoms
 from scipy.special import erfinv
 
-from mlpot.data.graph import atoms_to_graph
-from mlpot.models.base import EnergyModel
+from mlpot.data.graph import atoms_to_graph, graph_to
+from mlpot.models.base import EnergyModel, model_device
 from mlpot.physics import outputs
 from mlpot.uncertainty.ensemble import member_predictions
 
 
 def force_spread(committee: EnergyModel, atoms: Atoms, scale: float = 1.0) -> np.ndarray:
-    """Standard deviation of each force component over the members, ``(N, 3)`` eV/Å.
+    """Standard deviation of each force component over the members, ``(N, 3)`` eV/Å,
+    evaluated on the committee's device.
 
     ``scale`` is the calibration factor of the standard deviations.
     """
     graph = atoms_to_graph(
         atoms, committee.cutoff, dtype=torch.float64, elements=committee.elements
     )
-    members = member_predictions(committee, graph, forces=True)
-    return scale * members[outputs.FORCES].std(0, unbiased=True).numpy()  # (N, 3)
+    members = member_predictions(committee, graph_to(graph, model_device(committee)), forces=True)
+    return scale * members[outputs.FORCES].std(0, unbiased=True).cpu().numpy()  # (N, 3)
 
 
 def reliability_curve(
