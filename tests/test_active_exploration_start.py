@@ -56,7 +56,9 @@ def test_fast_oracle_does_not_cut_exploration(tmp_path):
             "timestep_fs": 2.0,
             "check_interval": 4,
         },
-        "select": {"force_std": 0.02, "stop_force_std": 2.0, "batch_size": batch},
+        # far above what a 4-epoch committee shows at the start: a trajectory that stops at
+        # its first step labels nothing (label_beyond_stop is off)
+        "select": {"force_std": 0.02, "stop_force_std": 10.0, "batch_size": batch},
         "label": {"executor": "thread", "workers": 2, "retries": 0},
         "train": {
             "model": {"name": "bpnn", "cutoff": 3.8, "hidden": [12]},

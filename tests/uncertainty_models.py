@@ -79,10 +79,14 @@ def off_data_frames(n_frames: int, *, seed: int = 3) -> list:
 
 
 def _train(name: str, model: dict, ensemble: dict, epochs: int) -> Path:
+    return _train_model(name, {"hidden": [16], **model}, ensemble, epochs)
+
+
+def _train_model(name: str, model: dict, ensemble: dict, epochs: int) -> Path:
     config = parse_config(
         {
             "data": {"train": data_files()["train"], "validation_fraction": 0.2},
-            "model": {"cutoff": CUTOFF, "hidden": [16], **model},
+            "model": {"cutoff": CUTOFF, **model},
             # these short trainings were designed with stress weighted like one force
             # component; the (larger) default would make them a different model
             "loss": {"stress": 1.0},
@@ -110,3 +114,10 @@ def committee_path() -> Path:
 def shallow_path() -> Path:
     """A shallow ensemble (BPNN body, six heads), with domain statistics."""
     return _train("shallow", {"name": "bpnn_shallow", "heads": 6}, {}, epochs=15)
+
+
+@functools.cache
+def mpnn_committee_path() -> Path:
+    """A committee of two small mpnns, with domain statistics of their last layer."""
+    model = {"name": "mpnn", "channels": 8, "layers": 2, "radial_hidden": 8, "readout_hidden": 8}
+    return _train_model("mpnn_committee", model, {"size": 2, "bootstrap": True}, epochs=10)

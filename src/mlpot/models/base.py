@@ -14,6 +14,12 @@ shallow ensemble, or a sum with one such term) says:
   (separately trained, so their derivatives are best taken one by one).
 
 :mod:`mlpot.physics.ensemble` turns these into member forces and stress.
+
+Every model also says whether it describes atomic environments by per-atom invariant
+features (for domain-of-applicability scores, the extrapolation probe and D-optimal
+selection): :attr:`~EnergyModel.n_features` ``F`` (0: none) and
+:meth:`~EnergyModel.features` ``(N, F)``. A sum gives those of its learned term, a
+committee those of its first member.
 """
 
 from __future__ import annotations
@@ -79,6 +85,23 @@ class EnergyModel(torch.nn.Module):
     def forward(self, graph: Graph) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- per-atom features -------------------------------------------------------------------
+
+    @property
+    def n_features(self) -> int:
+        """Length ``F`` of the per-atom invariant features; 0 when the model offers none."""
+        return 0
+
+    def features(self, graph: Graph) -> torch.Tensor:
+        """Per-atom invariant features ``(N, F)`` describing each atom's environment
+        (differentiable in the positions). A model without features raises
+        :class:`MlpotInputError`."""
+        raise MlpotInputError(
+            f"model {self.name or type(self).__name__!r} exposes no per-atom features "
+            "(bpnn and mpnn do)",
+            field="model",
+        )
+
     # -- the member protocol ---------------------------------------------------------------
 
     @property
@@ -125,3 +148,11 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
         if tensor.is_floating_point():
             return tensor.dtype
     return torch.float64
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Device of a model's parameters or buffers (the CPU when it has neither): where the
+    graphs it evaluates must be."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -77,6 +77,10 @@ class BehlerParrinello(EnergyModel):
         self.register_buffer("feature_std", torch.ones(n_species, n_features))
         self.register_buffer("energy_scale", torch.tensor(1.0))
 
+    @property
+    def n_features(self) -> int:
+        return self.descriptor.n_features
+
     def features(self, graph: Graph) -> torch.Tensor:
         """Normalised per-atom descriptors ``(N, F)``."""
         species = self.species(graph[NUMBERS])

@@ -71,6 +71,15 @@ class Committee(EnergyModel):
     def member_models(self) -> list[EnergyModel]:
         return list(self.members)
 
+    @property
+    def n_features(self) -> int:
+        return self.members[0].n_features
+
+    def features(self, graph: Graph) -> torch.Tensor:
+        """The first member's per-atom features ``(N, F)`` (members share a descriptor
+        design; the first stands for all in domain scores)."""
+        return self.members[0].features(graph)
+
 
 class ShallowEnsembleBPNN(BehlerParrinello):
     """Behler–Parrinello network with ``heads`` output heads per element network.

@@ -261,8 +261,9 @@ class CartesianMPNN(EnergyModel):
         shape = (slots.n_atoms, slots.width)
         return radial.view(*shape, radial.shape[1]), y.view(*shape, y.shape[1])
 
-    def network(self, graph: Graph) -> torch.Tensor:
-        """Unscaled, unshifted network output per atom, ``(N,)`` (dimensionless)."""
+    def propagate(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's scalar features ``h (N, C)`` and the unscaled, unshifted
+        network output per atom ``(N,)`` (dimensionless)."""
         species = self.species(graph[NUMBERS])  # (N,)
         centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
         slots = neighbour_slots(centre, neighbour, species.shape[0])
@@ -272,7 +273,21 @@ class CartesianMPNN(EnergyModel):
         for interaction in self.interactions:
             h, local = interaction(h, radial, harmonics, slots)  # (N, C), (N,)
             out = out + local
-        return out  # (N,)
+        return h, out  # (N, C), (N,)
+
+    def network(self, graph: Graph) -> torch.Tensor:
+        """Unscaled, unshifted network output per atom, ``(N,)`` (dimensionless)."""
+        return self.propagate(graph)[1]
+
+    @property
+    def n_features(self) -> int:
+        return self.embedding.shape[1]
+
+    def features(self, graph: Graph) -> torch.Tensor:
+        """The last message-passing layer's invariant scalars ``h (N, C)``: what the
+        final readout sees of each atom's environment, so distances between them follow
+        what the model has learned to tell apart."""
+        return self.propagate(graph)[0]
 
     def forward(self, graph: Graph) -> torch.Tensor:
         species = self.species(graph[NUMBERS])  # (N,)

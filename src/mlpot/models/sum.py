@@ -43,6 +43,21 @@ class SumModel(EnergyModel):
     def forward(self, graph: Graph) -> torch.Tensor:
         return _summed(list(self.terms), graph)  # (N,)
 
+    def _featured(self) -> EnergyModel | None:
+        """The term that describes environments (the learned one), if any."""
+        return next((term for term in self.terms if term.n_features), None)
+
+    @property
+    def n_features(self) -> int:
+        term = self._featured()
+        return term.n_features if term is not None else 0
+
+    def features(self, graph: Graph) -> torch.Tensor:
+        """Per-atom features ``(N, F)`` of the learned term (offsets and physical terms
+        have none)."""
+        term = self._featured()
+        return term.features(graph) if term is not None else super().features(graph)
+
     @property
     def n_members(self) -> int:
         sizes = {term.n_members for term in self.terms} - {0}

@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mlpot.data.dataset import Sample, read_dataset, sample_to_graph
-from mlpot.data.graph import ENERGY, FORCES, STRESS, STRESS_MASK, Graph
+from mlpot.data.graph import ENERGY, FORCES, STRESS, STRESS_MASK, Graph, graph_to
 from mlpot.data.loader import iterate_batches
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import model_dtype
+from mlpot.models.base import model_device, model_dtype
 from mlpot.models.checkpoint import load_checkpoint, model_from_payload, update_checkpoint
 from mlpot.physics import outputs
 from mlpot.uncertainty.calibration import QUANTITIES, Calibration, fit_calibration, score
@@ -72,11 +72,14 @@ def collect_residuals(
     domain: DomainStatistics | None = None,
     batch_size: int = 16,
 ) -> Residuals:
-    """Evaluate ``model`` (mean, members, domain scores) once on labelled ``graphs``."""
+    """Evaluate ``model`` (mean, members, domain scores) once on labelled ``graphs``, on
+    the model's device; the residuals are CPU arrays."""
     parts: dict[str, list[np.ndarray]] = {}
     offset = 0
+    device = model_device(model)
     with tqdm(total=len(graphs), desc="uncertainty", leave=False, disable=len(graphs) < 200) as bar:
         for batch in iterate_batches(graphs, batch_size):
+            batch = graph_to(batch, device)
             mask = batch[STRESS_MASK]
             out = predict_full(model, batch, stress=bool(mask.any()), domain=domain)
             add = {
@@ -202,12 +205,14 @@ class LoadedModel:
     baseline: dict[str, Any] | None = None
 
 
-def load_with_statistics(path: str | Path, *, trust_code: bool = False) -> LoadedModel:
-    """Load a checkpoint's model (evaluation mode), calibration, domain statistics and
-    baseline spec (not built). A baseline that names code is refused unless ``trust_code``
-    (see :func:`mlpot.models.checkpoint.load_checkpoint`)."""
+def load_with_statistics(
+    path: str | Path, *, trust_code: bool = False, device: str = "cpu"
+) -> LoadedModel:
+    """Load a checkpoint's model (evaluation mode, on the torch ``device``), calibration,
+    domain statistics and baseline spec (not built). A baseline that names code is refused
+    unless ``trust_code`` (see :func:`mlpot.models.checkpoint.load_checkpoint`)."""
     payload = load_checkpoint(path, trust_code=trust_code)
-    model = model_from_payload(payload, source=str(path)).eval()
+    model = model_from_payload(payload, source=str(path)).to(device).eval()
     statistics = {}
     for name, cls in (("calibration", Calibration), ("domain", DomainStatistics)):
         try:
@@ -240,11 +245,12 @@ def calibrate_files(
     *,
     output: str | Path | None = None,
     trust_code: bool = False,
+    device: str = "cpu",
 ) -> CalibrationRun:
     """Fit the calibration of the ensemble in ``model_path`` on labelled ``paths`` and
-    write it into the checkpoint (in place, or a copy at ``output``). ``trust_code``: see
-    :func:`load_with_statistics`."""
-    loaded = load_with_statistics(model_path, trust_code=trust_code)
+    write it into the checkpoint (in place, or a copy at ``output``). The model is
+    evaluated on the torch ``device``. ``trust_code``: see :func:`load_with_statistics`."""
+    loaded = load_with_statistics(model_path, trust_code=trust_code, device=device)
     if not loaded.model.n_members:
         raise MlpotInputError(
             "model has no ensemble members to calibrate: train a committee "

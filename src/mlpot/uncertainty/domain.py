@@ -36,7 +36,7 @@ from scipy import special, stats
 
 from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, Graph
 from mlpot.physics import outputs
-from mlpot.uncertainty.features import atom_features, feature_model
+from mlpot.uncertainty.features import atom_features
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -270,7 +270,7 @@ def fit_domain(
 ) -> DomainStatistics | None:
     """Domain statistics of ``model``'s features on training ``graphs`` (None when the model
     exposes no features, e.g. Lennard-Jones)."""
-    if feature_model(model) is None or not graphs:
+    if not model.n_features or not graphs:
         return None
     found = atom_features(model, graphs, batch_size=batch_size)
     return fit_domain_statistics(

@@ -10,47 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from ase import Atoms
 
 from mlpot.data.graph import BATCH, NUMBERS, Graph, atoms_to_graph, collate
-from mlpot.models.base import model_dtype
-from mlpot.models.sum import SumModel
-
-
-@runtime_checkable
-class HasFeatures(Protocol):
-    """A model exposing per-atom feature vectors."""
-
-    def features(self, graph: Graph) -> torch.Tensor:
-        """Per-atom features ``(N, F)``."""
-
-
-def feature_model(model: torch.nn.Module) -> HasFeatures | None:
-    """The part of ``model`` whose features describe environments: the model itself, the
-    learned term of a sum, or the first member of a committee (None if there is none)."""
-    if isinstance(model, HasFeatures):
-        return model
-    if isinstance(model, SumModel):
-        found = [feature_model(term) for term in model.terms]
-        found = [f for f in found if f is not None]
-        return found[0] if found else None
-    if members := model.member_models():  # a committee
-        return feature_model(members[0])
-    return None
+from mlpot.models.base import EnergyModel, model_dtype
 
 
 @torch.no_grad()
-def model_features(model: torch.nn.Module, graph: Graph) -> torch.Tensor:
-    """Per-atom features ``(N, F)`` of ``model`` on ``graph`` (see :func:`feature_model`);
-    ValueError when the model has none."""
-    provider = feature_model(model)
-    if provider is None:
-        raise ValueError(f"model {getattr(model, 'name', model)!r} exposes no per-atom features")
-    return provider.features(graph)
+def model_features(model: EnergyModel, graph: Graph) -> torch.Tensor:
+    """Per-atom features ``(N, F)`` of ``model`` on ``graph``; MlpotInputError when the
+    model has none."""
+    return model.features(graph)
 
 
 @dataclass

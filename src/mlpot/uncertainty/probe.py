@@ -25,13 +25,14 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from mlpot.data.graph import NUMBERS, POSITIONS, Graph, atoms_to_graph, collate
+from mlpot.data.graph import NUMBERS, POSITIONS, Graph, atoms_to_graph, collate, graph_to
 from mlpot.errors import MlpotInputError
+from mlpot.models.base import model_device
 from mlpot.physics import outputs
 from mlpot.uncertainty.calibration import Calibration
 from mlpot.uncertainty.domain import DomainStatistics
 from mlpot.uncertainty.ensemble import predict_full
-from mlpot.uncertainty.features import feature_model, model_features
+from mlpot.uncertainty.features import model_features
 
 
 @dataclass
@@ -86,16 +87,16 @@ def feature_jacobian(model: torch.nn.Module, graph: Graph, *, step: float = 1e-4
     forward-mode autograd through the descriptors costs ~3N separate slow passes. The
     neighbour list is the one of the undisplaced structure.
     """
-    provider = feature_model(model)
-    if provider is None:
+    if not model.n_features:
         raise MlpotInputError("the model exposes no per-atom features to probe", field="model")
     positions = graph[POSITIONS].detach().to(torch.float64)  # (N, 3)
     n = positions.shape[0]
-    shifts = step * torch.eye(3 * n, dtype=torch.float64).reshape(3 * n, n, 3)  # (3N, N, 3)
+    eye = torch.eye(3 * n, dtype=torch.float64, device=positions.device)
+    shifts = step * eye.reshape(3 * n, n, 3)  # (3N, N, 3)
     displaced = torch.cat([positions + shifts, positions - shifts])  # (6N, N, 3)
     batch = collate([{**graph, POSITIONS: p} for p in displaced])
     with torch.no_grad():
-        x = provider.features(batch)  # (6N·N, F)
+        x = model.features(batch)  # (6N·N, F)
     x = x.reshape(2, 3 * n, n, -1)  # (±, 3N, N, F)
     jac = (x[0] - x[1]) / (2 * step)  # (3N, N, F)
     return jac.permute(1, 2, 0).reshape(n * jac.shape[-1], 3 * n)
@@ -115,9 +116,10 @@ def least_covered_direction(
     of unit-norm displacement) along it and, for comparison, the median over the
     displacement directions (the other singular vectors)."""
     graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64, elements=model.elements)
-    jac = feature_jacobian(model, graph).numpy()  # (N·F, 3N)
-    n_atoms, n_features = len(atoms), domain.n_features
     species = domain.species(graph[NUMBERS]).numpy()
+    graph = graph_to(graph, model_device(model))
+    jac = feature_jacobian(model, graph).cpu().numpy()  # (N·F, 3N)
+    n_atoms, n_features = len(atoms), domain.n_features
     if np.any(species < 0):
         raise MlpotInputError("structure has elements without training statistics")
     whitening = _inverse_sqrt(domain.covariance.numpy())[species]  # (N, F, F)
@@ -125,7 +127,8 @@ def least_covered_direction(
     _, s, vt = np.linalg.svd(whitened.reshape(n_atoms * n_features, -1), full_matrices=False)
     direction = vt[0].reshape(n_atoms, 3)
     with torch.no_grad():
-        offset = model_features(model, graph).double().numpy() - domain.mean.numpy()[species]
+        features = model_features(model, graph).double().cpu().numpy()
+        offset = features - domain.mean.numpy()[species]
     slope = np.einsum(
         "nf,nfg,ngk,k->",
         offset,
@@ -151,13 +154,14 @@ def scan(
     calibration: Calibration | None = None,
 ) -> Scan:
     """Model against ``reference`` at ``atoms`` displaced by ``a · direction`` for each
-    amplitude ``a`` (Å)."""
-    rows = []
+    amplitude ``a`` (Å), on the model's device."""
+    rows, device = [], model_device(model)
     for amplitude in amplitudes:
         moved = atoms.copy()
         moved.positions = atoms.positions + amplitude * direction
         graph = atoms_to_graph(moved, model.cutoff, dtype=torch.float64, elements=model.elements)
-        out = predict_full(model, graph, calibration=calibration, domain=domain)
+        out = predict_full(model, graph_to(graph, device), calibration=calibration, domain=domain)
+        out = {key: value.cpu() for key, value in out.items()}
         moved.calc = reference
         force_error = out[outputs.FORCES].numpy() - moved.get_forces()
         rows.append(
@@ -187,10 +191,12 @@ def probe(
     max_amplitude: float = 0.3,
     steps: int = 7,
     seed: int = 0,
+    device: str = "cpu",
 ) -> ProbeResult:
     """Find the least-covered direction at ``atoms`` and scan it and a random direction up
-    to ``max_amplitude`` Å against the ``reference`` calculator (an ASE calculator)."""
-    model = model.double().eval()
+    to ``max_amplitude`` Å against the ``reference`` calculator (an ASE calculator). The
+    model is moved to float64 on the torch ``device`` and evaluated there."""
+    model = model.to(device=device, dtype=torch.float64).eval()
     direction, rate, median = least_covered_direction(model, domain, atoms)
     amplitudes = np.linspace(0.0, max_amplitude, steps)
     random = np.random.default_rng(seed).normal(size=direction.shape)
