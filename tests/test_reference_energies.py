@@ -7,8 +7,9 @@ import numpy as np
 from conftest import emt_copper_frames
 
 from mlpot.data.dataset import read_dataset
+from mlpot.models.registry import with_elements
 from mlpot.physics.derivatives import predict
-from mlpot.training.config import parse_config, with_elements
+from mlpot.training.config import parse_config
 from mlpot.training.initial_model import build_initial_model, fixed_terms
 
 LJ = {"name": "lj", "sigma": 2.33, "epsilon": 0.4, "cutoff": 4.0, "smooth": True}

@@ -14,6 +14,7 @@ from mlpot.active.exploration import ExploreOptions
 from mlpot.active.selection import STRATEGIES
 from mlpot.config_io import read_yaml, validate_config
 from mlpot.errors import MlpotInputError
+from mlpot.models.registry import build_model, with_elements
 from mlpot.trust import check_oracle_name
 
 
@@ -195,11 +196,48 @@ class LearnConfig(_Section):
     store: str | None = None
 
 
+def _check_runnable(config: LearnConfig) -> None:
+    """Combinations of sections that cannot run, named by their keys (ValueError)."""
+    sc, stop = config.select, config.stop
+    uses = [
+        f"select.{key}"
+        for key, on in (
+            ("strategy: d_optimal", sc.strategy == "d_optimal"),
+            ("t2_quantile", sc.t2_quantile is not None),
+            ("stop_t2_quantile", sc.stop_t2_quantile is not None),
+            ("use_domain", sc.use_domain),
+        )
+        if on
+    ]
+    if uses:
+        model = build_model(with_elements(config.train.model, [1]))
+        if not model.n_features:
+            raise ValueError(
+                f"{', '.join(uses)}: these need per-atom features, and train.model "
+                f"{config.train.model.get('name')!r} has none (bpnn and mpnn have them); "
+                "choose select.strategy: max_variance or random and drop the T² keys"
+            )
+    if stop.oracle_budget <= config.initial.count:
+        raise ValueError(
+            f"stop.oracle_budget ({stop.oracle_budget}) must exceed initial.count "
+            f"({config.initial.count}): the initial labels alone would spend it"
+        )
+    if config.label.scheduler is not None and config.label.executor != "dask":
+        raise ValueError(
+            f"label.scheduler is a Dask address: it needs label.executor: dask, "
+            f"not {config.label.executor!r}"
+        )
+
+
 def parse_learn_config(
     raw: dict[str, Any] | None, *, source: str = "config", base: Path | None = None
 ) -> LearnConfig:
     """Validate a learn config dict (``None``: the embedded default)."""
     config = validate_config(LearnConfig, raw or {}, source=source)
+    try:
+        _check_runnable(config)
+    except ValueError as err:
+        raise MlpotInputError(str(err), source=source) from None
     if base is not None:
         if not Path(config.output).is_absolute():
             config.output = str((base / config.output).resolve())

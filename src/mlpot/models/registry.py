@@ -153,3 +153,16 @@ def _build(spec: dict[str, Any]) -> EnergyModel:
         raise
     except ValueError as err:
         raise MlpotInputError(f"model {spec['name']!r}: {err}", field="model") from None
+
+
+def with_elements(spec: dict[str, Any], elements: list[int]) -> dict[str, Any]:
+    """``spec`` with ``elements`` filled in, if its model takes elements and has none; also
+    in the nested specs of a ``sum`` (``terms``) or ``committee`` (``members``)."""
+    name = spec.get("name")
+    if name in MODELS and "elements" in inspect.signature(MODELS[name].__init__).parameters:
+        spec = {"elements": elements, **spec}
+    for group in ("terms", "members"):
+        if isinstance(spec.get(group), list):
+            nested = [with_elements(t, elements) if isinstance(t, dict) else t for t in spec[group]]
+            spec = {**spec, group: nested}
+    return spec

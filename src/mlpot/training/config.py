@@ -12,31 +12,17 @@ file.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlpot.config_io import read_yaml, validate_config
-from mlpot.models.registry import MODELS, check_model_spec
+from mlpot.models.registry import check_model_spec, with_elements
 from mlpot.training.delta import BaselineConfig
 from mlpot.training.finetune import FinetuneConfig, FisherOptions
 from mlpot.training.loss import LossWeights
 from mlpot.training.options import EnsembleOptions, TrainingOptions
-
-
-def with_elements(spec: dict[str, Any], elements: list[int]) -> dict[str, Any]:
-    """``spec`` with ``elements`` filled in, if its model takes elements and has none; also
-    in the nested specs of a ``sum`` (``terms``) or ``committee`` (``members``)."""
-    name = spec.get("name")
-    if name in MODELS and "elements" in inspect.signature(MODELS[name].__init__).parameters:
-        spec = {"elements": elements, **spec}
-    for group in ("terms", "members"):
-        if isinstance(spec.get(group), list):
-            nested = [with_elements(t, elements) if isinstance(t, dict) else t for t in spec[group]]
-            spec = {**spec, group: nested}
-    return spec
 
 
 class KeysConfig(BaseModel):

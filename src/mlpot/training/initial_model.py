@@ -12,11 +12,11 @@ from mlpot.data.reference import fit_reference_energies
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import torch_dtype
 from mlpot.models.offsets import AtomicOffsets
-from mlpot.models.registry import build_model
+from mlpot.models.registry import build_model, with_elements
 from mlpot.models.sum import SumModel
 from mlpot.physics.derivatives import predict
 from mlpot.physics.outputs import ENERGY
-from mlpot.training.config import TrainConfig, with_elements
+from mlpot.training.config import TrainConfig
 from mlpot.training.samples import to_graphs
 
 
