@@ -17,7 +17,15 @@ from mlpot.physics.derivatives import predict
 pytestmark = pytest.mark.usefixtures("one_thread")
 assert one_thread  # the fixture is used through pytestmark
 
-UNCERTAINTY = ("energy_std", "forces_std", "stress_std", "mahalanobis", "d_min", "in_domain")
+UNCERTAINTY = (
+    "energy_std",
+    "forces_std",
+    "stress_std",
+    "mahalanobis",
+    "d_min",
+    "hull_distance",
+    "in_domain",
+)
 
 
 def _cell():
@@ -32,6 +40,7 @@ def test_calculator_reports_mean_spread_and_domain(path):
     values = {name: atoms.calc.get_property(name, atoms) for name in UNCERTAINTY}
     assert values["forces_std"].shape == (n,) and np.all(values["forces_std"] > 0)
     assert values["mahalanobis"].shape == (n,) and values["d_min"].shape == (n,)
+    assert values["hull_distance"].shape == (n,)
     assert values["energy_std"] > 0 and values["stress_std"] > 0
     assert isinstance(values["in_domain"], bool)
     model = load_model(path())

@@ -113,7 +113,8 @@ def test_domain_statistics_round_trip_through_the_checkpoint(tmp_path):
     batch = collate(graphs[:3])
     features = model_features(model, batch)
     expected, again = domain.score(features, batch), loaded.score(features, batch)
-    for key in (outputs.MAHALANOBIS, outputs.D_MIN, outputs.IN_DOMAIN):
+    assert loaded.has_hull and payload["domain"]["method"] == "mahalanobis+dmin+hull"
+    for key in (outputs.MAHALANOBIS, outputs.D_MIN, outputs.HULL_DISTANCE, outputs.IN_DOMAIN):
         torch.testing.assert_close(again[key], expected[key], rtol=0, atol=0)
     assert again[outputs.MAHALANOBIS].shape == (batch["numbers"].shape[0],)
     assert again[outputs.IN_DOMAIN].shape == (3,)
@@ -172,3 +173,75 @@ def test_tail_quantile_extrapolates_beyond_the_samples():
     assert got[2] == pytest.approx(exact[2], rel=0.16)
     empirical = np.quantile(samples, levels[2])
     assert abs(got[2] - exact[2]) < abs(empirical - exact[2])
+
+
+def test_hull_distance_of_points_inside_and_outside_a_known_hull():
+    """Training features: the corners and face centres of the cube [-1, 1]³ and its centre
+    (isotropic covariance, so the whitened hull is the cube scaled by 1/sqrt(λ)): the hull
+    distance is the distance to the nearest face inside and to the face plane outside."""
+    corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    faces = np.concatenate([np.eye(3), -np.eye(3)])
+    train = np.concatenate([corners, faces, np.zeros((1, 3))]).astype(float)
+    domain = fit_domain_statistics(train, np.full(len(train), 29), [29], hull_dims=3)
+    scale = 1 / np.sqrt(10 / 14)  # whitening: the covariance is (10/14) I
+    points = torch.tensor([[0.0, 0.0, 0.5], [0.2, -0.3, 0.1], [0.0, 0.0, 2.0], [1.5, 0, 0]])
+    distance = domain.hull_distance(points, torch.full((4,), 29))
+    expected = scale * np.array([-0.5, -0.7, 1.0, 0.5])
+    np.testing.assert_allclose(distance.numpy(), expected, atol=1e-9)
+    assert float(domain.hull_distance(points[:1], torch.tensor([47]))[0]) == float("inf")
+
+
+def test_hull_of_the_training_distribution_holds_fresh_samples_and_not_shifted_ones():
+    """20000 training atoms, 8 features, hull in 4 principal components: a fresh atom of the
+    same distribution lies outside with probability E[vertices]/(n + 1) (exchangeability),
+    here under 1 %; samples shifted by 4 standard deviations of every feature all lie
+    outside. With the hull's margin as a third test, in_domain keeps its confidence."""
+    train = _gaussian(20000)
+    domain = fit_domain_statistics(train, np.full(len(train), 29), [29], confidence=0.99)
+    assert domain.has_hull and domain.hull_basis.shape == (1, 8, 4)
+    fresh = torch.as_tensor(_gaussian(12000, seed=7))
+    numbers = torch.full((12000,), 29)
+    outside = float((domain.hull_distance(fresh, numbers) > 0).double().mean())
+    n_vertices = len(domain.hull_vertices[0])
+    assert outside < 0.015 and outside == pytest.approx(n_vertices / 20001, abs=0.004)
+    shifted = torch.as_tensor(_gaussian(2000, seed=2, shift=4.0))
+    assert bool((domain.hull_distance(shifted, numbers[:2000]) > 0).all())
+    graph = {
+        "numbers": numbers,
+        "batch": torch.arange(400).repeat_interleave(30),
+        "n_atoms": torch.full((400,), 30),
+    }
+    scores = domain.score(fresh, graph)
+    assert scores[outputs.HULL_DISTANCE].shape == (12000,)
+    assert float(scores[outputs.IN_DOMAIN].double().mean()) >= 0.97  # binomial std 0.005
+
+
+def test_statistics_without_a_hull_load_and_score_with_two_tests():
+    """Statistics stored before the hull existed (no hull keys) load, score without
+    hull_distance, and flag exactly as statistics fitted without a hull."""
+    train = _gaussian(3000, n_features=5)
+    with_hull = fit_domain_statistics(train, np.full(3000, 29), [29], seed=2)
+    stored = {k: v for k, v in with_hull.to_dict().items() if not k.startswith("hull_")}
+    stored["method"] = "mahalanobis+dmin"
+    old = DomainStatistics.from_dict(stored)
+    without = fit_domain_statistics(train, np.full(3000, 29), [29], hull_dims=0, seed=2)
+    assert not old.has_hull and not without.has_hull and "hull_basis" not in without.to_dict()
+    features = torch.as_tensor(_gaussian(300, n_features=5, seed=3, shift=1.5))
+    graph = {
+        "numbers": torch.full((300,), 29),
+        "batch": torch.arange(30).repeat_interleave(10),
+        "n_atoms": torch.full((30,), 10),
+    }
+    scores = old.score(features, graph)
+    assert outputs.HULL_DISTANCE not in scores
+    torch.testing.assert_close(
+        scores[outputs.IN_DOMAIN], without.score(features, graph)[outputs.IN_DOMAIN]
+    )
+
+
+def test_too_few_atoms_for_a_hull_leave_the_hull_untested():
+    train = _gaussian(8, n_features=5)
+    domain = fit_domain_statistics(train, np.full(8, 29), [29])
+    assert domain.has_hull and len(domain.hull_vertices[0]) == 0
+    distance = domain.hull_distance(torch.as_tensor(train[:2]), torch.full((2,), 29))
+    assert bool(torch.isnan(distance).all())

@@ -20,7 +20,7 @@ from mlpot.uncertainty.domain import DomainStatistics
 from mlpot.uncertainty.ensemble import predict_full
 
 UNCERTAINTY_PROPERTIES = [outputs.ENERGY_STD, outputs.FORCES_STD, outputs.STRESS_STD]
-DOMAIN_PROPERTIES = [outputs.MAHALANOBIS, outputs.D_MIN, outputs.IN_DOMAIN]
+DOMAIN_PROPERTIES = [outputs.MAHALANOBIS, outputs.D_MIN, outputs.HULL_DISTANCE, outputs.IN_DOMAIN]
 
 
 class MlpotCalculator(Calculator):
@@ -28,8 +28,10 @@ class MlpotCalculator(Calculator):
 
     An ensemble model (committee or shallow ensemble) adds ``energy_std`` (eV),
     ``forces_std`` (per atom, eV/Å) and ``stress_std`` (eV/Å³), scaled by its
-    ``calibration``; ``domain`` statistics add per-atom ``mahalanobis`` (T²) and ``d_min``
-    and the structure's ``in_domain`` flag. Read them with ``calc.get_property(name, atoms)``.
+    ``calibration``; ``domain`` statistics add per-atom ``mahalanobis`` (T²), ``d_min`` and
+    (statistics with a hull) ``hull_distance`` (> 0: outside the training features' convex
+    hull), and the structure's ``in_domain`` flag. Read them with
+    ``calc.get_property(name, atoms)``.
 
     Args:
         model: an energy model.
@@ -74,7 +76,9 @@ class MlpotCalculator(Calculator):
         if self.model.n_members:
             self.implemented_properties += UNCERTAINTY_PROPERTIES
         if domain is not None:
-            self.implemented_properties += DOMAIN_PROPERTIES
+            self.implemented_properties += [
+                p for p in DOMAIN_PROPERTIES if domain.has_hull or p != outputs.HULL_DISTANCE
+            ]
         if isinstance(baseline, dict):
             baseline = make_oracle(
                 baseline["name"], trust_code=trust_code, **baseline.get("params", {})
@@ -120,7 +124,7 @@ class MlpotCalculator(Calculator):
         for name in (outputs.ENERGY_STD, outputs.STRESS_STD):
             if name in out:
                 self.results[name] = float(out[name][0])
-        for name in (outputs.FORCES_STD, outputs.MAHALANOBIS, outputs.D_MIN):
+        for name in (outputs.FORCES_STD, outputs.MAHALANOBIS, outputs.D_MIN, outputs.HULL_DISTANCE):
             if name in out:
                 self.results[name] = out[name].double().numpy()
         if outputs.IN_DOMAIN in out:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from ase.data import atomic_numbers
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 
 def _atomic_number(value: object) -> object:
@@ -48,3 +49,16 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 SumMethod = Literal["ewald", "pme"]
 #: P3M B-spline order (6 and 7 are read as 5).
 InterpolationNodes = Annotated[int, Field(ge=3, le=7)]
+#: Descriptor of a Behler–Parrinello network.
+Descriptor = Literal["acsf", "soap"]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SoapOptions(TypedDict, total=False):
+    """SOAP hyper-parameters (:class:`mlpot.nn.soap.SOAP`; each optional)."""
+
+    max_radial: NonNegativeCount
+    max_angular: NonNegativeCount
+    density_width: Positive
+    smoothing_width: Positive
+    center_atom_weight: NonNegative

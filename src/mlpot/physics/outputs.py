@@ -30,4 +30,6 @@ MEMBER_STRESS = "member_stress"  # (K, S, 3, 3) eV/Å³
 # domain of applicability
 MAHALANOBIS = "mahalanobis"  # (N,) squared Mahalanobis distance T² of each atom's features
 D_MIN = "d_min"  # (N,) distance to the nearest training atom in feature space
-IN_DOMAIN = "in_domain"  # (S,) bool: every atom within both thresholds
+HULL_DISTANCE = "hull_distance"  # (N,) signed distance to the training features' convex hull
+# in their leading principal components (> 0 outside; see mlpot.uncertainty.domain)
+IN_DOMAIN = "in_domain"  # (S,) bool: every atom within every threshold

@@ -36,8 +36,9 @@ class Residuals:
 
     ``energy_*`` ``(S,)`` eV; ``force_error (N, 3)`` and ``forces_std (N,)`` eV/Å;
     ``stress_*`` over stress-labelled structures, ``(S', 3, 3)`` and ``(S',)`` eV/Å³;
-    ``t2``/``d_min`` ``(N,)`` and ``in_domain (S,)``; ``batch (N,)`` structure of each atom.
-    Stds are None for a single model, domain scores None without statistics.
+    ``t2``/``d_min``/``hull_distance`` ``(N,)`` and ``in_domain (S,)``; ``batch (N,)``
+    structure of each atom. Stds are None for a single model, domain scores None without
+    statistics (``hull_distance`` also for statistics without a hull).
     """
 
     energy_error: np.ndarray
@@ -49,6 +50,7 @@ class Residuals:
     stress_std: np.ndarray | None = None
     t2: np.ndarray | None = None
     d_min: np.ndarray | None = None
+    hull_distance: np.ndarray | None = None
     in_domain: np.ndarray | None = None
 
 
@@ -57,6 +59,7 @@ _FIELDS = {
     "forces_std": outputs.FORCES_STD,
     "t2": outputs.MAHALANOBIS,
     "d_min": outputs.D_MIN,
+    "hull_distance": outputs.HULL_DISTANCE,
     "in_domain": outputs.IN_DOMAIN,
 }
 
@@ -167,12 +170,21 @@ def per_structure_max(values: np.ndarray, batch: np.ndarray) -> np.ndarray:
 
 
 def domain_summary(res: Residuals) -> dict[str, float]:
-    """Fraction of structures in domain and the mean of each structure's largest scores."""
-    return {
+    """Fraction of structures in domain, the mean of each structure's largest scores and,
+    with a hull, the fractions of atoms and of structures outside it (raw test, no
+    margin)."""
+    summary = {
         "fraction_in_domain": float(np.mean(res.in_domain)),
         "mean_max_t2": float(np.mean(per_structure_max(res.t2, res.batch))),
         "mean_max_d_min": float(np.mean(per_structure_max(res.d_min, res.batch))),
     }
+    if res.hull_distance is not None:
+        outside = np.nan_to_num(res.hull_distance, nan=-np.inf) > 0  # NaN: no hull, no test
+        summary["fraction_atoms_outside_hull"] = float(np.mean(outside))
+        summary["fraction_outside_hull"] = float(
+            np.mean(per_structure_max(outside.astype(float), res.batch) > 0)
+        )
+    return summary
 
 
 def read_graphs(paths: list[str], model: torch.nn.Module) -> list[Graph]:
