@@ -57,7 +57,7 @@ def test_invalid_config_exits_cleanly(tmp_path):
 
 # ----------------------------------------------------------------------------- help and options
 
-COMMANDS = ["learn", "train", "eval", "validate", "calibrate", "probe", "fisher"]
+COMMANDS = ["learn", "train", "eval", "validate", "calibrate", "llpr", "probe", "fisher"]
 
 
 def test_bare_mlpot_prints_help_and_version_exists():
@@ -127,6 +127,10 @@ EVALUATING = {
     "eval": (["eval", "m.pt", "d.xyz"], "mlpot.training.evaluation.evaluate_files"),
     "fisher": (["fisher", "m.pt", "d.xyz"], "mlpot.training.finetune.store_fisher_from_files"),
     "calibrate": (["calibrate", "m.pt", "d.xyz"], "mlpot.uncertainty.assess.calibrate_files"),
+    "llpr": (
+        ["llpr", "m.pt", "d.xyz", "--output-model", "o.pt"],
+        "mlpot.uncertainty.llpr.llpr_checkpoint",
+    ),
     "probe": (
         ["probe", "m.pt", "s.xyz", "--oracle", "emt"],
         "mlpot.uncertainty.assess.load_with_statistics",

@@ -121,3 +121,19 @@ def mpnn_committee_path() -> Path:
     """A committee of two small mpnns, with domain statistics of their last layer."""
     model = {"name": "mpnn", "channels": 8, "layers": 2, "radial_hidden": 8, "readout_hidden": 8}
     return _train_model("mpnn_committee", model, {"size": 2, "bootstrap": True}, epochs=10)
+
+
+SMALL_MPNN = {"channels": 8, "layers": 2, "radial_hidden": 8, "readout_hidden": 8}
+
+
+@functools.cache
+def mpnn_shallow_path() -> Path:
+    """A shallow mpnn (small body, four heads on its last layer), with domain statistics."""
+    model = {"name": "mpnn_shallow", **SMALL_MPNN, "heads": 4}
+    return _train_model("mpnn_shallow", model, {}, epochs=10)
+
+
+@functools.cache
+def mpnn_path() -> Path:
+    """One small mpnn (for the last-layer prediction rigidity), with domain statistics."""
+    return _train_model("mpnn", {"name": "mpnn", **SMALL_MPNN}, {}, epochs=10)

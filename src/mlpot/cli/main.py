@@ -8,7 +8,7 @@ import typer
 
 from mlpot.cli.learn import learn
 from mlpot.cli.training import evaluate, fisher, train
-from mlpot.cli.uncertainty import calibrate, probe
+from mlpot.cli.uncertainty import calibrate, llpr, probe
 from mlpot.cli.validate import validate
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command()(train)
 app.command("eval")(evaluate)
 app.command()(validate)
 app.command()(calibrate)
+app.command()(llpr)
 app.command()(probe)
 app.command()(fisher)
 

@@ -1,4 +1,5 @@
-"""``mlpot calibrate`` and ``mlpot probe``: thin wrappers over :mod:`mlpot.uncertainty`."""
+"""``mlpot calibrate``, ``mlpot llpr`` and ``mlpot probe``: thin wrappers over
+:mod:`mlpot.uncertainty`."""
 
 from __future__ import annotations
 
@@ -34,9 +35,15 @@ def format_scores(report: dict[str, dict[str, Any]]) -> str:
     for name, quantities in report.items():
         for quantity, s in quantities.items():
             if quantity == "domain":
+                hull = (
+                    f", outside hull {s['fraction_outside_hull']:.3f}"
+                    if "fraction_outside_hull" in s
+                    else ""
+                )
                 lines.append(
                     f"{name[-28:]:<28} {'domain':<8} in domain {s['fraction_in_domain']:.3f}, "
                     f"mean max T² {s['mean_max_t2']:.4g}, mean max d_min {s['mean_max_d_min']:.4g}"
+                    + hull
                 )
             elif isinstance(s, dict) and "ece" in s:
                 lines.append(
@@ -99,6 +106,69 @@ def calibrate(
     typer.echo(f"predictive (std scale s, Student-t ν): {run.calibration.describe()}")
     typer.echo(format_scores({"before": run.before, "after": run.after}))
     typer.echo(f"calibrated model: {run.checkpoint}")
+
+
+def llpr(
+    model: Annotated[
+        Path, typer.Argument(metavar="MODEL", help="Single-model checkpoint (an mpnn run's).")
+    ],
+    data: Annotated[
+        list[Path], typer.Argument(metavar="TRAIN", help="The model's training structures.")
+    ],
+    output_model: Annotated[
+        Path,
+        typer.Option("--output-model", metavar="FILE", help="Write the LLPR checkpoint here."),
+    ],
+    validation: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--validation",
+            metavar="FILE",
+            help="Labelled validation structures (repeatable): the regulariser is chosen "
+            "and the Student-t calibration fitted on them.",
+        ),
+    ] = None,
+    members: Annotated[
+        int, typer.Option(min=2, help="Last-layer weight samples (ensemble members).")
+    ] = 8,
+    as_json: Json = False,
+    threads: Threads = None,
+    device: Device = "cpu",
+    trust_code: TrustCode = False,
+) -> None:
+    """Give a single model an uncertainty from its last layer (LLPR).
+
+    Fits the last-layer prediction rigidity on the training structures, draws MEMBERS
+    last-layer weight samples from it, and writes a checkpoint whose calculator reports
+    energy_std, forces_std and stress_std (calibrated on the validation structures).
+    """
+    from mlpot.uncertainty.llpr import llpr_checkpoint
+
+    with exit_on_bad_input():
+        use_resources(threads, device)
+        run = llpr_checkpoint(
+            model,
+            [str(d) for d in data],
+            output_model,
+            validation=[str(v) for v in validation or []],
+            members=members,
+            trust_code=trust_code,
+            device=device,
+        )
+    calibration = run.calibration
+    if as_json:
+        figures = {"checkpoint": str(run.checkpoint), "regularizer": run.regularizer}
+        if calibration is not None:
+            figures.update(calibration=calibration.calibration.to_dict(), after=calibration.after)
+        typer.echo(json.dumps(figures))
+        return
+    typer.echo(f"regulariser ς² = {run.regularizer:.4g} eV²")
+    if calibration is not None:
+        typer.echo(f"predictive (std scale s, Student-t ν): {calibration.calibration.describe()}")
+        typer.echo(format_scores({"validation": calibration.after}))
+    else:
+        typer.echo("uncalibrated: run mlpot calibrate on held-out structures")
+    typer.echo(f"LLPR model: {run.checkpoint}")
 
 
 def _read_structure(path: Path, frame: int):

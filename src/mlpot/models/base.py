@@ -15,6 +15,13 @@ shallow ensemble, or a sum with one such term) says:
 
 :mod:`mlpot.physics.ensemble` turns these into member forces and stress.
 
+A model whose energy is linear in its last layer's weights (every linear read-out of a
+network) says so for the last-layer prediction rigidity (:mod:`mlpot.models.llpr`):
+:attr:`~EnergyModel.n_last_layer_features` ``L`` (0: none), :meth:`~EnergyModel.last_layer`
+(energies and features ``f``, with ``ε_i = f_i · w + c_i``) and, optionally,
+:meth:`~EnergyModel.last_layer_gradients`, the exact derivatives of the models with shifted
+last-layer weights, computed by the model itself.
+
 Every model also says whether it describes atomic environments by per-atom invariant
 features (for domain-of-applicability scores, the extrapolation probe and D-optimal
 selection): :attr:`~EnergyModel.n_features` ``F`` (0: none) and
@@ -32,6 +39,20 @@ import torch
 
 from mlpot.data.graph import Graph
 from mlpot.errors import MlpotInputError
+
+
+@dataclass(frozen=True)
+class LastLayer:
+    """A model's per-atom energies and its last-layer features, from one evaluation.
+
+    Attributes:
+        energies: per-atom energies ``ε (N,)``, eV.
+        features: ``f (N, L)``, eV per unit weight: ``ε_i = f_i · w + c_i`` with ``w`` the
+            weights of the model's linear read-outs and ``c_i`` independent of them.
+    """
+
+    energies: torch.Tensor
+    features: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,32 @@ class EnergyModel(torch.nn.Module):
         """The member models of a committee (separately trained whole models); empty for a
         model whose members are not models of their own, or that has none."""
         return []
+
+    # -- last-layer features (prediction rigidity) ----------------------------------------
+
+    @property
+    def n_last_layer_features(self) -> int:
+        """Number ``L`` of last-layer features (inputs of the linear read-outs whose weights
+        the energy is linear in); 0 when the model offers none."""
+        return 0
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        """Per-atom energies ``(N,)`` eV and last-layer features ``(N, L)`` from one
+        evaluation, both differentiable in the positions. A model without them raises
+        :class:`MlpotInputError`."""
+        raise MlpotInputError(
+            f"model {self.name or type(self).__name__!r} exposes no last-layer features",
+            field="model",
+        )
+
+    def last_layer_gradients(
+        self, graph: Graph, shifts: torch.Tensor, *, strain: bool = False
+    ) -> MemberGradients | None:
+        """For ``K`` copies of the model whose last-layer weights are shifted by ``shifts
+        (K, L)``: their per-atom energies and exact derivatives, computed by the model
+        itself (detached), or None when it offers none (then they come from autograd on
+        :meth:`last_layer`)."""
+        return None
 
 
 def model_spec(model: EnergyModel) -> dict[str, Any]:

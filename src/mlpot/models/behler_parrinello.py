@@ -1,8 +1,10 @@
-"""Behler–Parrinello network: ACSF descriptors and one small network per element.
+"""Behler–Parrinello network: per-atom descriptors and one small network per element.
 
 ``ε_i = s · NN_{Z_i}((G_i - μ_{Z_i}) / σ_{Z_i})`` with per-element feature means ``μ`` and
 standard deviations ``σ`` fitted on the training set, and an energy scale ``s`` (eV) set
-from the RMS of the training forces so the networks work with numbers of order one.
+from the RMS of the training forces so the networks work with numbers of order one. The
+descriptors ``G`` are ACSF (:mod:`mlpot.nn.acsf`, the default) or the SOAP power spectrum
+(:mod:`mlpot.nn.soap`, computed by featomic: ``pip install 'mlpot[soap]'``).
 Reference (per-element) energies are a separate :class:`~mlpot.models.offsets.AtomicOffsets`
 term, added by :class:`~mlpot.models.sum.SumModel`.
 """
@@ -12,23 +14,41 @@ from __future__ import annotations
 import torch
 
 from mlpot.data.graph import FORCES, NUMBERS, Graph
-from mlpot.models.arguments import Activation, Count, Elements, Lambda, NonNegative, Positive
-from mlpot.models.base import EnergyModel
+from mlpot.models.arguments import (
+    Activation,
+    Count,
+    Descriptor,
+    Elements,
+    Lambda,
+    NonNegative,
+    Positive,
+    SoapOptions,
+)
+from mlpot.models.base import EnergyModel, LastLayer
 from mlpot.nn.acsf import ACSF
 from mlpot.nn.mlp import mlp
+from mlpot.nn.soap import SOAP, SOAP_DEFAULTS
 from mlpot.nn.species import SpeciesIndex
 
 
 class BehlerParrinello(EnergyModel):
-    """ACSF + per-element MLP energy model.
+    """Descriptor (ACSF or SOAP) + per-element MLP energy model.
 
     Args:
         elements: atomic numbers.
         cutoff: descriptor cutoff, Å.
         radial_count, radial_min, angular_cutoff, angular_etas, zetas, lambdas: see
-            :class:`~mlpot.nn.acsf.ACSF`.
+            :class:`~mlpot.nn.acsf.ACSF` (ignored with ``descriptor="soap"``).
         hidden: widths of the hidden layers of each element's network.
         activation: ``silu``, ``tanh`` or ``softplus``.
+        descriptor: ``acsf`` or ``soap``.
+        soap: SOAP hyper-parameters (:class:`~mlpot.nn.soap.SOAP`: ``max_radial``,
+            ``max_angular``, ``density_width`` Å, ``smoothing_width`` Å,
+            ``center_atom_weight``), defaults for those left out; only with
+            ``descriptor="soap"``.
+
+    The config names ``descriptor`` and ``soap`` (all of its values) only for a SOAP
+    model, so an ACSF model's config is what it was before SOAP existed.
     """
 
     name = "bpnn"
@@ -45,7 +65,11 @@ class BehlerParrinello(EnergyModel):
         lambdas: list[Lambda] = (1, -1),
         hidden: list[Count] = (64, 64),
         activation: Activation = "silu",
+        descriptor: Descriptor = "acsf",
+        soap: SoapOptions | None = None,
     ) -> None:
+        if soap is not None and descriptor != "soap":
+            raise ValueError("soap hyper-parameters are given but descriptor is not 'soap'")
         super().__init__(
             elements,
             cutoff,
@@ -58,16 +82,21 @@ class BehlerParrinello(EnergyModel):
             hidden=list(hidden),
             activation=activation,
         )
-        self.descriptor = ACSF(
-            self.elements,
-            cutoff,
-            radial_count=radial_count,
-            radial_min=radial_min,
-            angular_cutoff=angular_cutoff,
-            angular_etas=tuple(angular_etas),
-            zetas=tuple(zetas),
-            lambdas=tuple(lambdas),
-        )
+        if descriptor == "soap":
+            soap = {**SOAP_DEFAULTS, **(soap or {})}
+            self._config.update(descriptor="soap", soap=soap)
+            self.descriptor = SOAP(self.elements, cutoff, **soap)
+        else:
+            self.descriptor = ACSF(
+                self.elements,
+                cutoff,
+                radial_count=radial_count,
+                radial_min=radial_min,
+                angular_cutoff=angular_cutoff,
+                angular_etas=tuple(angular_etas),
+                zetas=tuple(zetas),
+                lambdas=tuple(lambdas),
+            )
         self.species = SpeciesIndex(self.elements)
         n_features, n_species = self.descriptor.n_features, len(self.elements)
         self.networks = torch.nn.ModuleList(
@@ -124,3 +153,20 @@ class BehlerParrinello(EnergyModel):
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.element_outputs(graph).squeeze(-1) * self.energy_scale  # (N,)
+
+    @property
+    def n_last_layer_features(self) -> int:
+        return len(self.elements) * self.networks[0][-1].in_features
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        """Energies ``(N,)`` eV and, per atom, the input ``z_i`` of its element network's
+        last linear layer times the energy scale, in that element's block of ``(N, Z·H)``
+        (zeros elsewhere): ``ε_i = s (w_Z · z_i + b_Z)`` is linear in every ``w_Z``."""
+        species = self.species(graph[NUMBERS])  # (N,)
+        both = self.element_outputs(
+            graph, lambda network, x: torch.cat([z := network[:-1](x), network[-1](z)], dim=1)
+        )  # (N, H + 1)
+        hidden, out = both[:, :-1], both[:, -1]
+        blocks = torch.nn.functional.one_hot(species, len(self.elements)).to(hidden.dtype)
+        features = (blocks[:, :, None] * hidden[:, None, :]).flatten(1)  # (N, Z*H)
+        return LastLayer(out * self.energy_scale, features * self.energy_scale)

@@ -63,6 +63,8 @@ def package_version() -> str:
 
 def _reference_energies(model: EnergyModel) -> dict[int, float]:
     spec = model_spec(model)
+    while "model" in spec:  # a wrapper (llpr): the wrapped model's
+        spec = spec["model"]
     terms = spec.get("terms", [spec])
     for term in terms:
         if term["name"] == "offsets":

@@ -1,8 +1,8 @@
-"""Ensemble models: a committee of whole models, and a shallow ensemble of output heads.
+"""Ensemble models: a committee of whole models, and shallow ensembles of output heads.
 
-Both implement the member protocol of :class:`~mlpot.models.base.EnergyModel`
+All implement the member protocol of :class:`~mlpot.models.base.EnergyModel`
 (``n_members``, ``member_energies``; the committee its ``member_models``, the shallow
-ensemble its explicit ``member_gradients``), and their energy is the members' mean.
+ensembles their explicit ``member_gradients``), and their energy is the members' mean.
 Because forces and stress are linear in the energy,
 :func:`~mlpot.physics.derivatives.predict` on either gives the mean forces and stress in
 one backward pass; the members' own forces and stress come from
@@ -15,18 +15,34 @@ The heads start from independent random weights; training fits the mean to the l
 the heads' spread to the errors of the mean (the ``ensemble_nll`` loss term, after Kellner
 & Ceriotti, *Mach. Learn.: Sci. Technol.* 5, 035006 (2024)), the latter through the heads
 only (see :meth:`ShallowEnsembleBPNN.member_energies`).
+
+The shallow mpnn (:class:`ShallowEnsembleMPNN`) is the message-passing body of ``mpnn``
+whose last layer's read-out network ends in ``K`` outputs (earlier layers' linear
+read-outs are shared), trained the same way. Its heads' forces come from one explicit
+reverse pass over all heads (:mod:`mlpot.models.mpnn_gradients`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from mlpot.data.graph import NUMBERS, Graph, edge_vectors
-from mlpot.models.arguments import Activation, Count, Elements, Lambda, NonNegative, Positive
-from mlpot.models.base import EnergyModel, MemberGradients, model_spec
+from mlpot.models.arguments import (
+    Activation,
+    Count,
+    Elements,
+    Lambda,
+    NonNegative,
+    NonNegativeCount,
+    Positive,
+)
+from mlpot.models.base import EnergyModel, LastLayer, MemberGradients, model_spec
 from mlpot.models.behler_parrinello import BehlerParrinello
+from mlpot.models.mpnn import CartesianMPNN
+from mlpot.models.mpnn_gradients import readout_gradients
 from mlpot.nn.mlp import mlp, mlp_with_jacobian
 
 
@@ -107,8 +123,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         activation: Activation = "silu",
         heads: Count = 8,  # at least 2: checked below, with the reason
     ) -> None:
-        if int(heads) != heads or heads < 2:
-            raise ValueError(f"a shallow ensemble needs at least 2 heads, got {heads}")
+        heads = _check_heads(heads)
         super().__init__(
             elements,
             cutoff,
@@ -121,7 +136,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             hidden=hidden,
             activation=activation,
         )
-        self._config["heads"] = int(heads)
+        self._config["heads"] = heads
         n_features = self.descriptor.n_features
         self.networks = torch.nn.ModuleList(
             mlp(n_features, list(hidden), int(heads), activation) for _ in self.elements
@@ -151,8 +166,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         hidden = network[:-1](x)  # (n, H)
         heads = network[-1](hidden)  # (n, K)
         if self.training:
-            frozen = network[-1](hidden.detach())  # (n, K)
-            heads = heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
+            heads = _spread_through_heads_only(heads, network[-1](hidden.detach()))
         return heads
 
     def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients:
@@ -197,3 +211,148 @@ class ShallowEnsembleBPNN(BehlerParrinello):
 
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.member_energies(graph).mean(0)  # (N,)
+
+    # a shallow ensemble's spread is its uncertainty: no last-layer features of its own
+    @property
+    def n_last_layer_features(self) -> int:
+        return 0
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        return EnergyModel.last_layer(self, graph)
+
+
+def _check_heads(heads: int) -> int:
+    if int(heads) != heads or heads < 2:
+        raise ValueError(f"a shallow ensemble needs at least 2 heads, got {heads}")
+    return int(heads)
+
+
+def _spread_through_heads_only(heads: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    """Heads ``(n, K)`` whose mean is differentiable as it is and whose deviations from it
+    come from ``frozen``, the same heads computed from detached body features."""
+    return heads.mean(1, keepdim=True) + frozen - frozen.mean(1, keepdim=True)
+
+
+class ShallowEnsembleMPNN(CartesianMPNN):
+    """The ``mpnn`` with ``heads`` output heads on its last layer.
+
+    ``ε_i^(k) = s · (Σ_{t<T} r_t(h_t,i) + [r_T(h_T,i)]_k - μ_{Z_i})``: the linear read-outs
+    ``r_t`` of the layers before the last are shared, the last read-out network ends in
+    ``K`` outputs. Its energy is the heads' mean; training, member forces and the spread
+    as for :class:`ShallowEnsembleBPNN`.
+
+    Args:
+        elements, cutoff, channels, layers, l_max, product_channels, radial_basis,
+            radial_hidden, envelope_power, readout_hidden, activation: as for
+            :class:`~mlpot.models.mpnn.CartesianMPNN`.
+        heads: number of output heads ``K`` (ensemble members), at least 2.
+    """
+
+    name = "mpnn_shallow"
+
+    def __init__(
+        self,
+        elements: Elements,
+        cutoff: Positive = 5.0,
+        channels: Count = 64,
+        layers: Count = 2,
+        l_max: Annotated[int, Field(ge=0, le=2)] = 2,
+        product_channels: Count | None = None,
+        radial_basis: Count = 8,
+        radial_hidden: Count = 64,
+        envelope_power: Count = 6,
+        readout_hidden: NonNegativeCount = 16,
+        activation: Activation = "silu",
+        heads: Count = 8,  # at least 2: checked below, with the reason
+    ) -> None:
+        heads = _check_heads(heads)
+        super().__init__(
+            elements,
+            cutoff,
+            channels=channels,
+            layers=layers,
+            l_max=l_max,
+            product_channels=product_channels,
+            radial_basis=radial_basis,
+            radial_hidden=radial_hidden,
+            envelope_power=envelope_power,
+            readout_hidden=readout_hidden,
+            activation=activation,
+        )
+        self._config["heads"] = heads
+        hidden = [readout_hidden] if readout_hidden > 0 else []
+        self.interactions[-1].readout = mlp(channels, hidden, heads, activation)
+        self._initialise()  # the new heads too: independent weights ~ N(0, 1/fan_in)
+
+    @property
+    def n_members(self) -> int:
+        return self._config["heads"]
+
+    def _outputs(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's features ``h (N, C)`` and every head's unscaled, unshifted
+        output ``(N, K)`` (in training mode with the heads' spread cut from the body's
+        gradient, see :meth:`member_energies`)."""
+        features = self.layer_features(graph)
+        shared = features[0].new_zeros(features[0].shape[0])  # (N,)
+        for interaction, h in zip(self.interactions[:-1], features[:-1], strict=True):
+            shared = shared + interaction.readout(h).squeeze(-1)  # (N,)
+        readout, h = self.interactions[-1].readout, features[-1]
+        hidden = readout[:-1](h)  # (N, width)
+        heads = readout[-1](hidden)  # (N, K)
+        if self.training:
+            heads = _spread_through_heads_only(heads, readout[-1](hidden.detach()))
+        return h, shared[:, None] + heads  # (N, C), (N, K)
+
+    def propagate(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's features ``h (N, C)`` and the heads' mean output ``(N,)``."""
+        h, heads = self._outputs(graph)
+        return h, heads.mean(1)  # (N, C), (N,)
+
+    def member_energies(self, graph: Graph, *, member_derivatives: bool = False) -> torch.Tensor:
+        """Per-atom energies of every head ``(K, N)``, eV; training mode as
+        :meth:`ShallowEnsembleBPNN.member_energies` (the heads' deviations from their mean
+        see the body through a stop-gradient; ``member_derivatives`` needs evaluation
+        mode)."""
+        if member_derivatives and self.training:
+            raise ValueError(
+                "per-member forces of a shallow ensemble need model.eval(): in training mode "
+                "its heads' spread is cut from the gradient of the shared body"
+            )
+        species = self.species(graph[NUMBERS])  # (N,)
+        heads = self._outputs(graph)[1] - self.energy_shift[species][:, None]  # (N, K)
+        return (heads * self.energy_scale).T  # (K, N)
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        return self.member_energies(graph).mean(0)  # (N,)
+
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients:
+        """Every head's per-atom energies ``(K, N)`` eV and the exact derivatives of its
+        energy with respect to positions ``(K, N, 3)`` eV/Å and, with ``strain``, the
+        symmetric strain ``(K, S, 3, 3)`` eV: the body traced once, then one explicit
+        reverse pass with all heads at once (:mod:`mlpot.models.mpnn_gradients`).
+        Evaluation mode only; detached results."""
+        if self.training:
+            raise ValueError("member gradients of a shallow ensemble need model.eval()")
+        k_members = self.n_members
+        weights, biases = [], []
+        for interaction in self.interactions[:-1]:  # shared: the same for every head
+            last = interaction.readout[-1]
+            weights.append(last.weight.expand(k_members, -1))  # (K, C)
+            biases.append(last.bias)  # (1,)
+        heads = self.interactions[-1].readout[-1]
+        weights.append(heads.weight)  # (K, width)
+        biases.append(heads.bias)  # (K,)
+        return readout_gradients(self, graph, weights, biases, strain=strain)
+
+    # a shallow ensemble's spread is its uncertainty: no last-layer features of its own
+    @property
+    def n_last_layer_features(self) -> int:
+        return 0
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        return EnergyModel.last_layer(self, graph)
+
+    def last_layer_gradients(
+        self, graph: Graph, shifts: torch.Tensor, *, strain: bool = False
+    ) -> MemberGradients | None:
+        return None

@@ -55,7 +55,8 @@ from pydantic import Field
 
 from mlpot.data.graph import EDGE_INDEX, FORCES, NUMBERS, Graph, collate, edge_vectors
 from mlpot.models.arguments import Activation, Count, Elements, NonNegativeCount, Positive
-from mlpot.models.base import EnergyModel
+from mlpot.models.base import EnergyModel, LastLayer, MemberGradients
+from mlpot.models.mpnn_gradients import readout_gradients
 from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
 from mlpot.nn.mlp import ACTIVATIONS, mlp
 from mlpot.nn.moments import NeighbourSlots, atomic_moments, neighbour_slots, pad_edges
@@ -103,8 +104,8 @@ class Interaction(torch.nn.Module):
 
     def forward(
         self, h: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor, slots: NeighbourSlots
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """New features ``h (N, C)`` and this layer's local energies ``(N,)``.
+    ) -> torch.Tensor:
+        """New features ``h (N, C)`` (this layer's energies are ``readout(h)``).
 
         Args:
             h: ``(N, C)`` scalar features.
@@ -114,12 +115,15 @@ class Interaction(torch.nn.Module):
             slots: the dense layout of the edges.
         """
         weights = self.radial(radial) * h[slots.neighbours]  # (N, W, C)
-        moments = atomic_moments(harmonics, weights)  # (N, M, C)
+        return self.update_features(h, atomic_moments(harmonics, weights))  # (N, C)
+
+    def update_features(self, h: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+        """The per-atom part of the layer: new features ``(N, C)`` from the old ``h (N, C)``
+        and the atomic moments ``(N, M, C)``."""
         mixed = torch.bmm(moments.transpose(0, 1), self.mixing[self.l_of_m])  # (M, N, 2K')
         u, v = mixed.chunk(2, dim=2)  # 2 x (M, N, K')
         invariants = self.invariants(u, v)  # (N, n_inv * K')
-        h = h + self.update(torch.cat([h, invariants], dim=1))  # (N, C)
-        return h, self.readout(h).squeeze(-1)  # (N, C), (N,)
+        return h + self.update(torch.cat([h, invariants], dim=1))  # (N, C)
 
 
 class CartesianMPNN(EnergyModel):
@@ -255,25 +259,38 @@ class CartesianMPNN(EnergyModel):
         vectors = pad_edges(vectors, slots, far).view(-1, 3)  # (N*W, 3)
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (N*W,)
         y = self.harmonics(vectors / r[:, None]) * self.inverse_neighbors  # (N*W, M)
-        envelope = polynomial_envelope(r, self.cutoff, self.envelope_power)  # (N*W,)
-        bessel = bessel_basis(r, self.cutoff, self.n_radial) * envelope[:, None]  # (N*W, B)
-        radial = self.radial(bessel)  # (N*W, H)
+        radial = self.radial_features(r)  # (N*W, H)
         shape = (slots.n_atoms, slots.width)
         return radial.view(*shape, radial.shape[1]), y.view(*shape, y.shape[1])
 
-    def propagate(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last layer's scalar features ``h (N, C)`` and the unscaled, unshifted
-        network output per atom ``(N,)`` (dimensionless)."""
+    def radial_features(self, r: torch.Tensor) -> torch.Tensor:
+        """``φ_h(r)`` of distances ``r (E,)`` Å: ``(E, H)``, zero at and beyond the cutoff."""
+        envelope = polynomial_envelope(r, self.cutoff, self.envelope_power)  # (E,)
+        bessel = bessel_basis(r, self.cutoff, self.n_radial) * envelope[:, None]  # (E, B)
+        return self.radial(bessel)  # (E, H)
+
+    def layer_features(self, graph: Graph) -> list[torch.Tensor]:
+        """Every layer's output features ``h_t (N, C)``, first to last."""
         species = self.species(graph[NUMBERS])  # (N,)
         centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
         slots = neighbour_slots(centre, neighbour, species.shape[0])
         radial, harmonics = self.edge_features(graph, slots)  # (N, W, H), (N, W, M)
         h = self.embedding[species]  # (N, C)
-        out = h.new_zeros(h.shape[0])  # (N,)
+        features = []
         for interaction in self.interactions:
-            h, local = interaction(h, radial, harmonics, slots)  # (N, C), (N,)
-            out = out + local
-        return h, out  # (N, C), (N,)
+            h = interaction(h, radial, harmonics, slots)  # (N, C)
+            features.append(h)
+        return features
+
+    def propagate(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's scalar features ``h (N, C)`` and the unscaled, unshifted
+        network output per atom ``(N,)`` (dimensionless): the sum of every layer's
+        read-out."""
+        features = self.layer_features(graph)
+        out = features[0].new_zeros(features[0].shape[0])  # (N,)
+        for interaction, h in zip(self.interactions, features, strict=True):
+            out = out + interaction.readout(h).squeeze(-1)  # (N,)
+        return features[-1], out  # (N, C), (N,)
 
     def network(self, graph: Graph) -> torch.Tensor:
         """Unscaled, unshifted network output per atom, ``(N,)`` (dimensionless)."""
@@ -292,3 +309,38 @@ class CartesianMPNN(EnergyModel):
     def forward(self, graph: Graph) -> torch.Tensor:
         species = self.species(graph[NUMBERS])  # (N,)
         return (self.network(graph) - self.energy_shift[species]) * self.energy_scale  # (N,)
+
+    # -- last-layer features: every layer's linear read-out ------------------------------
+
+    @property
+    def n_last_layer_features(self) -> int:
+        return sum(interaction.readout[-1].in_features for interaction in self.interactions)
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        """Energies ``(N,)`` eV and the inputs of every layer's last linear read-out, side
+        by side and times the energy scale, ``(N, L)``: the energy is linear in all of
+        those read-out weights (``L = (T - 1) C + readout_hidden`` for ``T`` layers)."""
+        species = self.species(graph[NUMBERS])  # (N,)
+        out, features = None, []
+        for interaction, h in zip(self.interactions, self.layer_features(graph), strict=True):
+            z = interaction.readout[:-1](h)  # (N, width_t)
+            features.append(z)
+            local = interaction.readout[-1](z).squeeze(-1)  # (N,)
+            out = local if out is None else out + local
+        energies = (out - self.energy_shift[species]) * self.energy_scale  # (N,)
+        return LastLayer(energies, torch.cat(features, dim=1) * self.energy_scale)  # (N, L)
+
+    def last_layer_gradients(
+        self, graph: Graph, shifts: torch.Tensor, *, strain: bool = False
+    ) -> MemberGradients:
+        """Energies and exact derivatives of the ``K`` models with read-out weights shifted
+        by ``shifts (K, L)``, from one explicit reverse pass over the members
+        (:mod:`mlpot.models.mpnn_gradients`)."""
+        weights, biases, start = [], [], 0
+        for interaction in self.interactions:
+            last = interaction.readout[-1]
+            stop = start + last.in_features
+            weights.append(last.weight + shifts[:, start:stop])  # (K, width_t)
+            biases.append(last.bias)  # (1,)
+            start = stop
+        return readout_gradients(self, graph, weights, biases, strain=strain)

@@ -1,8 +1,9 @@
 """The registry of energy models: name -> class, and (re)building from a spec dict.
 
-A model that is made of models (a sum of terms, a committee of members) takes them built:
-its constructor parameter is annotated ``list[EnergyModel]``, and the registry checks and
-builds the nested specs first. So composite models never import the registry.
+A model that is made of models (a sum of terms, a committee of members, a wrapper such as
+``llpr``) takes them built: its constructor parameter is annotated ``list[EnergyModel]``
+(or ``EnergyModel`` for one), and the registry checks and builds the nested specs first. So
+composite models never import the registry.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.charge_equilibration import ChargeEquilibration
 from mlpot.models.coulomb import Coulomb
 from mlpot.models.dispersion import Dispersion
-from mlpot.models.ensembles import Committee, ShallowEnsembleBPNN
+from mlpot.models.ensembles import Committee, ShallowEnsembleBPNN, ShallowEnsembleMPNN
 from mlpot.models.lennard_jones import LennardJones
+from mlpot.models.llpr import LLPR
 from mlpot.models.mpnn import CartesianMPNN
 from mlpot.models.offsets import AtomicOffsets
 from mlpot.models.sum import SumModel
@@ -37,10 +39,12 @@ MODELS: dict[str, type[EnergyModel]] = {
         SumModel,
         Committee,
         ShallowEnsembleBPNN,
+        ShallowEnsembleMPNN,
         Coulomb,
         ChargeEquilibration,
         ZBL,
         Dispersion,
+        LLPR,
     )
 }
 
@@ -54,8 +58,13 @@ def _hints(cls: type[EnergyModel]) -> dict[str, Any]:
 
 @functools.cache
 def _nested(cls: type[EnergyModel]) -> tuple[str, ...]:
-    """The constructor parameters that take built models (annotated ``list[EnergyModel]``)."""
-    return tuple(name for name, hint in _hints(cls).items() if hint == list[EnergyModel])
+    """The constructor parameters that take built models (annotated ``list[EnergyModel]``,
+    or ``EnergyModel`` for one)."""
+    return tuple(
+        name
+        for name, hint in _hints(cls).items()
+        if hint == list[EnergyModel] or hint is EnergyModel
+    )
 
 
 @functools.cache
@@ -118,8 +127,12 @@ def check_model_spec(spec: dict[str, Any], *, where: str = "model") -> dict[str,
     return {"name": name, **kwargs}
 
 
-def _check_nested(name: str, group: str, specs: Any, where: str) -> list:
+def _check_nested(name: str, group: str, specs: Any, where: str) -> list | dict | EnergyModel:
     """Each nested spec checked (models already built pass as they are)."""
+    if _hints(MODELS[name])[group] is EnergyModel:  # one nested model
+        if isinstance(specs, EnergyModel):
+            return specs
+        return check_model_spec(specs, where=f"{where}.{group}")
     if not isinstance(specs, list | tuple):
         raise MlpotInputError(
             f"model {name!r}: {group} must be a list of model specs, got {_describe(specs)}",
@@ -145,8 +158,11 @@ def _build(spec: dict[str, Any]) -> EnergyModel:
     cls = MODELS[spec["name"]]
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     for group in _nested(cls):
-        if group in kwargs:
-            kwargs[group] = [m if isinstance(m, EnergyModel) else _build(m) for m in kwargs[group]]
+        nested = kwargs.get(group)
+        if isinstance(nested, dict):
+            kwargs[group] = _build(nested)
+        elif isinstance(nested, list):
+            kwargs[group] = [m if isinstance(m, EnergyModel) else _build(m) for m in nested]
     try:
         return cls(**kwargs)
     except MlpotInputError:

@@ -10,7 +10,7 @@ import torch
 
 from mlpot.data.graph import Graph
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import EnergyModel, MemberGradients, model_spec
+from mlpot.models.base import EnergyModel, LastLayer, MemberGradients, model_spec
 
 
 class SumModel(EnergyModel):
@@ -86,15 +86,55 @@ class SumModel(EnergyModel):
         ensembles = [term for term in self.terms if term.n_members]
         if len(ensembles) != 1:
             return None
-        gradients = ensembles[0].member_gradients(graph, strain=strain)
+        return self._with_common(ensembles[0], ensembles[0].member_gradients(graph, strain=strain))
+
+    def _with_common(
+        self, term: EnergyModel, gradients: MemberGradients | None
+    ) -> MemberGradients | None:
+        """``gradients`` of one term, with the other terms added to their common part."""
         if gradients is None:
             return None
-        common = [term for term in self.terms if term is not ensembles[0]]
+        common = [other for other in self.terms if other is not term]
         if gradients.common is not None:
             common.append(gradients.common)
         if not common:
             return gradients
         return dataclasses.replace(gradients, common=lambda g: _summed(common, g))
+
+    # -- last-layer features: those of its learned terms, side by side ---------------------
+
+    def _linear_terms(self) -> list[EnergyModel]:
+        return [term for term in self.terms if term.n_last_layer_features]
+
+    @property
+    def n_last_layer_features(self) -> int:
+        return sum(term.n_last_layer_features for term in self._linear_terms())
+
+    def last_layer(self, graph: Graph) -> LastLayer:
+        """The summed energies ``(N,)`` and the last-layer features of the terms that have
+        them, side by side ``(N, L)`` (offsets and physical terms have none)."""
+        linear = self._linear_terms()
+        if not linear:
+            return super().last_layer(graph)
+        parts = [term.last_layer(graph) for term in linear]
+        others = [term for term in self.terms if term not in linear]
+        energies = parts[0].energies
+        for part in parts[1:]:
+            energies = energies + part.energies
+        if others:
+            energies = energies + _summed(others, graph)
+        return LastLayer(energies, torch.cat([part.features for part in parts], dim=1))
+
+    def last_layer_gradients(
+        self, graph: Graph, shifts: torch.Tensor, *, strain: bool = False
+    ) -> MemberGradients | None:
+        """Those of its one term with last-layer features, with the other terms as the
+        common part (None with several such terms, or when that term offers none)."""
+        linear = self._linear_terms()
+        if len(linear) != 1:
+            return None
+        gradients = linear[0].last_layer_gradients(graph, shifts, strain=strain)
+        return self._with_common(linear[0], gradients)
 
 
 def _summed(terms: list[Callable[[Graph], torch.Tensor]], graph: Graph) -> torch.Tensor:
