@@ -19,7 +19,7 @@ LJ = {"name": "lj", "sigma": 2.3, "epsilon": 0.4}
             {"train": {"model": LJ}, "select": {"strategy": "random", "t2_quantile": 0.99}},
             ["select.t2_quantile"],
         ),
-        ({"stop": {"oracle_budget": 10}}, ["stop.oracle_budget (10)", "initial.count (16)"]),
+        ({"stop": {"oracle_budget": 10}}, ["stop.oracle_budget (10)", "initial.count (32)"]),
         ({"label": {"scheduler": "tcp://127.0.0.1:1"}}, ["label.scheduler", "label.executor"]),
     ],
 )

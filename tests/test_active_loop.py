@@ -44,6 +44,7 @@ def _raw(output, **overrides):
             "model": {"name": "bpnn", "cutoff": 3.8, "hidden": [12]},
             "training": {"epochs": 6, "batch_size": 4},
             "ensemble_size": 2,
+            "workers": 1,  # members in this process: tiny trainings, no process start-up
         },
         "stop": {"oracle_budget": 16, "max_iterations": 4, "patience_steps": 200},
         "validation": False,

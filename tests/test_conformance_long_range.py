@@ -128,6 +128,19 @@ class TestZBL(PhysicsConformance):
         return build_model({"name": "zbl", "elements": [CU, AG], "cutoff": 3.5, "onset": 1.0})
 
 
+class TestZBLCovalent(PhysicsConformance):
+    """The switch of each pair scaled by its covalent-radius sum (Cu-Cu 2.64 Å, Ag-Ag
+    2.90 Å; from 0.6 to 1.2 of it): the fcc neighbours at 2.6 Å, rattled, sit inside the
+    switch."""
+
+    lattice_constant = 3.7
+    rattle = 0.1
+
+    def make_model(self):
+        spec = {"name": "zbl", "elements": [CU, AG], "cutoff": 1.2, "onset": 0.6}
+        return build_model({**spec, "covalent": True})
+
+
 class TestDispersion(PhysicsConformance):
     lattice_constant = 3.7
     rattle = 0.1

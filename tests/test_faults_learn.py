@@ -127,6 +127,7 @@ def test_relaxation_and_hessian_survive_a_failing_oracle(tmp_path, monkeypatch):
             "model": {"name": "bpnn", "cutoff": 3.5, "hidden": [8]},
             "training": {"epochs": 2, "batch_size": 4},
             "ensemble_size": 2,
+            "workers": 1,
         },
         stop={"oracle_budget": 10, "max_iterations": 2, "patience_steps": 40},
     )

@@ -177,6 +177,31 @@ def test_committee_training_and_resume(emt_copper_xyz, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_committee_members_train_at_once_in_processes(emt_copper_xyz, tmp_path):
+    """``ensemble.workers: 2`` trains the members in processes of their own, to the same
+    committee as one after another (one thread each: the same arithmetic)."""
+    from mlpot.models.checkpoint import load_model
+
+    raw = {
+        "data": {"train": emt_copper_xyz, "validation_fraction": 0.2},
+        "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [8]},
+        "training": {"epochs": 2, "batch_size": 8, "progress": False},
+        "ensemble": {"size": 2, "bootstrap": True, "workers": 2},
+        "output": str(tmp_path / "parallel"),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        parallel = load_model(run_training(parse_config(raw)).model_path)
+        raw["ensemble"]["workers"], raw["output"] = 1, str(tmp_path / "serial")
+        serial = load_model(run_training(parse_config(raw)).model_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "parallel" / "member_1" / "done").exists()
+    for a, b in zip(serial.state_dict().values(), parallel.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_structures_in_memory_train_as_their_file(emt_copper_xyz, tmp_path):
     """``run_training`` takes labelled ``ase.Atoms`` (or samples) in memory: the same
     structures as a file give the same model, with no file written; bad labels are named."""

@@ -44,7 +44,7 @@ class InitialConfig(_Section):
     """First labels: ``normal_modes`` (molecules; oracle Hessian) or ``rattle``."""
 
     method: Literal["normal_modes", "rattle"] = "normal_modes"
-    count: int = Field(16, ge=2)
+    count: int = Field(32, ge=2)
     temperature: float = Field(300.0, gt=0)
     stdev: float = Field(0.05, ge=0)
     strain: float = Field(0.0, ge=0)
@@ -94,7 +94,7 @@ class SelectConfig(_Section):
     stop_t2_quantile: float | None = Field(None, gt=0, lt=1)
     use_domain: bool = False
     strategy: str = "d_optimal"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(48, ge=1)
     max_force: float | None = Field(50.0, gt=0)
     min_distance_fraction: float | None = Field(0.5, gt=0, lt=1)
     label_beyond_stop: bool = False
@@ -120,10 +120,12 @@ class SelectConfig(_Section):
 
 class LabelConfig(_Section):
     """Labelling: ``executor`` process|thread|dask, ``workers``, ``scheduler`` (a Dask
-    address to join), ``retries`` per configuration, ``timeout_s`` per oracle call."""
+    address to join), ``threads`` (OpenMP threads of each local worker process, None: one
+    per core), ``retries`` per configuration, ``timeout_s`` per oracle call."""
 
     executor: Literal["process", "thread", "dask"] = "process"
     workers: int = Field(1, ge=1)
+    threads: int | None = Field(1, ge=1)
     scheduler: str | None = None
     retries: int = Field(2, ge=0)
     timeout_s: float | None = Field(600.0, gt=0)
@@ -131,23 +133,36 @@ class LabelConfig(_Section):
 
 class TrainSection(_Section):
     """The committee trained each iteration: ``model`` spec, ``training`` options and
-    ``loss`` weights (as in ``mlpot train``), ``ensemble_size`` members,
-    ``validation_fraction``."""
+    ``loss`` weights (as in ``mlpot train``), ``ensemble_size`` members (``workers`` of
+    them at once, each in a process of its own; None: as many as there are cores),
+    ``validation_fraction``.
+
+    The default: the flagship ``mpnn`` (32 channels, 2 layers, float32) plus ZBL repulsion
+    switched off between 0.5 and 0.75 of each pair's covalent bond length (walls where no
+    label is, bonds left alone), two members trained at once for at most 40 s each."""
 
     model: dict[str, Any] = Field(
-        default_factory=lambda: {"name": "bpnn", "cutoff": 4.0, "hidden": [32, 32]}
+        default_factory=lambda: {
+            "name": "sum",
+            "terms": [
+                {"name": "mpnn", "cutoff": 5.0, "channels": 32, "layers": 2},
+                {"name": "zbl", "cutoff": 0.75, "onset": 0.5, "covalent": True},
+            ],
+        }
     )
     training: dict[str, Any] = Field(
         default_factory=lambda: {
             "epochs": 150,
-            "max_time_s": 12.0,
+            "max_time_s": 40.0,
             "batch_size": 8,
             "learning_rate": 0.005,
             "early_stopping_patience": 25,
+            "dtype": "float32",
         }
     )
     loss: dict[str, Any] = Field(default_factory=dict)
-    ensemble_size: int = Field(3, ge=2)
+    ensemble_size: int = Field(2, ge=2)
+    workers: int | None = Field(None, ge=1)
     validation_fraction: float = Field(0.15, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -165,14 +180,30 @@ class TrainSection(_Section):
 
 
 class StopConfig(_Section):
-    """Stop at the first of: ``oracle_budget`` labels (not counting the test set),
-    test-set force RMSE at or below ``target_force_rmse`` eV/Å, ``patience_steps`` MD steps
-    in a row without a flagged configuration, or ``max_iterations`` retrainings."""
+    """When the loop stops.
 
-    oracle_budget: int = Field(96, ge=1)
+    Budgets, which end the run wherever it stands: ``oracle_budget`` labels (not counting
+    the test set) and ``max_time_s``, the wall-clock seconds of the whole run (summed over
+    the sessions of a resumed run; None: no limit). The loop stops for a budget only between
+    its steps, so a run ends a training, an exploration trajectory or a validation later,
+    and the final validation and report come after it.
+
+    Convergence, where the loop *would* stop: test-set force RMSE at or below
+    ``target_force_rmse`` eV/Å, ``patience_steps`` MD steps in a row without a flagged
+    configuration, or ``max_iterations`` retrainings. With ``validate`` (and the top-level
+    ``validation`` on) the quick validation of the current committee against the oracle is
+    the stopping rule there: the run stops when every applicable check passes (reason
+    ``validated``), and otherwise goes on, steered by the failing checks, validating again
+    after each retraining (:mod:`mlpot.active.steering`).
+    """
+
+    oracle_budget: int = Field(256, ge=1)
+    max_time_s: float | None = Field(330.0, gt=0)
     target_force_rmse: float | None = Field(None, gt=0)
     patience_steps: int = Field(2000, ge=1)
-    max_iterations: int = Field(6, ge=1)
+    max_iterations: int = Field(4, ge=1)
+    #: ``validate`` in a config (the attribute is named so as not to shadow pydantic's)
+    until_validated: bool = Field(True, alias="validate")
 
 
 class LearnConfig(_Section):
@@ -188,6 +219,8 @@ class LearnConfig(_Section):
     label: LabelConfig = LabelConfig()
     train: TrainSection = TrainSection()
     stop: StopConfig = StopConfig()
+    #: validate against the oracle: the final model (report), and as the stopping rule
+    #: (``stop.validate``); false turns both off
     validation: bool = True
     seed: int = 0
     output: str = "mlpot-learn"

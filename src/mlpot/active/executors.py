@@ -6,24 +6,21 @@ it joins an existing cluster instead (e.g. one started by dask-jobqueue on SLURM
 Time limits on the oracle are enforced inside local worker processes; on Dask workers,
 which run tasks in threads, they are not.
 
-Local worker processes die with the driver, however it ends (``kill -9`` included): each
-asks the kernel for a parent-death signal when it starts (Linux ``prctl``), so no oracle
-worker outlives the run; multiprocessing's resource tracker then sees its last client go
-and exits too.
+Local worker processes die with the driver, however it ends (``kill -9`` included), and
+keep to ``threads`` OpenMP threads (:mod:`mlpot.processes`), so no oracle worker outlives
+the run; multiprocessing's resource tracker then sees its last client go and exits too.
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from mlpot.errors import MlpotInputError
+from mlpot.processes import die_with_parent
 
 EXECUTORS = ("process", "thread", "dask")
 
@@ -46,30 +43,22 @@ class LabelExecutor:
             closer.close()
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: SIGKILL this process when its parent ``parent`` (the driver's
-    pid) dies; exit now if it is already gone."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the driver died before the signal was asked for
-        os._exit(1)
-
-
 def make_executor(
-    kind: str = "process", *, workers: int = 1, scheduler: str | None = None
+    kind: str = "process",
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    threads: int | None = None,
 ) -> LabelExecutor:
-    """Build the labelling executor named ``kind`` with ``workers`` workers."""
+    """Build the labelling executor named ``kind`` with ``workers`` workers; ``threads``:
+    OpenMP threads of each local worker process (None: the runtime's default)."""
     if kind == "process":
         context = multiprocessing.get_context("spawn")  # no forked torch state
         pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
             initializer=die_with_parent,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), threads),
         )
         return LabelExecutor(pool, kind)
     if kind == "thread":

@@ -48,7 +48,8 @@ class ExploreOptions:
     """MD settings of exploration.
 
     Args:
-        temperatures: temperatures to explore at, K (trajectories cycle through them).
+        temperatures: temperatures to explore at, K (trajectories cycle through them, each
+            iteration starting one further).
         steps: maximum MD steps per trajectory.
         timestep_fs: MD time step, fs.
         thermostat: ``langevin``, ``bussi`` or ``nve``.
@@ -63,7 +64,7 @@ class ExploreOptions:
         bias_form: ``gaussian`` (bounded) or ``quadratic``.
     """
 
-    temperatures: list[float] = Field(default_factory=lambda: [300.0, 600.0])
+    temperatures: list[float] = Field(default_factory=lambda: [600.0, 300.0])
     steps: int = Field(1000, ge=1)  # 1 ps at 1 fs: slow torsions get a chance to turn
     timestep_fs: float = Field(1.0, gt=0)
     thermostat: Thermostat = "langevin"

@@ -1,5 +1,6 @@
 """The end of a run: the final model file, the validation report, and ``learn.json``, the
-summary a resumed finished run reads back (:class:`LearnResult`).
+summary a resumed finished run reads back (:class:`LearnResult`). A run that a budget
+stopped says which checks fail and how to continue it.
 
 Every file is written whole (a temporary file, then a rename): a kill never leaves half of
 one.
@@ -17,7 +18,8 @@ from pathlib import Path
 from ase import Atoms
 
 from mlpot.active.config import LearnConfig
-from mlpot.active.report import validate_and_report
+from mlpot.active.report import quick_validation, write_learn_report
+from mlpot.active.steering import verdict_of
 from mlpot.active.store import FAILURE, REQUEST, SETUP_FAILURE, TEST, Store, hidden_oracle_fraction
 
 MODEL_FILE = "model.pt"
@@ -40,6 +42,10 @@ class LearnResult:
     hidden_oracle_fraction_driver: float = float("nan")  # behind exploration or training
     report_path: Path | None = None
     already_finished: bool = False  # a --resume of a finished run: nothing was done
+    validation_passed: bool | None = None  # the final model's checks (None: not validated)
+    failing_checks: dict = field(default_factory=dict)  # check -> figures, bounds, reason
+    continue_hint: str = ""  # how to go on, when a budget stopped the run
+    elapsed_s: float = 0.0  # the run's clock at its stop, s (all sessions)
 
 
 def finish(
@@ -51,10 +57,15 @@ def finish(
     setup_calls: int,
     system: Atoms,
     trust_code: bool = False,
+    report=None,
+    budget: str | None = None,
+    elapsed_s: float = 0.0,
     log: Callable[[str], None] = print,
 ) -> LearnResult:
     """Install the last model as ``model.pt``, validate it on ``system`` when the config
-    asks, and write ``learn.json``; the run stopped for ``reason``."""
+    asks (``report``: the loop's validation of that model, reused), and write
+    ``learn.json``; the run stopped for ``reason``, ``budget`` (``time`` or ``oracle``)
+    when a budget stopped it."""
     out = Path(config.output)
     models = store.models()
     model_path = _install_model(Path(models[-1]["path"]), out / MODEL_FILE)
@@ -73,15 +84,42 @@ def finish(
         setup_failures=store.count(SETUP_FAILURE),
         hidden_oracle_fraction=overlap.behind_exploration,
         hidden_oracle_fraction_driver=overlap.behind_driver,
+        elapsed_s=elapsed_s,
     )
     if config.validation:
-        log("validating the final model against the oracle ...")
-        result.report_path = _validate(config, result, system, trust_code=trust_code)
+        if report is None:
+            log("validating the final model against the oracle ...")
+            report = quick_validation(
+                model_path,
+                oracle=config.oracle.name,
+                oracle_params=dict(config.oracle.params),
+                trust_code=trust_code,
+                system=system,
+                temperature=config.test.temperature,
+            )
+        verdict = verdict_of(report, models[-1]["version"], config.test.temperature)
+        result.validation_passed, result.failing_checks = verdict.passed, verdict.failing
+        result.report_path = _write_report(config, result, report)
         log(f"report: {result.report_path}")
+    if budget is not None and not result.validation_passed:
+        result.continue_hint = continue_hint(config, budget)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(result).items()}
     _write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
     log(f"stopped: {reason}; model {model_path}")
     return result
+
+
+def continue_hint(config: LearnConfig, budget: str) -> str:
+    """How to go on with a run that the ``time`` or ``oracle`` budget stopped."""
+    stop = config.stop
+    if budget == "time":
+        key, value = "max_time_s", 2 * (stop.max_time_s or 0)
+    else:
+        key, value = "oracle_budget", 2 * stop.oracle_budget
+    return (
+        f"to continue, raise the budget (e.g. stop: {{{key}: {value:g}}}) in a learn config "
+        f"with the same output ({config.output}) and run `mlpot learn CONFIG --resume`"
+    )
 
 
 def read_summary(out: Path, reason: str) -> LearnResult | None:
@@ -104,6 +142,10 @@ def read_summary(out: Path, reason: str) -> LearnResult | None:
         hidden_oracle_fraction_driver=summary["hidden_oracle_fraction_driver"],
         report_path=Path(report) if report else None,
         already_finished=True,
+        validation_passed=summary.get("validation_passed"),
+        failing_checks=summary.get("failing_checks", {}),
+        continue_hint=summary.get("continue_hint", ""),
+        elapsed_s=summary.get("elapsed_s", 0.0),
     )
 
 
@@ -120,21 +162,17 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _validate(config: LearnConfig, result: LearnResult, system: Atoms, *, trust_code: bool) -> Path:
-    """The quick validation of the final model against the oracle; the report's path."""
-    return validate_and_report(
-        result.model_path,
-        oracle=config.oracle.name,
-        oracle_params=dict(config.oracle.params),
-        trust_code=trust_code,
-        system=system,
-        temperature=config.test.temperature,
+def _write_report(config: LearnConfig, result: LearnResult, report) -> Path:
+    """The report of the final model's validation, with the run's figures; its path."""
+    return write_learn_report(
+        report,
         figures={
             "stop_reason": result.stop_reason,
             "oracle_calls": result.oracle_calls,
             "failures": result.failures,
             "hidden_oracle_fraction": result.hidden_oracle_fraction,
             "iterations": result.iterations,
+            "elapsed_s": result.elapsed_s,
         },
         iterations=result.iterations,
         directory=Path(config.output) / REPORT_DIRECTORY,

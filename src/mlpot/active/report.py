@@ -36,7 +36,7 @@ def learning_curve_png(iterations: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def validate_and_report(
+def quick_validation(
     model_path: Path,
     *,
     oracle: str,
@@ -44,18 +44,16 @@ def validate_and_report(
     trust_code: bool = False,
     system: Atoms,
     temperature: float,
-    figures: dict,
-    iterations: list[dict],
-    directory: Path,
-) -> Path:
-    """Run the quick physics validation of the final model and write the report; returns
-    the HTML path. Small systems run fastest on one thread."""
-    from mlpot.validation import QUICK, run_validation, write_report
+):
+    """The quick physics validation (:data:`mlpot.validation.QUICK`) of the model at
+    ``model_path`` against the oracle on ``system`` at ``temperature`` K; a
+    :class:`~mlpot.validation.ValidationReport`. Small systems run fastest on one thread."""
+    from mlpot.validation import QUICK, run_validation
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report = run_validation(
+        return run_validation(
             model_path,
             oracle=oracle,
             oracle_params=oracle_params,
@@ -63,10 +61,17 @@ def validate_and_report(
             system=system,
             temperature=temperature,
             settings=QUICK,
-            extra_figures={"active_learning": figures},
-            extra_plots={"learning curve": learning_curve_png(iterations)},
             progress=False,
         )
     finally:
         torch.set_num_threads(threads)
+
+
+def write_learn_report(report, *, figures: dict, iterations: list[dict], directory: Path) -> Path:
+    """Write ``report`` (a validation of the final model) with the run's ``figures`` and
+    its learning curve; returns the HTML path."""
+    from mlpot.validation import write_report
+
+    report.extra_figures["active_learning"] = figures
+    report.extra_plots["learning curve"] = learning_curve_png(iterations)
     return write_report(report, directory).html

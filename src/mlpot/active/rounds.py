@@ -6,11 +6,16 @@ strategy (up to the batch size and the oracle budget) and requested at once, so 
 works while exploration goes on. The round ends with one of its outcomes: ``retrain``
 (enough labels arrived), ``converged`` (``patience_steps`` MD steps without a candidate and
 nothing in flight), ``stuck`` (:data:`MAX_STUCK` trajectories in a row ended before flagging
-anything, nothing in flight or arrived) or ``budget`` (the oracle budget is used up).
+anything, nothing in flight or arrived), ``budget`` (the oracle budget is used up) or
+``time`` (the run's time budget is spent; checked between trajectories).
+
+The loop may steer a round (:mod:`mlpot.active.steering`): its temperatures, and a factor
+on the selection threshold.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +41,7 @@ from mlpot.calculators import load_calculator
 from mlpot.errors import MlpotInputError
 
 MAX_STUCK = 20  # trajectories in a row that stop or fail before flagging anything
-RETRAIN, CONVERGED, STUCK, BUDGET = "retrain", "converged", "stuck", "budget"  # outcomes
+RETRAIN, CONVERGED, STUCK, BUDGET, TIME = "retrain", "converged", "stuck", "budget", "time"
 
 
 @dataclass
@@ -101,6 +106,11 @@ class ExplorationRound:
         iteration: the iteration (the model's version); requests go to the next one.
         model_path: the checkpoint to explore with.
         log: takes one line of progress.
+        temperatures: the round's temperatures, K (None: ``explore.temperatures``).
+        force_std_scale: factor on ``select.force_std`` (a steered, tighter selection).
+        deadline: ``time.time()`` at which the run's time budget is spent (None: none).
+        repeat: how many rounds explored with this model before (each draws other
+            trajectories).
     """
 
     def __init__(
@@ -112,15 +122,23 @@ class ExplorationRound:
         model_path: Path,
         *,
         log: Callable[[str], None] = print,
+        temperatures: list[float] | None = None,
+        force_std_scale: float = 1.0,
+        deadline: float | None = None,
+        repeat: int = 0,
     ) -> None:
         self.config = config
         self.store = store
         self.queue = queue
         self.iteration = iteration
         self.log = log
+        self.temperatures = list(temperatures or config.explore.temperatures)
+        self.deadline = deadline
         self.calc = exploration_calculator(config.explore, model_path)
-        self.thresholds = thresholds(config.select, self.calc)
-        self.rng = np.random.default_rng(config.seed + 1000 * (iteration + 1))
+        limits = thresholds(config.select, self.calc)
+        self.thresholds = dataclasses.replace(limits, force_std=limits.force_std * force_std_scale)
+        seed = config.seed + 1000 * (iteration + 1)
+        self.rng = np.random.default_rng([seed, repeat] if repeat else seed)
         self.arrived = self.quiet_steps = self.stuck = 0
         self.trajectories = self.md_steps = self.candidates = self.requested = 0
 
@@ -154,7 +172,11 @@ class ExplorationRound:
         """Run and record the next trajectory."""
         explore = self.config.explore
         start = starts[int(self.rng.integers(len(starts)))]
-        temperature = explore.temperatures[self.trajectories % len(explore.temperatures)]
+        # the cycle starts one further each iteration: a round often ends within its first
+        # trajectory, and every round's first one at the same temperature would leave the
+        # others unexplored
+        cycle = self.temperatures
+        temperature = cycle[(self.iteration + self.trajectories) % len(cycle)]
         self.trajectories += 1
         if isinstance(self.calc, AdversarialCalculator) and explore.bias_width is None:
             self.calc.width = _start_width(self.calc, start)
@@ -190,6 +212,8 @@ class ExplorationRound:
                 self.log(f"  trajectory ended: {result.stop_reason}")
             if self.stuck >= MAX_STUCK:
                 return STUCK
+        if self.deadline is not None and time.time() >= self.deadline:
+            return TIME  # nothing more requested: it would not be trained on
         self._request_batch(result.candidates)
         if self.store.budget_used() >= stop.oracle_budget:
             return BUDGET

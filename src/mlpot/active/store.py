@@ -5,25 +5,37 @@ shared. Rows are only ever appended. Each row has a ``kind``:
 
 =================  ============================================================================
 ``request``        a configuration sent to the oracle: ``uid``, ``iteration``, ``reason``
-                   (``initial``, ``test``, or the score(s) that selected it in exploration:
+                   (``initial``, ``test``, ``dimers`` (short distances asked for by a failed
+                   dimer check), or the score(s) that selected it in exploration:
                    ``forces_std``, ``t2``, ``forces_std+t2``, ``domain``), its uncertainty
                    scores, the ``model_version`` that flagged it
 ``label``          the oracle's answer for ``uid`` (energy, forces, stress as calculator
                    results), ``attempts``, ``oracle_s``, wall-clock ``started``/``ended``
 ``failure``        the oracle gave up on ``uid`` after ``attempts`` tries; ``data["error"]``
 ``model``          a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics,
-                   training wall-clock ``started``/``ended``
+                   training wall-clock ``started``/``ended``, ``elapsed_s``
 ``trajectory``     one exploration trajectory: ``iteration``, ``mode``, ``temperature``,
                    ``steps``, ``stop_reason``, ``candidates``, ``max_force_std``, ``max_t2``,
                    wall-clock ``started``/``ended``
 ``iteration``      the end of an iteration's exploration round, its figures in ``data``:
                    ``model_version``, ``outcome`` (retrain, converged, stuck, budget),
                    ``trajectories``, ``md_steps``, ``candidates``, ``requested``,
-                   ``labels_arrived``, ``budget_used``, wall-clock ``started``/``ended``
+                   ``labels_arrived``, ``budget_used``, wall-clock ``started``/``ended``;
+                   ``elapsed_s``
+``validation``     the quick validation of model ``model_version`` as the stopping rule:
+                   ``passed``, ``elapsed_s``; ``data``: ``failing`` (check -> judged figure ->
+                   ``{value, bound}``, or ``{reason}`` for a check that could not run),
+                   ``figures`` (the headline ones), ``steer`` (what it asked to explore next)
 ``setup_failure``  an oracle failure in the driver's own work (``stage``: relax, hessian,
                    test_md), ``attempts``, ``data["error"]``; the run went on without it
 ``stop``           the loop stopped: ``data`` holds the reason and the budgets it ran under
+                   (``oracle_budget``, ``max_iterations``, ``max_time_s``); ``elapsed_s``
 =================  ============================================================================
+
+``elapsed_s`` is the run's own clock: seconds of work since it started, summed over the
+sessions of a resumed run (each session starts from the largest value stored, so the time a
+killed session spent after its last row is not counted). The time budget
+(``stop.max_time_s``) is measured on it.
 
 Only checked oracle answers are written (:func:`mlpot.calculators.checked.check_answer`:
 finite energy, forces of shape ``(N, 3)``, stress shape). A store written before these
@@ -53,9 +65,12 @@ from mlpot.calculators.checked import OracleAnswerError, check_answer, check_str
 # row kinds
 REQUEST, LABEL, FAILURE, MODEL, ITERATION = "request", "label", "failure", "model", "iteration"
 TRAJECTORY, STOP, SETUP_FAILURE = "trajectory", "stop", "setup_failure"
+VALIDATION = "validation"
+ELAPSED = "elapsed_s"  # the run's clock, on model, iteration, validation and stop rows
 # reasons of the driver's own requests (exploration's are the scores that selected them,
-# :mod:`mlpot.active.exploration`): the initial set and the held-out test set
-INITIAL, TEST = "initial", "test"
+# :mod:`mlpot.active.exploration`): the initial set, the held-out test set, and the short
+# distances a failed dimer check asks for
+INITIAL, TEST, DIMERS = "initial", "test", "dimers"
 # stages of a set-up failure
 RELAX, HESSIAN, TEST_MD = "relax", "hessian", "test_md"
 
@@ -162,6 +177,7 @@ class Store:
         *,
         started: float = 0.0,
         ended: float = 0.0,
+        elapsed_s: float = 0.0,
     ) -> None:
         self.db.write(
             Atoms(),
@@ -171,16 +187,53 @@ class Store:
             started=started,
             ended=ended,
             data={"path": path, "metrics": metrics},
+            **{ELAPSED: float(elapsed_s)},
         )
 
-    def end_iteration(self, iteration: int, figures: dict) -> None:
+    def end_iteration(self, iteration: int, figures: dict, *, elapsed_s: float = 0.0) -> None:
         """The end of ``iteration``'s exploration round, with its figures (module table)."""
-        self.db.write(Atoms(), kind=ITERATION, iteration=iteration, data=figures)
+        self.db.write(
+            Atoms(), kind=ITERATION, iteration=iteration, data=figures, **{ELAPSED: elapsed_s}
+        )
 
-    def add_stop(self, reason: str, *, oracle_budget: int, max_iterations: int) -> None:
-        """The loop stopped for ``reason`` under these budgets."""
-        data = {"reason": reason, "oracle_budget": oracle_budget, "max_iterations": max_iterations}
-        self.db.write(Atoms(), kind=STOP, data=data)
+    def add_validation(
+        self,
+        version: int,
+        *,
+        passed: bool,
+        failing: dict,
+        figures: dict,
+        steer: dict,
+        elapsed_s: float,
+    ) -> None:
+        """The stopping-rule validation of model ``version`` (module table)."""
+        self.db.write(
+            Atoms(),
+            kind=VALIDATION,
+            model_version=version,
+            passed=bool(passed),
+            data={"failing": failing, "figures": figures, "steer": steer},
+            **{ELAPSED: float(elapsed_s)},
+        )
+
+    def add_stop(
+        self,
+        reason: str,
+        *,
+        oracle_budget: int,
+        max_iterations: int,
+        max_time_s: float | None = None,
+        elapsed_s: float = 0.0,
+    ) -> None:
+        """The loop stopped for ``reason`` under these budgets (``max_time_s`` None: no time
+        budget)."""
+        data = {
+            "reason": reason,
+            "oracle_budget": oracle_budget,
+            "max_iterations": max_iterations,
+            "max_time_s": max_time_s,
+        }
+        self.db.write(Atoms(), kind=STOP, data=data, **{ELAPSED: float(elapsed_s)})
 
     # ---- reading -----------------------------------------------------------------------
     def has(self, uid: str, kind: str) -> bool:
@@ -246,9 +299,9 @@ class Store:
         return out
 
     def stopped(self) -> dict[str, Any] | None:
-        """The last ``stop`` row's data (reason and budgets), or None."""
+        """The last ``stop`` row's data (reason and budgets) and ``elapsed_s``, or None."""
         rows = list(self.db.select(kind=STOP, sort="id"))
-        return dict(rows[-1].data) if rows else None
+        return {**rows[-1].data, ELAPSED: rows[-1].get(ELAPSED, 0.0)} if rows else None
 
     def failures(self) -> list[dict[str, Any]]:
         return [
@@ -267,6 +320,30 @@ class Store:
             {"version": row.model_version, "iteration": row.iteration, **row.data}
             for row in self.db.select(kind=MODEL, sort="id")
         ]
+
+    def validations(self) -> list[dict[str, Any]]:
+        """The stopping-rule validations, oldest first: ``version``, ``passed``,
+        ``elapsed_s`` and the row's data (``failing``, ``figures``, ``steer``)."""
+        return [
+            {
+                "version": row.model_version,
+                "passed": bool(row.passed),
+                ELAPSED: row.get(ELAPSED, 0.0),
+                **row.data,
+            }
+            for row in self.db.select(kind=VALIDATION, sort="id")
+        ]
+
+    def elapsed_s(self) -> float:
+        """The run's clock as last recorded (0 for a new run): the largest ``elapsed_s``."""
+        return max(
+            (
+                float(row.get(ELAPSED, 0.0))
+                for kind in (MODEL, ITERATION, VALIDATION, STOP)
+                for row in self.db.select(kind=kind)
+            ),
+            default=0.0,
+        )
 
     def iterations(self) -> list[dict[str, Any]]:
         """The figures of every ended iteration, oldest first (with its ``iteration``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,22 +48,31 @@ def train_iteration(
     directory: Path,
     *,
     seed: int,
+    max_time_s: float | None = None,
 ) -> TrainedModel:
     """Train the committee on ``labelled`` (in memory), calibrate its force stds on its
     validation part, and measure it on the held-out ``test`` frames. Resumes a killed
-    training (the same labels give the same split)."""
+    training (the same labels give the same split). ``max_time_s``: seconds the whole
+    committee may take (each member gets its share, at most ``training.max_time_s``);
+    ``train.workers`` members train at once, each in a process of its own."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labelled))
     n_val = max(1, round(config.train.validation_fraction * len(labelled)))
     validation = [labelled[k] for k in order[:n_val]]
     training = [labelled[k] for k in order[n_val:]]
+    size = config.train.ensemble_size
+    workers = min(size, config.train.workers or os.cpu_count() or 1)
+    options = {"progress": False, "seed": seed, **config.train.training}
+    if max_time_s is not None:  # members train ``workers`` at a time
+        share = max_time_s / math.ceil(size / workers)
+        options["max_time_s"] = min(options.get("max_time_s") or share, share)
     train_config = parse_config(
         {
             "model": config.train.model,
-            "training": {"progress": False, "seed": seed, **config.train.training},
+            "training": options,
             "loss": config.train.loss,
-            "ensemble": {"size": config.train.ensemble_size, "bootstrap": True},
+            "ensemble": {"size": size, "bootstrap": True, "workers": workers},
             "output": str(directory / "committee"),
         }
     )

@@ -38,8 +38,9 @@ def learn(
     """Run active learning end to end: label, train, explore, validate.
 
     Labels starting structures with the oracle, trains a committee, explores by MD, labels
-    what the committee is unsure of and retrains until a stop; then validates the model.
-    Writes OUTPUT/model.pt, the store (store.db) and the report.
+    what the committee is unsure of and retrains until the committee passes its validation
+    against the oracle (or a budget is spent). Writes OUTPUT/model.pt, the store (store.db)
+    and the report.
     """
     from mlpot.active import learn as run_learn
     from mlpot.active import load_learn_config
@@ -54,6 +55,7 @@ def learn(
         result = run_learn(cfg, resume=resume, trust_code=trust_code, log=typer.echo)
     if result.already_finished:
         typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
+        _verdict(result)
         return
     calls = result.oracle_calls
     typer.echo(
@@ -69,3 +71,16 @@ def learn(
     typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
     if result.report_path:
         typer.echo(f"report: {result.report_path}")
+    _verdict(result)
+
+
+def _verdict(result) -> None:
+    """The final model's validation in a line, and how to go on when a budget stopped it."""
+    from mlpot.active.steering import describe_failing
+
+    if result.validation_passed:
+        typer.echo("validation: every applicable check passes")
+    elif result.validation_passed is False:
+        typer.echo(f"validation fails: {describe_failing(result.failing_checks)}")
+    if result.continue_hint:
+        typer.echo(result.continue_hint)

@@ -9,11 +9,18 @@ Ziegler–Biersack–Littmark (1985)::
 multiplied by a C² switch ``s(r)`` from 1 at ``onset`` to 0 at ``cutoff`` (the quintic
 smoothstep), so energy and forces go continuously to zero. Each pair energy is shared
 equally by its two atoms. Units: Å, eV.
+
+With ``covalent: true`` the switch of each pair scales with its bond length: ``onset`` and
+``cutoff`` are fractions of ``r_cov(i) + r_cov(j)`` (ASE's covalent radii). E.g. onset 0.5,
+cutoff 0.75 keep the full repulsion at half a bond length and none at three quarters of
+one, for every pair: a molecule's bonds (O–H 0.97 Å, C–C 1.53 Å) are left alone while its
+atoms cannot fall onto each other.
 """
 
 from __future__ import annotations
 
 import torch
+from ase.data import covalent_radii
 from ase.units import Bohr
 
 from mlpot.data.graph import EDGE_INDEX, NUMBERS, Graph, edge_vectors
@@ -26,8 +33,9 @@ ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
 ZBL_LENGTH = 0.8854 * Bohr  # Å
 
 
-def smooth_switch(r: torch.Tensor, onset: float, cutoff: float) -> torch.Tensor:
-    """1 for ``r <= onset``, 0 for ``r >= cutoff``, ``1 - 10x³ + 15x⁴ - 6x⁵`` between (C²)."""
+def smooth_switch(r: torch.Tensor, onset, cutoff) -> torch.Tensor:
+    """1 for ``r <= onset``, 0 for ``r >= cutoff``, ``1 - 10x³ + 15x⁴ - 6x⁵`` between (C²);
+    ``onset`` and ``cutoff`` are numbers or tensors shaped like ``r``."""
     x = ((r - onset) / (cutoff - onset)).clamp(0.0, 1.0)
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x * x)
 
@@ -47,29 +55,43 @@ class ZBL(EnergyModel):
 
     Args:
         elements: atomic numbers.
-        cutoff: distance (Å) where the repulsion has vanished.
-        onset: distance (Å) where the switch-off starts (default ``cutoff / 2``).
+        cutoff: distance (Å) where the repulsion has vanished; with ``covalent``, the
+            fraction of each pair's covalent-radius sum.
+        onset: distance (Å, or fraction with ``covalent``) where the switch-off starts
+            (default ``cutoff / 2``).
+        covalent: ``onset`` and ``cutoff`` scale with each pair's covalent-radius sum; the
+            term's own cutoff is then ``cutoff`` times the largest sum of its elements.
     """
 
     name = "zbl"
 
     def __init__(
-        self, elements: Elements, cutoff: Positive = 2.0, onset: NonNegative | None = None
+        self,
+        elements: Elements,
+        cutoff: Positive = 2.0,
+        onset: NonNegative | None = None,
+        covalent: bool = False,
     ):
         onset = float(onset if onset is not None else 0.5 * cutoff)
         if not 0 <= onset < cutoff:
             raise ValueError(f"need 0 <= onset < cutoff, got onset={onset}, cutoff={cutoff}")
-        super().__init__(elements, cutoff, onset=onset)
-        self.onset = onset
+        radii = torch.tensor(covalent_radii, dtype=torch.float64)  # (119,) Å
+        reach = cutoff * float(2 * radii[list(elements)].max()) if covalent else cutoff
+        super().__init__(elements, reach, onset=onset, covalent=bool(covalent))
+        self._config["cutoff"] = float(cutoff)  # the argument; a fraction with covalent
+        self.onset, self.switch_cutoff, self.covalent = onset, float(cutoff), bool(covalent)
+        self.register_buffer("radii", radii, persistent=False)
 
     def forward(self, graph: Graph) -> torch.Tensor:
         r = torch.linalg.vector_norm(edge_vectors(graph), dim=-1)  # (E,)
-        inside = r < self.cutoff
-        safe = torch.where(inside, r, torch.full_like(r, self.cutoff))
         i, j = graph[EDGE_INDEX]
         numbers = graph[NUMBERS]
-        pair = zbl_pair_energy(safe, numbers[i], numbers[j]) * smooth_switch(
-            safe, self.onset, self.cutoff
+        scale = (  # (E,) or 1: the pair's length unit, Å
+            (self.radii[numbers[i]] + self.radii[numbers[j]]).to(r.dtype) if self.covalent else 1.0
         )
+        onset, cutoff = self.onset * scale, self.switch_cutoff * scale
+        inside = r < cutoff
+        safe = torch.where(inside, r, cutoff * torch.ones_like(r))
+        pair = zbl_pair_energy(safe, numbers[i], numbers[j]) * smooth_switch(safe, onset, cutoff)
         pair = torch.where(inside, pair, torch.zeros_like(pair))  # (E,)
         return r.new_zeros(numbers.shape[0]).index_add(0, i, 0.5 * pair)  # (N,)

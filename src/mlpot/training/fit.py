@@ -3,10 +3,14 @@ models (each on a bootstrap sample, each resumable), or fine-tuning a checkpoint
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mlpot.data.dataset import Sample
 from mlpot.data.graph import Graph
@@ -14,6 +18,7 @@ from mlpot.data.loader import iterate_batches
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import load_model, save_model, torch_dtype
 from mlpot.models.ensembles import Committee
+from mlpot.processes import die_with_parent
 from mlpot.training.config import TrainConfig
 from mlpot.training.finetune import FinetuneStart, ReplaySampler, ewc_penalty, replay_count
 from mlpot.training.initial_model import build_initial_model
@@ -77,32 +82,35 @@ def train_committee(
     checkpoint_fields: dict | None = None,
 ) -> TrainResult:
     """Train ``ensemble.size`` members in ``output/member_k`` and save their committee. A
-    member finished before a kill is loaded, an unfinished one resumed."""
-    members, results = [], []
+    member finished before a kill is loaded, an unfinished one resumed. With
+    ``ensemble.workers > 1`` the members train at once, each in a process of its own."""
+    jobs = []
     for k in range(config.ensemble.size):
         member_config = config.model_copy(deep=True)
         member_config.training.seed = config.training.seed + k
         member_dir = output / f"member_{k}"
         if (member_dir / "done").exists():
-            members.append(load_model(member_dir / MODEL_FILE))
             continue
         member_train = (
             bootstrap(train_set, config.training.seed + k)
             if config.ensemble.bootstrap
             else train_set
         )
-        result = train_one(
-            member_config,
-            member_train,
-            validation,
-            member_dir,
-            resume=resume and (member_dir / STATE_FILE).exists(),
-            metadata={**metadata, "member": k},
-            checkpoint_fields=checkpoint_fields,
-        )
-        (member_dir / "done").write_text(result.stop_reason)
-        members.append(result.model)
-        results.append(result)
+        member_resume = resume and (member_dir / STATE_FILE).exists()
+        jobs.append(
+            (member_config, member_train, validation, member_dir, member_resume,
+             {**metadata, "member": k}, checkpoint_fields)
+        )  # fmt: skip
+    if config.ensemble.workers > 1 and len(jobs) > 1:
+        outcomes = _in_processes(jobs, config.ensemble.workers)
+    else:
+        outcomes = [_train_member(*job, keep_model=True) for job in jobs]
+    trained = {job[3]: outcome.model for job, outcome in zip(jobs, outcomes, strict=True)}
+    members = []
+    for k in range(config.ensemble.size):
+        member_dir = output / f"member_{k}"
+        model = trained.get(member_dir)
+        members.append(model if model is not None else load_model(member_dir / MODEL_FILE))
     committee = Committee(members)
     save_model(
         output / MODEL_FILE,
@@ -115,11 +123,71 @@ def train_committee(
     )
     return TrainResult(
         committee,
-        min((r.best_validation_loss for r in results), default=float("nan")),
-        max((r.epochs_run for r in results), default=0),
+        min((o.best_validation_loss for o in outcomes), default=float("nan")),
+        max((o.epochs_run for o in outcomes), default=0),
         "committee of " + str(config.ensemble.size),
-        results[-1].history if results else [],
+        outcomes[-1].history if outcomes else [],
     )
+
+
+@dataclass
+class _MemberOutcome:
+    """A member's training; its model when it trained in this process (else it is read
+    back from its directory)."""
+
+    best_validation_loss: float
+    epochs_run: int
+    history: list
+    model: EnergyModel | None = None
+
+
+def _train_member(
+    config: TrainConfig,
+    train_set: list[Sample],
+    validation: list[Sample],
+    output: Path,
+    resume: bool,
+    metadata: dict,
+    checkpoint_fields: dict | None,
+    *,
+    keep_model: bool = False,
+) -> _MemberOutcome:
+    """One member into ``output`` (marked ``done`` when it finished); its model comes back
+    with ``keep_model``."""
+    result = train_one(
+        config,
+        train_set,
+        validation,
+        output,
+        resume=resume,
+        metadata=metadata,
+        checkpoint_fields=checkpoint_fields,
+    )
+    (output / "done").write_text(result.stop_reason)
+    model = result.model if keep_model else None
+    return _MemberOutcome(result.best_validation_loss, result.epochs_run, result.history, model)
+
+
+def _in_processes(jobs: list[tuple], workers: int) -> list[_MemberOutcome]:
+    """Train the members of ``jobs`` in ``workers`` spawned processes that die with this
+    one; each gets an equal share of this process's torch threads (at least one)."""
+    threads = max(1, torch.get_num_threads() // workers)
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=multiprocessing.get_context("spawn"),  # no forked torch state
+        initializer=_member_process,
+        initargs=(os.getpid(), threads),
+    )
+    try:
+        return [future.result() for future in [pool.submit(_train_member, *j) for j in jobs]]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _member_process(parent: int, threads: int) -> None:
+    """Initializer of a member's process: die with ``parent``, use ``threads`` threads."""
+    die_with_parent(parent, threads)
+    torch.set_num_threads(threads)
 
 
 def _errors(model: EnergyModel, graphs: list[Graph]) -> dict | None:

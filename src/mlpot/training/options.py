@@ -54,7 +54,12 @@ class EnsembleOptions:
         size: number of members (1: a single model). Member ``k`` uses seed ``seed + k``.
         bootstrap: train each member on a bootstrap resample of the training set
             (drawn with replacement), on top of its own initialisation.
+        workers: members trained at once, each in a process of its own (spawned, dying
+            with this one) with an equal share of the torch threads; small structures
+            train fastest on one thread, so on a machine with several cores this divides
+            a committee's wall time by up to ``workers``.
     """
 
     size: int = Field(1, ge=1)
     bootstrap: bool = False
+    workers: int = Field(1, ge=1)

@@ -83,7 +83,8 @@ class Tolerances:
             kinetic energy (the integration error at this time step).
         nvt_z: mean and variance of the NVT temperature within this many standard errors of
             the canonical values ``T`` and ``2T²/(3N)``.
-        rdf_distance: ∫|g_model - g_oracle| dr / ∫ g_oracle dr.
+        rdf_distance: ∫|g_model - g_oracle| dr / ∫ g_oracle dr (where the runs are too
+            short for it, the check allows twice the distance their sampling noise gives).
         defect_energy: |ΔE_f| of vacancy and interstitial, eV.
         barrier: |Δ barrier| of the NEB, eV.
         neb_smoothness: largest |Δ²E_model/B_model - Δ²E_oracle/B_oracle| along the NEB

@@ -6,10 +6,14 @@ over the distances below ``rdf_rmax``). Both histograms are smoothed by a Gaussi
 bin, and their distance is ``∫|g_model - g_oracle| dr / ∫ g_oracle dr``.
 
 Structures are taken every ``structure_interval`` steps of the two Langevin runs. The same
-distance between the first and the second half of the oracle's run is reported as the
-sampling-noise floor (``rdf_noise``, about √2 times the noise of the model-oracle distance,
-since each half has half the structures), not judged: a distance far above it is physics,
-one near it is statistics.
+distance between the first and the second half of the oracle's run is the sampling-noise
+floor (``rdf_noise``, about √2 times the noise of the model-oracle distance, since each half
+has half the structures): a distance far above it is physics, one near it is statistics. So
+the bound is the tolerance, or, where the runs are too short for it, twice the distance
+sampling noise alone gives (``rdf_distance ≤ max(tolerance, √2 rdf_noise)``, reported as
+``rdf_allowed``): a 9-atom molecule over 0.3 ps has ``rdf_noise`` 0.10 to 0.18, and a model
+whose forces are within 3 % of the oracle's shows distances of 0.05 to 0.17 there, while a
+crystal's noise is small and its bound is the tolerance.
 """
 
 from __future__ import annotations
@@ -81,7 +85,9 @@ def run(ctx: ValidationContext) -> CheckResult:
         "n_structures_model": len(structures[MODEL]),
         "n_structures_oracle": len(structures[ORACLE]),
     }
-    tolerance = {"rdf_distance": Bound(ctx.tolerances.rdf_distance)}
+    allowed = max(ctx.tolerances.rdf_distance, np.sqrt(2.0) * noise)
+    figures["rdf_allowed"] = allowed
+    tolerance = {"rdf_distance": Bound(allowed)}
     details = {
         "r_A": r,
         "g_model": g_model,
