@@ -41,6 +41,23 @@ def test_d_optimal_skips_near_duplicates():
     assert len(set(select_batch("max_variance", 3, uncertainty=std)) & {0, 1, 2, 3, 4}) == 3
 
 
+def test_d_optimal_adds_to_what_is_known():
+    """Candidates close to the data labelled or requested before carry little new
+    information: with those as ``known`` rows the new directions are picked first, where
+    without them the larger near-copies would be."""
+    rng = np.random.default_rng(4)
+    known = 2.0 * rng.normal(size=(3, 6))
+    fresh = rng.normal(size=(2, 6))
+    candidates = np.vstack([known + 1e-3 * rng.normal(size=known.shape), fresh])
+    assert set(greedy_log_det(candidates, 2)) <= {0, 1, 2}
+    assert set(greedy_log_det(candidates, 2, known=known)) == {3, 4}
+    std = np.ones(5)
+    assert set(select_batch("d_optimal", 2, uncertainty=std, features=candidates, known=known)) == {
+        3,
+        4,
+    }
+
+
 def test_greedy_log_det_matches_exhaustive_first_pick_and_increases_det():
     x = np.random.default_rng(3).normal(size=(12, 4))
     picks = greedy_log_det(x, 4, regularisation=1e-3)
@@ -75,6 +92,62 @@ def test_threshold_reasons_name_each_score_over_its_limit():
         ["domain"],
         [],
     )
+
+
+def test_every_check_makes_each_checked_configuration_a_candidate(one_thread):  # noqa: F811
+    """``strategy: random`` draws among every checked configuration of the exploration,
+    whatever its uncertainty: each check is a candidate (reason ``explored`` unless a score
+    selects it), none in between, and the stops still end the trajectory."""
+    assert Thresholds(force_std=0.1, every_check=True).reasons(0.05, 1.0) == (["explored"], [])
+    assert Thresholds(force_std=0.1, every_check=True).reasons(0.2, 1.0) == (["forces_std"], [])
+    calc = load_calculator(committee_path())
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    options = ExploreOptions(temperatures=[600], steps=40, timestep_fs=2.0, check_interval=5)
+    every = Thresholds(force_std=50.0, stop_force_std=100.0, every_check=True)
+    result = run_trajectory(atoms, calc, 600, options, thresholds=every, seed=1)
+    assert result.stop_reason == "completed"
+    assert [c.step for c in result.candidates] == list(range(5, 41, 5))
+    assert {c.reason for c in result.candidates} == {"explored"}
+    plain = run_trajectory(
+        atoms,
+        calc,
+        600,
+        options,
+        thresholds=Thresholds(force_std=50.0, stop_force_std=100.0),
+        seed=1,
+    )
+    assert plain.candidates == []
+    stopping = Thresholds(
+        force_std=50.0, stop_force_std=0.5 * result.max_force_std, every_check=True
+    )
+    stopped = run_trajectory(atoms, calc, 600, options, thresholds=stopping, seed=1)
+    assert stopped.stop_reason == "forces_std" and stopped.steps < 40
+    assert all(c.step % 5 == 0 for c in stopped.candidates)  # no pre-stop frame added
+
+
+def test_random_strategy_explores_and_draws_uniformly(tmp_path):
+    """A learning run with ``strategy: random``: its exploration requests are checked
+    configurations drawn whatever their force std: ones under the selection threshold
+    (reason ``explored``), which no other strategy labels, among them."""
+    from test_active_loop import _raw
+
+    from mlpot.active import learn
+    from mlpot.active.store import Store
+
+    raw = _raw(
+        tmp_path / "run",
+        select={"force_std": 9.0, "stop_force_std": 10.0, "strategy": "random", "batch_size": 4},
+        stop={"oracle_budget": 12, "max_iterations": 2, "patience_steps": 200},
+    )
+    result = learn(parse_learn_config(raw), log=lambda line: None)
+    explored = [
+        r
+        for r in Store(result.store_path).requests().values()
+        if r.reason not in ("initial", "test")
+    ]
+    reasons = {r.reason for r in explored}
+    assert "explored" in reasons and reasons <= {"explored", "forces_std"}
+    assert all(r.force_std < 9.0 for r in explored if r.reason == "explored")
 
 
 def test_t2_select_and_stop_options_are_validated():

@@ -41,9 +41,14 @@ class OracleConfig(_Section):
 
 
 class InitialConfig(_Section):
-    """First labels: ``normal_modes`` (molecules; oracle Hessian) or ``rattle``."""
+    """First labels: ``normal_modes`` (molecules) or ``rattle``.
+
+    ``hessian``: where the normal modes come from: ``valence`` (Lindh's model Hessian from
+    the geometry alone, no oracle call; :mod:`mlpot.active.valence_hessian`) or ``oracle``
+    (finite differences, ``6N + 1`` oracle calls)."""
 
     method: Literal["normal_modes", "rattle"] = "normal_modes"
+    hessian: Literal["valence", "oracle"] = "valence"
     count: int = Field(32, ge=2)
     temperature: float = Field(300.0, gt=0)
     stdev: float = Field(0.05, ge=0)
@@ -73,7 +78,10 @@ class SelectConfig(_Section):
     chi-square quantile ``χ²_F(t2_quantile)`` of the model's ``F`` features;
     ``stop_t2_quantile``: stop a trajectory above ``χ²_F(stop_t2_quantile)`` (None: off).
     ``use_domain``: also select configurations outside the checkpoint's own domain (T² or
-    nearest-neighbour distance over its thresholds). ``strategy``: how a batch is chosen.
+    nearest-neighbour distance over its thresholds). ``strategy``: how a batch is chosen
+    (``d_optimal``, ``max_variance``; ``random``: uniformly among every checked
+    configuration of the exploration, the selection thresholds not applied, the stops as
+    always: the baseline that shows what selection gains).
     The store records which score selected each configuration (``forces_std``, ``t2``).
 
     Stops are checked at every MD step, selection every ``explore.check_interval`` steps.

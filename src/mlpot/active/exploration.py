@@ -78,6 +78,7 @@ class ExploreOptions:
 
 
 T2, DOMAIN = "t2", "domain"  # selection and stop reasons, with FORCES_STD (its output name)
+EXPLORED = "explored"  # every checked configuration (``Thresholds.every_check``)
 COMPLETED, LABELS_ARRIVED = "completed", "labels arrived"  # a trajectory's ordinary ends
 MAX_FORCE, MIN_DISTANCE = "max_force", "min_distance"  # hard stops, checked every step
 BEYOND_STOP = "beyond_stop"  # a candidate past a stop threshold (``label_beyond_stop``)
@@ -100,6 +101,11 @@ class Thresholds:
     ``i``, ``j`` closer than this fraction of ``r_cov(i) + r_cov(j)`` (ASE's covalent radii,
     e.g. 1.32 Å for Cu–Cu, 0.54 Å for C–H; periodic images included).
 
+    ``every_check``: every checked configuration is a candidate (reason ``explored``),
+    whatever its scores: the pool of a uniform random choice among explored frames (the
+    baseline selection is compared with). The stops still apply; the step before a stop is
+    not added for it.
+
     ``label_beyond_stop``: the configuration that stopped a trajectory on ``forces_std``,
     ``t2`` or ``min_distance`` becomes a candidate, reason ``beyond_stop+<stop>`` (e.g. to
     teach the model the repulsion it lacks). Never one beyond ``max_force``, with
@@ -115,6 +121,7 @@ class Thresholds:
     max_force: float | None = 50.0
     min_distance_fraction: float | None = 0.5
     label_beyond_stop: bool = False
+    every_check: bool = False
 
     def reasons(
         self, force_std: float, t2: float, in_domain: bool = True
@@ -131,6 +138,8 @@ class Thresholds:
                 stop.append(name)
         if self.domain and not in_domain:
             select.append(DOMAIN)
+        if self.every_check and not select:
+            select.append(EXPLORED)
         return select, stop
 
     def hard_stops(self, max_force: float, contact: float) -> list[str]:
@@ -309,7 +318,7 @@ def _run(start, calculator, temperature, options, thresholds, seed, poll, result
             else None
         )
         if step % options.check_interval:
-            previous = candidate
+            previous = None if thresholds.every_check else candidate
             continue
         previous = None
         if candidate is not None:

@@ -36,7 +36,7 @@ from mlpot.active.exploration import (
 )
 from mlpot.active.label_queue import LabelQueue
 from mlpot.active.selection import select_batch
-from mlpot.active.store import Store
+from mlpot.active.store import TEST, Store
 from mlpot.calculators import load_calculator
 from mlpot.errors import MlpotInputError
 
@@ -69,7 +69,8 @@ def exploration_calculator(options: ExploreOptions, path: Path):
 
 def thresholds(select: SelectConfig, calc) -> Thresholds:
     """The selection and stop thresholds of ``select`` (T² ones from the chi-squared
-    quantiles of the calculator's domain statistics)."""
+    quantiles of the calculator's domain statistics). ``strategy: random`` makes every
+    checked configuration a candidate: a uniform choice among explored frames."""
     t2 = stop_t2 = None
     if select.needs_domain:
         if calc.domain is None:
@@ -93,6 +94,7 @@ def thresholds(select: SelectConfig, calc) -> Thresholds:
         max_force=select.max_force,
         min_distance_fraction=select.min_distance_fraction,
         label_beyond_stop=select.label_beyond_stop,
+        every_check=select.strategy == "random",
     )
 
 
@@ -141,6 +143,7 @@ class ExplorationRound:
         self.rng = np.random.default_rng([seed, repeat] if repeat else seed)
         self.arrived = self.quiet_steps = self.stuck = 0
         self.trajectories = self.md_steps = self.candidates = self.requested = 0
+        self._features_of: dict[str, np.ndarray] = {}  # uid -> structure features (d_optimal)
 
     def run(self, starts: list[Atoms]) -> RoundEnd:
         """Trajectories from ``starts`` (drawn at random) until the round ends."""
@@ -242,6 +245,19 @@ class ExplorationRound:
             figures["max_t2"] = result.max_t2
         self.store.add_trajectory(self.iteration, **figures)
 
+    def _known_features(self) -> np.ndarray:
+        """Structure features ``(P, F)`` of everything requested before (labelled or in
+        flight; the test set excluded), computed once per structure with this round's
+        model."""
+        from mlpot.active.features import structure_features
+
+        rows = _known_rows(self.store)
+        new = [uid for uid in rows if uid not in self._features_of]
+        if new:
+            vectors = structure_features(self.calc.model, [rows[uid] for uid in new])
+            self._features_of.update(zip(new, vectors, strict=True))
+        return np.array([self._features_of[uid] for uid in rows])
+
     def _request_batch(self, candidates) -> None:
         """Request the strategy's picks among ``candidates``, as many as fit in the batch
         (less what is in flight) and the oracle budget."""
@@ -254,16 +270,16 @@ class ExplorationRound:
             return
         from mlpot.active.features import structure_features
 
-        features = (
-            structure_features(self.calc.model, [c.atoms for c in candidates])
-            if select.strategy == "d_optimal"
-            else None
-        )
+        features = known = None
+        if select.strategy == "d_optimal":
+            features = structure_features(self.calc.model, [c.atoms for c in candidates])
+            known = self._known_features()
         picks = select_batch(
             select.strategy,
             room,
             uncertainty=np.array([c.force_std for c in candidates]),
             features=features,
+            known=known,
             rng=self.rng,
         )
         for index in picks:
@@ -279,6 +295,11 @@ class ExplorationRound:
                 model_version=self.iteration,
             )
         self.requested += len(picks)
+
+
+def _known_rows(store: Store) -> dict[str, Atoms]:
+    """uid -> structure of every request but the test set's (labelled or in flight)."""
+    return {uid: row.toatoms() for uid, row in store.requests().items() if row.reason != TEST}
 
 
 def _start_width(calc: AdversarialCalculator, start: Atoms) -> float:

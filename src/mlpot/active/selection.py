@@ -4,10 +4,14 @@
 Pure functions of arrays, so they are tested without models or oracles.
 
 * ``max_variance`` — the most uncertain first;
-* ``d_optimal`` — greedy maximisation of ``log det(λ I + Σ_k x_k x_kᵀ)`` over the chosen
-  feature vectors: each pick adds the most new information given those already picked, so
-  near-duplicates from one trajectory are not labelled twice;
-* ``random`` — a uniform draw (the baseline to compare with).
+* ``d_optimal`` — greedy maximisation of ``log det(λ I + Σ_k x_k x_kᵀ)`` over the feature
+  vectors of the data labelled or requested so far and of the picks: each pick adds the
+  most information not already there, so near-duplicates of the training data, of earlier
+  requests or of each other are not labelled;
+* ``random`` — a uniform draw among *every* checked configuration of the exploration,
+  whatever its uncertainty (the loop makes them all candidates: ``Thresholds.every_check``):
+  the baseline that isolates what the query strategy adds, with the same exploration and
+  batch sizes.
 """
 
 from __future__ import annotations
@@ -17,11 +21,24 @@ import numpy as np
 STRATEGIES = ("max_variance", "d_optimal", "random")
 
 
-def greedy_log_det(features: np.ndarray, k: int, *, regularisation: float = 1e-3) -> list[int]:
-    """Indices of ``k`` rows of ``features (C, F)`` chosen greedily for maximal log-det."""
+def greedy_log_det(
+    features: np.ndarray,
+    k: int,
+    *,
+    regularisation: float = 1e-3,
+    known: np.ndarray | None = None,
+) -> list[int]:
+    """Indices of ``k`` rows of ``features (C, F)`` chosen greedily for maximal
+    ``log det(λ I + Σ_known x xᵀ + Σ_chosen x xᵀ)``: each pick the one with the most
+    information not already in the ``known (P, F)`` rows (the data labelled or requested
+    before) or in the picks before it."""
     x = np.asarray(features, dtype=np.float64)
     n, f = x.shape
-    inverse = np.eye(f) / regularisation  # (F, F): (λ I)^-1, updated by Sherman-Morrison
+    information = regularisation * np.eye(f)
+    if known is not None and len(known):
+        prior = np.asarray(known, dtype=np.float64)
+        information += prior.T @ prior
+    inverse = np.linalg.inv(information)  # (F, F), updated by Sherman-Morrison
     chosen: list[int] = []
     available = np.ones(n, dtype=bool)
     for _ in range(min(k, n)):
@@ -41,9 +58,12 @@ def select_batch(
     *,
     uncertainty: np.ndarray,
     features: np.ndarray | None = None,
+    known: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
 ) -> list[int]:
-    """Pick up to ``k`` of ``C`` candidates. ``uncertainty (C,)``, ``features (C, F)``."""
+    """Pick up to ``k`` of ``C`` candidates. ``uncertainty (C,)``, ``features (C, F)``;
+    ``known (P, F)``: the features of what is labelled or requested already
+    (``d_optimal`` picks what adds to them)."""
     n = len(uncertainty)
     if strategy == "max_variance":
         return [int(i) for i in np.argsort(-np.asarray(uncertainty))[:k]]
@@ -54,5 +74,6 @@ def select_batch(
         if features is None:
             raise ValueError("d_optimal needs feature vectors")
         scale = np.linalg.norm(features, axis=1).mean() or 1.0
-        return greedy_log_det(np.asarray(features) / scale, k)
+        prior = None if known is None else np.asarray(known) / scale
+        return greedy_log_det(np.asarray(features) / scale, k, known=prior)
     raise ValueError(f"unknown strategy {strategy!r}; choose from {STRATEGIES}")
