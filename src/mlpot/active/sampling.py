@@ -28,8 +28,7 @@ def rattled(
 
 def harmonic_modes(atoms: Atoms, calculator, *, delta: float = 0.01):
     """Mass-weighted normal modes of ``atoms`` from the calculator's finite-difference
-    Hessian (ASE Vibrations): returns ``(ω² (M,) in eV/(Å² amu), modes (M, N, 3))`` for the
-    ``M = 3N - 6`` (or ``3N - 5``) vibrational modes, modes in mass-weighted coordinates."""
+    Hessian (ASE Vibrations, ``6N`` calls): see :func:`modes_of_hessian`."""
     from ase.vibrations import Vibrations
 
     atoms = atoms.copy()
@@ -38,6 +37,13 @@ def harmonic_modes(atoms: Atoms, calculator, *, delta: float = 0.01):
         vib = Vibrations(atoms, delta=delta, name=f"{tmp}/vib")
         vib.run()
         hessian = vib.get_vibrations().get_hessian_2d()  # (3N, 3N) eV/Å²
+    return modes_of_hessian(atoms, hessian)
+
+
+def modes_of_hessian(atoms: Atoms, hessian: np.ndarray):
+    """``(ω² (M,) in eV/(Å² amu), modes (M, N, 3))`` of the Cartesian ``hessian (3N, 3N)``
+    (eV/Å²) for the ``M = 3N - 6`` (or ``3N - 5``) vibrational modes, in mass-weighted
+    coordinates."""
     masses = np.repeat(atoms.get_masses(), 3)
     weighted = hessian / np.sqrt(np.outer(masses, masses))
     omega2, vectors = np.linalg.eigh(0.5 * (weighted + weighted.T))

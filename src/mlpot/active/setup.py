@@ -19,8 +19,9 @@ from ase import Atoms
 from mlpot.active.config import LearnConfig
 from mlpot.active.labelling import OracleSpec
 from mlpot.active.oracle_md import oracle_md_frames, relax
-from mlpot.active.sampling import harmonic_modes, normal_mode_samples, rattled
+from mlpot.active.sampling import harmonic_modes, modes_of_hessian, normal_mode_samples, rattled
 from mlpot.active.store import HESSIAN, INITIAL, RELAX, REQUEST, TEST, TEST_MD, Store
+from mlpot.active.valence_hessian import valence_hessian
 from mlpot.calculators.checked import CheckedOracle
 from mlpot.data.systems import build_system
 from mlpot.errors import MlpotInputError
@@ -106,7 +107,18 @@ class RunSetup:
         self.log(f"initial data: {ic.count} configurations ({ic.method}) sent to the oracle")
 
     def _normal_mode_samples(self, k: int, start: Atoms, count: int) -> list[Atoms] | None:
-        """Samples of the oracle's normal modes of ``start``, or None when they fail."""
+        """Samples of the normal modes of ``start`` (``initial.hessian``), or None when the
+        oracle's Hessian fails."""
+        if self.config.initial.hessian == "valence":
+            omega2, modes = modes_of_hessian(start, valence_hessian(start))
+            return normal_mode_samples(
+                start,
+                omega2,
+                modes,
+                count,
+                temperature=self.config.initial.temperature,
+                seed=self.config.seed + k,
+            )
         frames = None
         try:
             omega2, modes = harmonic_modes(start, CheckedOracle(self.oracle.build()))
