@@ -215,13 +215,31 @@ def test_import_direction():
     assert not problems, "\n".join(problems)
 
 
+def _repository_files(root: Path) -> list[Path]:
+    """The files git would keep (tracked or not ignored: a user's scratch runs are not the
+    repository's), or every file where there is no git."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return list(root.rglob("*"))
+    return [root / name for name in listed]
+
+
 def test_no_absolute_machine_paths():
     """Shared data is ``../shared/data`` relative to the repository, scratch a temporary
     folder: no file of the repository names a machine's absolute path."""
     root = SOURCE.parents[1]
     pattern = re.compile(r"[\"'(= `]/(work|root|home|farm|Users|mnt)/")
     problems = []
-    for path in root.rglob("*"):
+    for path in _repository_files(root):
         parts = path.relative_to(root).parts
         if not path.is_file() or parts[0].startswith(".") or "__pycache__" in parts:
             continue

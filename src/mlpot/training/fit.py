@@ -51,7 +51,9 @@ def train_one(
     trained into ``output``."""
     model, train_graphs = build_initial_model(config, train_set)
     dtype = torch_dtype(config.training.dtype)
-    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
+    val_graphs = to_graphs(
+        validation, model, dtype, "validation graphs", progress=config.training.progress
+    )
     return train(
         model,
         train_graphs,
@@ -210,9 +212,11 @@ def finetune(
     the errors on the new validation set and the old data before and after."""
     tune, dtype = config.finetune, torch_dtype(config.training.dtype)
     model = start.model
-    graphs = to_graphs(train_set, model, dtype, "train graphs")
-    val_graphs = to_graphs(validation, model, dtype, "validation graphs")
-    old_graphs = to_graphs(old, model, dtype, "old graphs")
+    graphs = to_graphs(train_set, model, dtype, "train graphs", progress=config.training.progress)
+    val_graphs = to_graphs(
+        validation, model, dtype, "validation graphs", progress=config.training.progress
+    )
+    old_graphs = to_graphs(old, model, dtype, "old graphs", progress=config.training.progress)
     before = {"new_validation": _errors(model, val_graphs), "old": _errors(model, old_graphs)}
     replay = None
     if tune.method == "replay":

@@ -54,7 +54,7 @@ def build_initial_model(
     learned = build_model(with_elements(config.model, elements_of(train_set)))
     dtype = torch_dtype(config.training.dtype)
     learned = learned.to(dtype)
-    graphs = to_graphs(train_set, learned, dtype, "train graphs")
+    graphs = to_graphs(train_set, learned, dtype, "train graphs", progress=config.training.progress)
     fixed = fixed_terms(learned)
     known = fixed_energies(fixed, graphs) if fixed else 0.0
     model = SumModel([reference_offsets(train_set, learned.elements, known), learned]).to(dtype)

@@ -57,11 +57,17 @@ class RunResult:
 
 
 def store_domain(
-    model: EnergyModel, train_set: list[Sample], path: Path, dtype: torch.dtype
+    model: EnergyModel,
+    train_set: list[Sample],
+    path: Path,
+    dtype: torch.dtype,
+    *,
+    progress: bool = False,
 ) -> None:
     """Fit the domain-of-applicability statistics of ``model`` on the training set and
     store them in the checkpoint at ``path`` (models without features have none)."""
-    domain = fit_domain(model, to_graphs(train_set, model, dtype, "domain statistics"))
+    graphs = to_graphs(train_set, model, dtype, "domain statistics", progress=progress)
+    domain = fit_domain(model, graphs)
     if domain is not None:
         update_checkpoint(path, domain=domain.to_dict())
 
@@ -198,13 +204,13 @@ def _store_statistics(
     """Domain statistics into the checkpoint at ``path``; for a single model also its
     Fisher information (with the replayed old data; added to the start's for online EWC)."""
     model, dtype = fitted.result.model, torch_dtype(config.training.dtype)
-    store_domain(model, splits.train, path, dtype)
+    store_domain(model, splits.train, path, dtype, progress=config.training.progress)
     method = config.finetune.method if config.finetune is not None else None
     if config.fisher.structures and not model.member_models():
         store_fisher(
             config,
             model,
-            to_graphs(splits.train, model, dtype, "train graphs")
+            to_graphs(splits.train, model, dtype, "train graphs", progress=config.training.progress)
             + (fitted.old_graphs if method == "replay" else []),
             path,
             previous=start.payload["fisher"] if method == "ewc" else None,
@@ -217,7 +223,13 @@ def _metrics(
     """The best model's errors on the validation and test sets (and the fine-tuning's
     comparison), written to ``output/metrics.json``."""
     result, dtype = fitted.result, torch_dtype(config.training.dtype)
-    val_graphs = to_graphs(splits.validation, result.model, dtype, "validation graphs")
+    val_graphs = to_graphs(
+        splits.validation,
+        result.model,
+        dtype,
+        "validation graphs",
+        progress=config.training.progress,
+    )
     summary = {
         "stop_reason": result.stop_reason,
         "epochs": result.epochs_run,
@@ -226,7 +238,9 @@ def _metrics(
         "test": None,
     }
     if splits.test:
-        test_graphs = to_graphs(splits.test, result.model, dtype, "test graphs")
+        test_graphs = to_graphs(
+            splits.test, result.model, dtype, "test graphs", progress=config.training.progress
+        )
         summary["test"] = evaluate(result.model, iterate_batches(test_graphs, 16))
     if fitted.comparison is not None:
         summary["finetune"] = fitted.comparison

@@ -85,10 +85,12 @@ def split_samples(
 
 
 def to_graphs(
-    samples: list[Sample], model: EnergyModel, dtype: torch.dtype, desc: str
+    samples: list[Sample], model: EnergyModel, dtype: torch.dtype, desc: str, *, progress: bool
 ) -> list[Graph]:
-    """Labelled graphs of ``samples`` for ``model`` (its cutoff and elements) in ``dtype``."""
+    """Labelled graphs of ``samples`` for ``model`` (its cutoff and elements) in ``dtype``;
+    a progress bar (``desc``) for 200 structures or more when ``progress``."""
+    quiet = not progress or len(samples) < 200
     return [
         sample_to_graph(s, model.cutoff, dtype=dtype, elements=model.elements)
-        for s in tqdm(samples, desc=desc, unit="structure", leave=False, disable=len(samples) < 200)
+        for s in tqdm(samples, desc=desc, unit="structure", leave=False, disable=quiet)
     ]
