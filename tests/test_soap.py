@@ -155,3 +155,33 @@ def test_domain_statistics_use_the_soap_features():
     domain = fit_domain(model, graphs, hull_dims=3)
     assert domain.n_features == model.n_features == model.descriptor.n_features
     assert domain.hull_basis.shape == (3, model.n_features, 3)
+
+
+def test_shallow_ensemble_on_soap_has_exact_member_forces():
+    """``bpnn_shallow`` takes every ``bpnn`` argument, the SOAP descriptor included; its
+    heads' forces (batched autograd through featomic) are the heads' energy gradients."""
+    from mlpot.physics.ensemble import predict_members
+
+    torch.manual_seed(3)
+    model = build_model({**SOAP_SPEC, "name": "bpnn_shallow", "heads": 3}).double().eval()
+    atoms = fcc111("Cu", size=(2, 2, 2), a=3.7, vacuum=4.0, periodic=True)
+    atoms.numbers[::3] = AG
+    atoms.rattle(0.05, seed=5)
+    model.fit_statistics([atoms_to_graph(atoms, model.cutoff)])
+    graph = atoms_to_graph(atoms, model.cutoff)
+    assert model.member_gradients(graph) is None  # no explicit SOAP gradients: autograd
+    out = predict_members(model, graph)
+    forces = out["member_forces"]  # (K, N, 3)
+    assert forces.shape == (3, len(atoms), 3)
+    assert not torch.allclose(forces[0], forces[1])
+    step = 1e-5
+    for atom, axis in [(0, 0), (3, 2), (5, 1)]:
+        energies = []
+        for shift in (step, -step):
+            moved = atoms.copy()
+            moved.positions[atom, axis] += shift
+            energies.append(
+                predict_members(model, atoms_to_graph(moved, model.cutoff))["member_energy"][:, 0]
+            )
+        numeric = -(energies[0] - energies[1]) / (2 * step)
+        torch.testing.assert_close(forces[:, atom, axis], numeric, rtol=1e-5, atol=1e-7)

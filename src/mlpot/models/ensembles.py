@@ -24,25 +24,20 @@ reverse pass over all heads (:mod:`mlpot.models.mpnn_gradients`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import Field
 
 from mlpot.data.graph import NUMBERS, Graph, edge_vectors
 from mlpot.models.arguments import (
-    Activation,
     Count,
     Elements,
-    Lambda,
-    NonNegative,
-    NonNegativeCount,
-    Positive,
 )
 from mlpot.models.base import EnergyModel, LastLayer, MemberGradients, model_spec
 from mlpot.models.behler_parrinello import BehlerParrinello
 from mlpot.models.mpnn import CartesianMPNN
 from mlpot.models.mpnn_gradients import readout_gradients
+from mlpot.nn.acsf import ACSF
 from mlpot.nn.mlp import mlp, mlp_with_jacobian
 
 
@@ -101,45 +96,23 @@ class ShallowEnsembleBPNN(BehlerParrinello):
     """Behler–Parrinello network with ``heads`` output heads per element network.
 
     Args:
-        elements, cutoff, radial_count, radial_min, angular_cutoff, angular_etas, zetas,
-            lambdas, hidden, activation: as for
-            :class:`~mlpot.models.behler_parrinello.BehlerParrinello`.
+        elements: as for :class:`~mlpot.models.behler_parrinello.BehlerParrinello`.
         heads: number of output heads ``K`` (ensemble members), at least 2.
+        **body: the other arguments of
+            :class:`~mlpot.models.behler_parrinello.BehlerParrinello` (cutoff, descriptor,
+            hidden, ...), checked against its constructor by the registry.
     """
 
     name = "bpnn_shallow"
 
-    def __init__(
-        self,
-        elements: Elements,
-        cutoff: Positive = 5.0,
-        radial_count: Count = 12,
-        radial_min: NonNegative = 0.5,
-        angular_cutoff: Positive | None = None,
-        angular_etas: list[NonNegative] = (0.005, 0.03, 0.1),
-        zetas: list[Count] = (1, 2, 4),
-        lambdas: list[Lambda] = (1, -1),
-        hidden: list[Count] = (64, 64),
-        activation: Activation = "silu",
-        heads: Count = 8,  # at least 2: checked below, with the reason
-    ) -> None:
-        heads = _check_heads(heads)
-        super().__init__(
-            elements,
-            cutoff,
-            radial_count=radial_count,
-            radial_min=radial_min,
-            angular_cutoff=angular_cutoff,
-            angular_etas=angular_etas,
-            zetas=zetas,
-            lambdas=lambdas,
-            hidden=hidden,
-            activation=activation,
-        )
+    def __init__(self, elements: Elements, heads: Count = 8, **body: Any) -> None:
+        heads = _check_heads(heads)  # at least 2, with the reason
+        super().__init__(elements, **body)
         self._config["heads"] = heads
+        hidden, activation = self._config["hidden"], self._config["activation"]
         n_features = self.descriptor.n_features
         self.networks = torch.nn.ModuleList(
-            mlp(n_features, list(hidden), int(heads), activation) for _ in self.elements
+            mlp(n_features, list(hidden), heads, activation) for _ in self.elements
         )
 
     @property
@@ -169,7 +142,7 @@ class ShallowEnsembleBPNN(BehlerParrinello):
             heads = _spread_through_heads_only(heads, network[-1](hidden.detach()))
         return heads
 
-    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients:
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients | None:
         """Every head's per-atom energies ``(K, N)`` eV and the derivatives of its energy
         with respect to positions ``(K, N, 3)`` eV/Å and, with ``strain``, to the symmetric
         strain of :func:`~mlpot.physics.derivatives.strained_graph` ``(K, S, 3, 3)`` eV.
@@ -184,6 +157,8 @@ class ShallowEnsembleBPNN(BehlerParrinello):
         """
         if self.training:
             raise ValueError("member gradients of a shallow ensemble need model.eval()")
+        if not isinstance(self.descriptor, ACSF):
+            return None  # SOAP: featomic's gradients, through batched autograd
         k_members = self.n_members
         species = self.species(graph[NUMBERS])  # (N,)
         scale = self.feature_std[species]  # (N, F)
@@ -242,46 +217,21 @@ class ShallowEnsembleMPNN(CartesianMPNN):
     as for :class:`ShallowEnsembleBPNN`.
 
     Args:
-        elements, cutoff, channels, layers, l_max, product_channels, radial_basis,
-            radial_hidden, envelope_power, readout_hidden, activation: as for
-            :class:`~mlpot.models.mpnn.CartesianMPNN`.
+        elements: as for :class:`~mlpot.models.mpnn.CartesianMPNN`.
         heads: number of output heads ``K`` (ensemble members), at least 2.
+        **body: the other arguments of :class:`~mlpot.models.mpnn.CartesianMPNN` (cutoff,
+            channels, layers, ...), checked against its constructor by the registry.
     """
 
     name = "mpnn_shallow"
 
-    def __init__(
-        self,
-        elements: Elements,
-        cutoff: Positive = 5.0,
-        channels: Count = 64,
-        layers: Count = 2,
-        l_max: Annotated[int, Field(ge=0, le=2)] = 2,
-        product_channels: Count | None = None,
-        radial_basis: Count = 8,
-        radial_hidden: Count = 64,
-        envelope_power: Count = 6,
-        readout_hidden: NonNegativeCount = 16,
-        activation: Activation = "silu",
-        heads: Count = 8,  # at least 2: checked below, with the reason
-    ) -> None:
-        heads = _check_heads(heads)
-        super().__init__(
-            elements,
-            cutoff,
-            channels=channels,
-            layers=layers,
-            l_max=l_max,
-            product_channels=product_channels,
-            radial_basis=radial_basis,
-            radial_hidden=radial_hidden,
-            envelope_power=envelope_power,
-            readout_hidden=readout_hidden,
-            activation=activation,
-        )
+    def __init__(self, elements: Elements, heads: Count = 8, **body: Any) -> None:
+        heads = _check_heads(heads)  # at least 2, with the reason
+        super().__init__(elements, **body)
         self._config["heads"] = heads
-        hidden = [readout_hidden] if readout_hidden > 0 else []
-        self.interactions[-1].readout = mlp(channels, hidden, heads, activation)
+        width, activation = self._config["readout_hidden"], self._config["activation"]
+        hidden = [width] if width > 0 else []
+        self.interactions[-1].readout = mlp(self._config["channels"], hidden, heads, activation)
         self._initialise()  # the new heads too: independent weights ~ N(0, 1/fan_in)
 
     @property

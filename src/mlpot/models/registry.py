@@ -51,9 +51,38 @@ MODELS: dict[str, type[EnergyModel]] = {
 __all__ = ["MODELS", "build_model", "check_model_spec", "model_spec"]
 
 
+def _body(cls: type[EnergyModel]) -> type[EnergyModel] | None:
+    """The class whose constructor takes the ``**body`` arguments of ``cls`` (its base:
+    a shallow ensemble is its body model's arguments plus ``heads``), or None."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return cls.__mro__[1]
+    return None
+
+
+@functools.cache
+def parameters(cls: type[EnergyModel]) -> inspect.Signature:
+    """The constructor's keyword parameters, those passed on as ``**body`` included."""
+    own = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    body = _body(cls)
+    if body is not None:
+        names = {p.name for p in own}
+        own += [p for p in parameters(body).parameters.values() if p.name not in names]
+    return inspect.Signature(
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.name != "self" else p for p in own]
+    )
+
+
 def _hints(cls: type[EnergyModel]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    return {name: hint for name, hint in hints.items() if name not in ("self", "return")}
+    body = _body(cls)
+    if body is not None:
+        hints = {**_hints(body), **hints}
+    return {name: hint for name, hint in hints.items() if name not in ("self", "return", "body")}
 
 
 @functools.cache
@@ -101,7 +130,7 @@ def check_model_spec(spec: dict[str, Any], *, where: str = "model") -> dict[str,
             f"unknown model {name!r}; choose from {sorted(MODELS)}", field=f"{where}.name"
         )
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    signature = inspect.signature(MODELS[name].__init__)
+    signature = parameters(MODELS[name])
     try:
         signature.bind(None, **kwargs)
     except TypeError as err:
@@ -175,7 +204,7 @@ def with_elements(spec: dict[str, Any], elements: list[int]) -> dict[str, Any]:
     """``spec`` with ``elements`` filled in, if its model takes elements and has none; also
     in the nested specs of a ``sum`` (``terms``) or ``committee`` (``members``)."""
     name = spec.get("name")
-    if name in MODELS and "elements" in inspect.signature(MODELS[name].__init__).parameters:
+    if name in MODELS and "elements" in parameters(MODELS[name]).parameters:
         spec = {"elements": elements, **spec}
     for group in ("terms", "members"):
         if isinstance(spec.get(group), list):

@@ -12,7 +12,8 @@ every member's, stacked on a leading axis ``K``, the cheapest way the model allo
   members share;
 * otherwise the member energies ``(K, N)`` once, and the derivatives of all ``K`` member
   energies in one batched backward pass (``torch.autograd.grad(...,
-  is_grads_batched=True)``), with the symmetric-strain construction of
+  is_grads_batched=True)``; one pass per member where an operator has no batching rule),
+  with the symmetric-strain construction of
   :func:`~mlpot.physics.derivatives.predict`, so member stresses include the periodic
   images too.
 
@@ -151,18 +152,7 @@ def _by_autograd(
         k = local.shape[0]
         basis = torch.eye(k, dtype=energy.dtype, device=energy.device)  # (K, K)
         cotangents = basis[:, :, None].expand(k, k, energy.shape[1])  # (K, K, S)
-        grads = torch.autograd.grad(
-            energy,
-            inputs,
-            grad_outputs=cotangents,
-            is_grads_batched=True,
-            create_graph=create_graph,
-            allow_unused=True,
-        )  # each (K, *input.shape)
-        grads = [
-            x.new_zeros((k, *x.shape)) if g is None else g
-            for g, x in zip(grads, inputs, strict=True)
-        ]
+        grads = _batched_grads(energy, inputs, cotangents, create_graph=create_graph)
     else:
         grads = torch.autograd.grad(
             energy.mean(0).sum(), inputs, create_graph=create_graph, allow_unused=True
@@ -173,6 +163,47 @@ def _by_autograd(
     return _assemble(
         local, energy, grads, graph, forces=forces, stress=stress, member_forces=member_forces
     )
+
+
+def _batched_grads(
+    energy: torch.Tensor,
+    inputs: list[torch.Tensor],
+    cotangents: torch.Tensor,
+    *,
+    create_graph: bool,
+) -> list[torch.Tensor]:
+    """``d(cotangents[k] · energy)/d input`` for every member ``k``, each ``(K, *shape)``: one
+    vectorised backward pass, or one pass per member where an operation has no batching
+    rule (a custom operator such as featomic's SOAP gradients)."""
+    k = cotangents.shape[0]
+    try:
+        grads = torch.autograd.grad(
+            energy,
+            inputs,
+            grad_outputs=cotangents,
+            is_grads_batched=True,
+            create_graph=create_graph,
+            retain_graph=True,
+            allow_unused=True,
+        )
+    except RuntimeError:  # no vmap rule: the same derivatives member by member
+        rows = [
+            torch.autograd.grad(
+                energy,
+                inputs,
+                grad_outputs=cotangents[m],
+                create_graph=create_graph,
+                retain_graph=True,
+                allow_unused=True,
+            )
+            for m in range(k)
+        ]
+        grads = [
+            None if column[0] is None else torch.stack(column) for column in zip(*rows, strict=True)
+        ]
+    return [
+        x.new_zeros((k, *x.shape)) if g is None else g for g, x in zip(grads, inputs, strict=True)
+    ]
 
 
 def _assemble(
