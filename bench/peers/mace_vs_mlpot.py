@@ -1,40 +1,62 @@
 """mlpot's ``mpnn`` against MACE, side by side: same data, same wall-clock budget, same CPU.
 
-Data: ``aspirin_gfn2`` (GFN2-xTB). Both train on the 500 frames at 300 K, split once here
-into the same 450 training and 50 validation frames, and are tested on the 300 K, 600 K and
-1200 K sets. Both train with their own command line (``mlpot train`` with a YAML config,
-MACE's ``mace_run_train``), in float32, as separate processes started together (by default)
-and stopped after ``--budget-s`` seconds of wall time each; each tool keeps its best
+Data (``--data``): ``aspirin_gfn2`` (GFN2-xTB, the default), ``ethanol_dft`` (PBE), or the
+path of a folder laid out the same way. The training file is the one file of the folder
+matching ``*train*.xyz``; the test sets are the ``*test*.xyz`` files whose frames carry
+forces (ethanol_dft: ``test_MD.xyz``; its energy-only path files are for ``paths.py``).
+Elements come from the data. The training frames are split once here, seeded, into the
+same training and validation frames (one tenth) for both; ``--train-frames N`` keeps a
+seeded subset of N of the training frames (the validation frames stay the same), for
+data-efficiency curves. Labels are read from ASE's calculator results (what ASE makes of
+``energy=`` / ``forces``) or ``info``/``arrays`` under ``energy``/``forces`` or
+``REF_energy``/``REF_forces`` (``--energy-key``/``--forces-key`` name others), and written
+under ``REF_energy``/``REF_forces`` for both engines (named to each explicitly).
+
+Both train with their own command line (``mlpot train`` with a YAML config, MACE's
+``mace_run_train``), in float32, as separate processes started together (by default) and
+stopped after ``--budget-s`` seconds of wall time each; each tool keeps its best
 (validation) model, which is what gets tested. MACE's stopped run is turned into a model
 file by its own ``--restart_latest`` with zero further epochs (not counted).
 
 Printed per model: energy (meV/atom) and force (meV/Å) RMSE on each test set, training
 wall time and epochs, inference atom-steps per second (energy + forces, model only) on the
-aspirin molecule (trained models) and on a periodic fcc Cu cell of 1000 atoms (untrained Cu
-models of the same hyper-parameters), peak resident memory of each process; then the ratios
-mlpot/MACE and PASS/FAIL of the targets:
+molecule (first test frame, trained models) and on a periodic fcc Cu cell of 1000 atoms
+(untrained Cu models of the same hyper-parameters), peak resident memory of each process;
+then the ratios mlpot/MACE and PASS/FAIL of the targets:
 
 * force RMSE of mlpot <= MACE's on each test set;
-* inference throughput of mlpot >= 2x MACE's on aspirin and on Cu;
+* inference throughput of mlpot >= 2x MACE's on the molecule and on Cu;
 * linear scaling of mlpot: per-atom cost at 6912 atoms <= 1.5x that at 864 atoms (fastest
   step of each, as other processes on a shared machine only ever slow a step down).
 
+Learning curves: each engine's validation energy (meV/atom) and force (meV/Å) RMSE per
+epoch, against epochs and against wall time since its process started (the time each
+epoch's record appeared in the engine's own log: mlpot's ``history.jsonl``, MACE's
+``results/*_train.txt``), with the final test errors; in the JSON (``curve``) and plotted
+by ``--plot PNG``.
+
 Usage::
 
-    python bench/peers/mace_vs_mlpot.py                      # 600 s each, ~30 min in all
+    python bench/peers/mace_vs_mlpot.py                      # aspirin, 600 s each, ~30 min
+    python bench/peers/mace_vs_mlpot.py --data ethanol_dft --budget-s 300 \\
+        --train-frames 250 --json eth.json --plot eth.png
     python bench/peers/mace_vs_mlpot.py --budget-s 120 --test-frames 200   # quick look
     python bench/peers/mace_vs_mlpot.py --infer-only --workdir DIR --device cuda \\
         --systems aspirin,cu1000,cu6912,cu32000 --threads 4      # a GPU, the trained models
 
-Needs ``pip install -e .[peers]`` (mace-torch). The machine is shared: timings taken while
-other work runs are noisy, which is one reason both trainings run at the same time.
+Needs ``pip install -e .[peers]`` (mace-torch) for the MACE side; without it only
+``--engines mlpot`` runs. The machine is shared: timings taken while other work runs are
+noisy, which is one reason both trainings run at the same time.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,10 +67,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 # the shared data lie beside the repository: ../shared/data from its root
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "aspirin_gfn2"
-TESTS = ("300K", "600K", "1200K")
+DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 TASKS = HERE / "peer_tasks.py"
 RESULT_TAG = "RESULT "
+ENGINES = ("mlpot", "mace")
 
 #: mlpot's model and training options (the ``model:`` and ``training:`` config sections)
 MLPOT_MODEL = {"name": "mpnn", "cutoff": 5.0, "channels": 64, "layers": 2, "l_max": 2}
@@ -77,34 +99,113 @@ MACE_ARGS = [
 # ---------------------------------------------------------------------------- data
 
 
-def prepare_data(workdir: Path, test_frames: int) -> dict[str, Path]:
-    """Write train/valid/test extxyz with labels under REF_energy / REF_forces."""
+def data_folder(spec: str) -> Path:
+    """A named data set of ../shared/data (``aspirin_gfn2``, ``ethanol_dft``) or a folder."""
+    named = DATA_ROOT / spec
+    path = named if named.is_dir() else Path(spec)
+    if not path.is_dir():
+        known = sorted(p.name for p in DATA_ROOT.iterdir() if p.is_dir())
+        raise SystemExit(f"--data {spec}: neither a folder nor one of {known}")
+    return path.resolve()
+
+
+def natural_key(path: Path) -> list:
+    """Sort key reading digit runs as numbers: 300K < 600K < 1200K."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def read_labels(atoms, energy_key: str | None = None, forces_key: str | None = None):
+    """``(energy eV or None, forces (N, 3) eV/Å or None)`` of a frame read by ASE: from
+    its calculator results (ASE's reading of ``energy=``/``forces``), else ``info`` /
+    ``arrays``; under the given key, or ``energy``/``forces`` then ``REF_*``."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+
+    def find(key, defaults):
+        for k in [key] if key else defaults:
+            for store in (results, atoms.info, atoms.arrays):
+                if k in store:
+                    return store[k]
+        return None
+
+    energy = find(energy_key, ("energy", "REF_energy"))
+    forces = find(forces_key, ("forces", "REF_forces"))
+    return (
+        None if energy is None else float(energy),
+        None if forces is None else np.asarray(forces, dtype=float),
+    )
+
+
+def discover(folder: Path, keys: dict) -> tuple[Path, dict[str, Path]]:
+    """The training file (one ``*train*.xyz``) and the test sets with forces, by name
+    (the part of the file name after ``test``: ``aspirin_test_300K`` -> ``300K``)."""
     import ase.io
 
-    def write(frames, path: Path) -> Path:
+    trains = sorted(folder.glob("*train*.xyz"))
+    if len(trains) != 1:
+        raise SystemExit(f"{folder}: need exactly one *train*.xyz, found {trains}")
+    tests = {}
+    for path in sorted(folder.glob("*test*.xyz"), key=natural_key):
+        if read_labels(ase.io.read(path, index=0), **keys)[1] is None:
+            continue  # an energy-only path (dimers, bond breaking, normal modes)
+        name = path.stem.split("test", 1)[1].strip("_-") or path.stem
+        tests[name] = path
+    if not tests:
+        raise SystemExit(f"{folder}: no *test*.xyz with forces")
+    return trains[0], tests
+
+
+def prepare_data(
+    workdir: Path, folder: Path, test_frames: int, train_frames: int | None, keys: dict
+) -> tuple[dict[str, Path], dict[str, Path], dict]:
+    """Write train/valid/test extxyz with labels under REF_energy / REF_forces; return
+    the paths (train, valid), the test paths by name, and a description of the data."""
+    import ase.io
+
+    def write(frames, path: Path, source: Path) -> Path:
         out = []
-        for atoms in frames:
-            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        for k, atoms in enumerate(frames):
+            energy, forces = read_labels(atoms, **keys)
+            if energy is None or forces is None:
+                raise SystemExit(f"{source}: frame {k} lacks energy or forces ({keys})")
             copy = atoms.copy()
             copy.calc = None
-            copy.info["REF_energy"] = float(energy)
-            copy.arrays["REF_forces"] = np.array(forces)
+            copy.info["REF_energy"] = energy
+            copy.arrays["REF_forces"] = forces
             out.append(copy)
         ase.io.write(path, out, format="extxyz")
         return path
 
     workdir.mkdir(parents=True, exist_ok=True)
-    frames = ase.io.read(DATA / "aspirin_train_300K.xyz", index=":")
+    train_file, test_files = discover(folder, keys)
+    frames = ase.io.read(train_file, index=":")
     order = np.random.default_rng(0).permutation(len(frames))
     n_valid = len(frames) // 10
+    valid, train = order[:n_valid], order[n_valid:]
+    if train_frames is not None:
+        if train_frames > len(train):
+            raise SystemExit(f"--train-frames {train_frames}: only {len(train)} available")
+        train = train[:train_frames]  # a seeded subset: the order is a seeded permutation
     paths = {
-        "train": write([frames[k] for k in order[n_valid:]], workdir / "train.xyz"),
-        "valid": write([frames[k] for k in order[:n_valid]], workdir / "valid.xyz"),
+        "train": write([frames[k] for k in train], workdir / "train.xyz", train_file),
+        "valid": write([frames[k] for k in valid], workdir / "valid.xyz", train_file),
     }
-    for name in TESTS:
-        test = ase.io.read(DATA / f"aspirin_test_{name}.xyz", index=f":{test_frames}")
-        paths[name] = write(test, workdir / f"test_{name}.xyz")
-    return paths
+    tests = {}
+    for name, path in test_files.items():
+        test = ase.io.read(path, index=f":{test_frames}")
+        tests[name] = write(test, workdir / f"test_{name}.xyz", path)
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    meta = {
+        "folder": str(folder),
+        "train_file": train_file.name,
+        "test_files": {name: path.name for name, path in test_files.items()},
+        "train_frames": len(train),
+        "valid_frames": len(valid),
+        "test_frames": {name: len(ase.io.read(p, index=":")) for name, p in tests.items()},
+        "elements": elements,
+        "molecule": folder.name.split("_")[0],
+    }
+    (workdir / "data.json").write_text(json.dumps(meta, indent=2))
+    return paths, tests, meta
 
 
 # ---------------------------------------------------------------------------- training
@@ -124,7 +225,11 @@ def mlpot_command(paths: dict[str, Path], out: Path, budget_s: float) -> list[st
     import yaml
 
     config = {
-        "data": {"train": str(paths["train"]), "validation": str(paths["valid"])},
+        "data": {
+            "train": str(paths["train"]),
+            "validation": str(paths["valid"]),
+            "keys": {"energy": "REF_energy", "forces": "REF_forces"},
+        },
         "model": MLPOT_MODEL,
         "training": {
             **MLPOT_TRAINING,
@@ -173,55 +278,152 @@ def start(command: list[str], cwd: Path, threads: int, log: Path) -> subprocess.
         )
 
 
-def stop_at(process: subprocess.Popen, started: float, budget_s: float) -> dict:
-    """Wait until the process ends or its budget is spent (then stop its process group);
-    return wall time, whether it was stopped, and its peak RSS (MiB, from ``wait4``)."""
-    wall, stopped = None, False
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if not stopped and time.perf_counter() - started >= budget_s:
-            wall, stopped = time.perf_counter() - started, True
-            os.killpg(process.pid, signal.SIGTERM)
-        time.sleep(0.2)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = wall if wall is not None else time.perf_counter() - started
-    return {"wall_s": wall, "stopped_at_budget": stopped, "peak_rss_mb": usage.ru_maxrss / 1024}
+def count_records(path_glob: tuple[Path, str], marker: str | None = None) -> int:
+    """Epoch records written so far: lines of the files matching the glob (containing
+    ``marker`` when given)."""
+    folder, pattern = path_glob
+    count = 0
+    for path in folder.glob(pattern):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        lines = text.splitlines()
+        count += sum(1 for line in lines if marker is None or marker in line)
+    return count
 
 
-def train_both(paths, workdir: Path, budget_s: float, threads: int, *, sequential: bool):
-    """Train mlpot and MACE (together, or one after the other); return their records."""
-    jobs = {
-        "mlpot": (mlpot_command(paths, workdir / "mlpot", budget_s), workdir / "mlpot"),
-        "mace": (mace_command(paths), workdir / "mace"),
+def watchers(workdir: Path) -> dict:
+    """For each engine: a function returning how many epoch records its log holds."""
+    return {
+        "mlpot": lambda: count_records((workdir / "mlpot" / "run", "history.jsonl")),
+        "mace": lambda: count_records(
+            (workdir / "mace" / "results", "*_train.txt"), '"mode": "eval"'
+        ),
     }
-    records, running = {}, {}
-    for name, (command, cwd) in jobs.items():
-        running[name] = (
-            start(command, cwd, threads, workdir / f"train_{name}.log"),
-            time.perf_counter(),
+
+
+def supervise(jobs: dict, budget_s: float) -> dict:
+    """Wait until each process ends or its budget is spent (then stop its process group),
+    noting when each new epoch record appears; return per job: wall time, whether it was
+    stopped, peak RSS (MiB, from ``wait4``) and the wall time of each epoch record."""
+    records, stopped, seen = {}, {}, {name: [] for name in jobs}
+    while len(records) < len(jobs):
+        for name, (process, started, watch) in jobs.items():
+            if name in records:
+                continue
+            now = time.perf_counter() - started
+            seen[name] += [now] * max(0, watch() - len(seen[name]))
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                seen[name] += [now] * max(0, watch() - len(seen[name]))
+                records[name] = {
+                    "wall_s": stopped.get(name, now),
+                    "stopped_at_budget": name in stopped,
+                    "peak_rss_mb": usage.ru_maxrss / 1024,
+                    "returncode": process.returncode,
+                    "record_wall_s": seen[name],
+                }
+            elif name not in stopped and now >= budget_s:
+                stopped[name] = now
+                os.killpg(process.pid, signal.SIGTERM)
+        time.sleep(0.2)
+    return records
+
+
+def mlpot_curve(run_dir: Path) -> list[dict]:
+    """mlpot's validation errors per epoch (``history.jsonl``); ``train_s`` is mlpot's own
+    training clock (without data loading and graph building)."""
+    path = run_dir / "history.jsonl"
+    curve = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        record = json.loads(line)
+        validation = record["validation"]
+        curve.append(
+            {
+                "epoch": record["epoch"],
+                "train_s": record["elapsed_s"],
+                "val_energy_rmse_mev_atom": 1e3 * validation["energy_per_atom"]["rmse"],
+                "val_forces_rmse_mev_a": 1e3 * validation["forces"]["rmse"],
+            }
         )
+    return curve
+
+
+def mace_curve(mace_dir: Path) -> list[dict]:
+    """MACE's validation errors per epoch (``results/*_train.txt``, the ``"mode": "eval"``
+    lines; its ``epoch`` counts from 0 and is null before training: here epochs done)."""
+    curve = []
+    for path in sorted((mace_dir / "results").glob("*_train.txt")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("mode") != "eval":
+                continue
+            epoch = record.get("epoch")
+            curve.append(
+                {
+                    "epoch": 0 if epoch is None else int(epoch) + 1,
+                    "val_energy_rmse_mev_atom": 1e3 * float(record["rmse_e_per_atom"]),
+                    "val_forces_rmse_mev_a": 1e3 * float(record["rmse_f"]),
+                }
+            )
+    return curve
+
+
+def train_engines(
+    engines: list[str],
+    paths,
+    workdir: Path,
+    budget_s: float,
+    threads: int,
+    *,
+    sequential: bool,
+):
+    """Train the engines (together, or one after the other); return their records."""
+    for name in engines:  # a fresh start: MACE appends to its logs and restarts checkpoints
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    commands = {
+        "mlpot": (lambda: mlpot_command(paths, workdir / "mlpot", budget_s), workdir / "mlpot"),
+        "mace": (lambda: mace_command(paths), workdir / "mace"),
+    }
+    watch = watchers(workdir)
+    records, running = {}, {}
+    for name in engines:
+        command, cwd = commands[name]
+        process = start(command(), cwd, threads, workdir / f"train_{name}.log")
+        running[name] = (process, time.perf_counter(), watch[name])
         if sequential:
-            records[name] = stop_at(*running.pop(name), budget_s)
-    for name, (process, started) in running.items():
-        records[name] = stop_at(process, started, budget_s)
-    history = (workdir / "mlpot" / "run" / "history.jsonl").read_text().splitlines()
-    records["mlpot"]["epochs"] = len(history)
-    records["mlpot"]["model"] = str(workdir / "mlpot" / "run" / "model.pt")
-    mace_log = (workdir / "train_mace.log").read_text()
-    records["mace"]["epochs"] = mace_log.count("INFO: Epoch ")
-    if not list((workdir / "mace").glob("checkpoints/*.pt")):
-        raise RuntimeError("MACE finished no epoch within the budget: raise --budget-s")
-    finish = subprocess.run(
-        mace_command(paths, finish=True),
-        cwd=workdir / "mace",
-        env=environment(threads),
-        capture_output=True,
-        text=True,
-    )
-    (workdir / "finish_mace.log").write_text(finish.stdout + finish.stderr)
-    records["mace"]["model"] = str(workdir / "mace" / "mace.model")
+            records.update(supervise(running, budget_s))
+            running = {}
+    records.update(supervise(running, budget_s))
+    if "mlpot" in records:
+        rec = records["mlpot"]
+        rec["curve"] = mlpot_curve(workdir / "mlpot" / "run")
+        rec["epochs"] = len(rec["curve"])
+        rec["model"] = str(workdir / "mlpot" / "run" / "model.pt")
+    if "mace" in records:
+        rec = records["mace"]
+        rec["curve"] = mace_curve(workdir / "mace")
+        rec["epochs"] = (workdir / "train_mace.log").read_text().count("INFO: Epoch ")
+        rec["model"] = None
+        if list((workdir / "mace").glob("checkpoints/*.pt")):
+            finish = subprocess.run(
+                mace_command(paths, finish=True),
+                cwd=workdir / "mace",
+                env=environment(threads),
+                capture_output=True,
+                text=True,
+            )
+            (workdir / "finish_mace.log").write_text(finish.stdout + finish.stderr)
+            rec["model"] = str(workdir / "mace" / "mace.model")
+        else:
+            print("MACE finished no epoch within the budget (raise --budget-s): no model")
+    for rec in records.values():
+        # the wall time (since the process started) at which each epoch record appeared
+        times = rec.pop("record_wall_s")
+        for point, wall in zip(rec["curve"], times, strict=False):
+            point["wall_s"] = wall
     return records
 
 
@@ -242,19 +444,16 @@ def task(args: list[str], threads: int) -> dict:
     raise RuntimeError(f"task {args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
-def test_errors(engine: str, model: str, paths, workdir: Path, threads: int) -> dict:
+def test_errors(engine: str, model: str, tests: dict[str, Path], workdir: Path, threads) -> dict:
     """Energy per atom (meV/atom) and force component (meV/Å) RMSE on each test set."""
     import ase.io
 
     out = {}
-    for name in TESTS:
+    for name, path in tests.items():
         npz = workdir / f"pred_{engine}_{name}.npz"
-        task(
-            ["predict", engine, model, str(paths[name]), str(npz), "--threads", str(threads)],
-            threads,
-        )
+        task(["predict", engine, model, str(path), str(npz), "--threads", str(threads)], threads)
         pred = np.load(npz)
-        frames = ase.io.read(paths[name], index=":")
+        frames = ase.io.read(path, index=":")
         n_atoms = np.array([len(a) for a in frames])
         energy = np.array([a.info["REF_energy"] for a in frames])
         forces = np.concatenate([a.arrays["REF_forces"] for a in frames])
@@ -281,7 +480,12 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def report(results: dict) -> list[str]:
+def table(rows: list[tuple]) -> list[str]:
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+
+
+def report(results: dict, molecule: str) -> list[str]:
     """The table: one row per figure, mlpot | MACE | mlpot/MACE | target."""
     mine, peer = results["mlpot"], results["mace"]
     rows = [("figure", "mlpot", "MACE", "mlpot/MACE", "target")]
@@ -290,7 +494,7 @@ def report(results: dict) -> list[str]:
         ratio = a / b if b else float("nan")
         rows.append((label, format(a, fmt), format(b, fmt), f"{ratio:.3f}", target))
 
-    for name in TESTS:
+    for name in mine["test"]:
         a, b = mine["test"][name], peer["test"][name]
         add(
             f"energy RMSE {name} (meV/atom)",
@@ -315,7 +519,9 @@ def report(results: dict) -> list[str]:
             peer["train"]["peak_rss_mb"],
             ".0f",
         )
-    for system in ("aspirin", "cu1000"):
+    if "infer" not in mine:
+        return table(rows)
+    for system in (molecule, "cu1000"):
         a, b = mine["infer"][system], peer["infer"][system]
         ok = a["atom_steps_per_s"] >= 2 * b["atom_steps_per_s"]
         add(
@@ -329,21 +535,46 @@ def report(results: dict) -> list[str]:
         if "peak_gpu_mb" in a:
             add(f"{system} peak GPU memory (MiB)", a["peak_gpu_mb"], b["peak_gpu_mb"], ".0f")
     add(
-        "parameters (aspirin model)",
-        mine["infer"]["aspirin"]["parameters"],
-        peer["infer"]["aspirin"]["parameters"],
+        f"parameters ({molecule} model)",
+        mine["infer"][molecule]["parameters"],
+        peer["infer"][molecule]["parameters"],
         "d",
     )
-    widths = [max(len(r[k]) for r in rows) for k in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    small, large = mine["infer"]["cu864"], mine["infer"]["cu6912"]
+    lines = table(rows)
+    lines.append(scaling_line(mine["infer"]))
+    return lines
+
+
+def scaling_line(infer: dict) -> str:
+    small, large = infer["cu864"], infer["cu6912"]
     # fastest step of each: the machine is shared, and a busy neighbour only slows steps down
     growth = (large["min_s"] / large["atoms"]) / (small["min_s"] / small["atoms"])
     median = (large["median_s"] / large["atoms"]) / (small["median_s"] / small["atoms"])
-    lines.append(
+    return (
         f"mlpot per-atom cost 6912 / 864 atoms: {growth:.2f} fastest step, {median:.2f} median "
         f"(<= 1.5: {verdict(growth <= 1.5)})"
     )
+
+
+def single_report(results: dict, engine: str) -> list[str]:
+    """One engine alone (``--engines`` with one name): its figures, no targets."""
+    mine = results[engine]
+    rows = [("figure", engine)]
+    for name, errors in mine["test"].items():
+        rows.append((f"energy RMSE {name} (meV/atom)", f"{errors['energy_rmse_mev_atom']:.2f}"))
+        rows.append((f"force RMSE {name} (meV/Å)", f"{errors['forces_rmse_mev_a']:.1f}"))
+    if "train" in mine:
+        rows.append(("training wall time (s)", f"{mine['train']['wall_s']:.0f}"))
+        rows.append(("training epochs", str(mine["train"]["epochs"])))
+        rows.append(("training peak RSS (MiB)", f"{mine['train']['peak_rss_mb']:.0f}"))
+    for system, figures in mine.get("infer", {}).items():
+        rows.append(
+            (f"{system} atom-steps/s ({figures['device']})", f"{figures['atom_steps_per_s']:.0f}")
+        )
+        rows.append((f"{system} peak RSS (MiB)", f"{figures['peak_rss_mb']:.0f}"))
+    lines = table(rows)
+    if engine == "mlpot" and {"cu864", "cu6912"} <= set(mine.get("infer", {})):
+        lines.append(scaling_line(mine["infer"]))
     return lines
 
 
@@ -364,12 +595,63 @@ def throughput_table(results: dict, systems: list[str]) -> list[str]:
                 f"{a[memory]:.0f} / {b[memory]:.0f} MiB ({memory.removesuffix('_mb')})",
             )
         )
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return table(rows)
+
+
+def plot_curves(results: dict, path: Path, title: str) -> None:
+    """Validation RMSE (lines) against wall time and epochs, test RMSE at the end (marks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    quantities = [
+        ("val_forces_rmse_mev_a", "forces_rmse_mev_a", "force RMSE (meV/Å)"),
+        ("val_energy_rmse_mev_atom", "energy_rmse_mev_atom", "energy RMSE (meV/atom)"),
+    ]
+    markers = "o^sDvP*X"
+    for engine, colour in zip(results, ("C0", "C1"), strict=False):
+        train = results[engine].get("train")
+        if not train:
+            continue
+        curve = train["curve"]
+        for row, (key, test_key, label) in enumerate(quantities):
+            for col, x_key in enumerate(("wall_s", "epoch")):
+                ax = axes[row, col]
+                points = [(p[x_key], p[key]) for p in curve if p.get(x_key) is not None]
+                if points:
+                    x, y = zip(*points, strict=True)
+                    ax.plot(x, y, "-", color=colour, label=f"{engine} validation")
+                x_end = train["wall_s"] if x_key == "wall_s" else train["epochs"]
+                for (name, errors), marker in zip(
+                    results[engine].get("test", {}).items(), markers, strict=False
+                ):
+                    ax.plot(
+                        x_end, errors[test_key], marker, color=colour, label=f"{engine} test {name}"
+                    )
+                ax.set_yscale("log")
+                ax.set_xlabel("wall time since start (s)" if x_key == "wall_s" else "epochs")
+                ax.set_ylabel(label)
+                ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", default="aspirin_gfn2", help="aspirin_gfn2, ethanol_dft or a data folder"
+    )
+    parser.add_argument("--energy-key", help="label key of the energies (default: found)")
+    parser.add_argument("--forces-key", help="label key of the forces (default: found)")
+    parser.add_argument(
+        "--train-frames", type=int, help="a seeded subset of the training frames (default all)"
+    )
+    parser.add_argument("--engines", default="mlpot,mace", help="which to run: mlpot,mace")
     parser.add_argument("--budget-s", type=float, default=600.0, help="training wall time each")
     parser.add_argument("--test-frames", type=int, default=1000, help="frames per test set")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -378,43 +660,85 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--infer-only", action="store_true", help="only throughput, of the workdir's models"
     )
-    parser.add_argument("--systems", default="aspirin,cu1000", help="with --infer-only")
+    parser.add_argument("--no-infer", action="store_true", help="skip the throughput tasks")
+    parser.add_argument(
+        "--systems", default="molecule,cu1000", help="with --infer-only (molecule: the data's)"
+    )
     parser.add_argument("--device", default="cpu", help="inference device (cpu, cuda)")
     parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument("--plot", type=Path, help="learning curves to this PNG")
     args = parser.parse_args(argv)
 
+    engines = [e for e in args.engines.split(",") if e]
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"--engines: unknown {sorted(unknown)}")
+    if "mace" in engines and importlib.util.find_spec("mace") is None:
+        print("mace-torch is not installed (pip install -e '.[peers]'): mlpot only", flush=True)
+        engines.remove("mace")
+    if not engines:
+        parser.error("no engine left to run")
     workdir = args.workdir.resolve()
-    results = {"mlpot": {}, "mace": {}}
+    results = {engine: {} for engine in engines}
     models = {
         "mlpot": str(workdir / "mlpot" / "run" / "model.pt"),
         "mace": str(workdir / "mace" / "mace.model"),
     }
-    aspirin = ["--aspirin", str(workdir / "test_300K.xyz")]
     if args.infer_only:
-        systems = args.systems.split(",")
-        for engine, model in models.items():
+        meta_file = workdir / "data.json"
+        molecule = json.loads(meta_file.read_text())["molecule"] if meta_file.exists() else None
+        tests = sorted(workdir.glob("test_*.xyz"), key=natural_key)
+        extra = ["--molecule", str(tests[0])] if tests else []
+        systems = [
+            (molecule or "molecule") if s == "molecule" else s for s in args.systems.split(",")
+        ]
+        for engine in engines:
             results[engine]["infer"] = throughput(
-                engine, model, systems, args.device, args.threads, aspirin
+                engine, models[engine], systems, args.device, args.threads, extra
             )
-        lines = throughput_table(results, systems)
-    else:
-        paths = prepare_data(workdir, args.test_frames)
-        trained = train_both(
-            paths, workdir, args.budget_s, args.threads, sequential=args.sequential
+        lines = (
+            throughput_table(results, systems)
+            if len(engines) == 2
+            else single_report(results, engines[0])
         )
-        for engine, model in models.items():
+        meta = {}
+    else:
+        keys = {"energy_key": args.energy_key, "forces_key": args.forces_key}
+        paths, tests, meta = prepare_data(
+            workdir, data_folder(args.data), args.test_frames, args.train_frames, keys
+        )
+        molecule = meta["molecule"]
+        print(f"data: {json.dumps(meta)}", flush=True)
+        trained = train_engines(
+            engines, paths, workdir, args.budget_s, args.threads, sequential=args.sequential
+        )
+        extra = ["--molecule", str(next(iter(tests.values())))]
+        for engine in [e for e in engines if trained[e]["model"] is None]:
             results[engine]["train"] = trained[engine]
-            print(f"{engine}: trained {trained[engine]}", flush=True)
-            results[engine]["test"] = test_errors(engine, model, paths, workdir, args.threads)
-            systems = ["aspirin", "cu1000"] + (["cu864", "cu6912"] if engine == "mlpot" else [])
-            results[engine]["infer"] = throughput(
-                engine, model, systems, args.device, args.threads, aspirin
+            engines.remove(engine)
+        for engine in engines:
+            results[engine]["train"] = trained[engine]
+            summary = {k: v for k, v in trained[engine].items() if k != "curve"}
+            print(f"{engine}: trained {summary}", flush=True)
+            results[engine]["test"] = test_errors(
+                engine, models[engine], tests, workdir, args.threads
             )
+            if not args.no_infer:
+                systems = [molecule, "cu1000"] + (["cu864", "cu6912"] if engine == "mlpot" else [])
+                results[engine]["infer"] = throughput(
+                    engine, models[engine], systems, args.device, args.threads, extra
+                )
             print(f"{engine}: measured", flush=True)
-        lines = report(results)
+        lines = (
+            report(results, molecule) if len(engines) == 2 else single_report(results, engines[0])
+        )
+        if args.plot:
+            label = f"{Path(meta['folder']).name}, {meta['train_frames']} training frames"
+            plot_curves(results, args.plot, f"{label}, budget {args.budget_s:.0f} s")
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "table": lines}, indent=2))
+        args.json.write_text(
+            json.dumps({"data": meta, "results": results, "table": lines}, indent=2)
+        )
     return 0
 
 

@@ -6,12 +6,14 @@ own. Tasks::
     python bench/peers/peer_tasks.py infer ENGINE SYSTEM MODEL [--device D --threads T]
     python bench/peers/peer_tasks.py predict ENGINE MODEL DATA OUT.npz [--threads T]
 
-``ENGINE`` is ``mlpot`` or ``mace``; ``MODEL`` a trained aspirin model (mlpot ``model.pt``
-or MACE ``.model``). ``SYSTEM`` is ``aspirin`` (first frame of the 300 K test set, the
-trained model) or ``cuN`` (rattled fcc Cu of ``N`` atoms from a cubic cell repeated
+``ENGINE`` is ``mlpot`` or ``mace``; ``MODEL`` a trained model of a molecule (mlpot
+``model.pt`` or MACE ``.model``). ``SYSTEM`` is ``cuN`` (rattled fcc Cu of ``N`` atoms from
+a cubic cell repeated
 ``(k, k, m)``; an *untrained* Cu model with the trained model's hyper-parameters — the cost
 does not depend on the weights). ``infer`` times energy + forces (model only, the graph /
-neighbour list built once outside the timed loop) and prints atom-steps per second.
+neighbour list built once outside the timed loop) and prints atom-steps per second. Any
+other ``SYSTEM`` name (``aspirin``, ``ethanol``, ``molecule``) is the first frame of
+``--molecule FILE`` with the trained model.
 """
 
 from __future__ import annotations
@@ -23,12 +25,8 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
-# the shared data lie beside the repository: ../shared/data from its root
-ASPIRIN = str(
-    Path(__file__).resolve().parents[3] / "shared/data/aspirin_gfn2/aspirin_test_300K.xyz"
-)
+MOLECULE = None  # the molecule file: --molecule
 CU_LATTICE, CU_RATTLE, SEED = 3.61, 0.02, 0
 #: atoms -> repeats of the 4-atom cubic fcc cell
 CU_REPEATS = {1000: (5, 5, 10), 864: (6, 6, 6), 6912: (12, 12, 12), 32000: (20, 20, 20)}
@@ -40,13 +38,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def structure(system: str, aspirin: str = ASPIRIN):
-    """The ASE Atoms of ``aspirin`` (first frame of the file ``aspirin``) or ``cuN``."""
+def is_cu(system: str) -> bool:
+    return system.startswith("cu") and system[2:].isdigit()
+
+
+def structure(system: str, molecule: str | None = MOLECULE):
+    """The ASE Atoms of ``cuN``, or of any other name the first frame of ``molecule``."""
     import ase.io
     from ase.build import bulk
 
-    if system == "aspirin":
-        return ase.io.read(aspirin, index=0)
+    if not is_cu(system):
+        if molecule is None:
+            raise SystemExit(f"system {system}: give the molecule's file, --molecule FILE")
+        return ase.io.read(molecule, index=0)
     n = int(system.removeprefix("cu"))
     atoms = bulk("Cu", "fcc", a=CU_LATTICE, cubic=True).repeat(CU_REPEATS[n])
     atoms.rattle(stdev=CU_RATTLE, seed=SEED)
@@ -63,7 +67,7 @@ def mlpot_model(path: str, system: str, device: str):
     from mlpot.models.checkpoint import load_checkpoint, load_model
     from mlpot.models.registry import build_model
 
-    if system == "aspirin":
+    if not is_cu(system):
         return load_model(path, dtype=torch.float32, device=device)
     spec = load_checkpoint(path)["model"]
     learned = [t for t in spec.get("terms", [spec]) if t["name"] != "offsets"][0]
@@ -99,7 +103,7 @@ def mace_model(path: str, system: str, device: str):
     from mace.tools.scripts_utils import extract_config_mace_model
 
     model = torch.load(path, map_location=device, weights_only=False)
-    if system != "aspirin":
+    if is_cu(system):
         config = extract_config_mace_model(model)
         config.update(atomic_numbers=[29], num_elements=1, atomic_energies=np.zeros(1))
         torch.manual_seed(SEED)
@@ -146,7 +150,7 @@ def infer(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float32)
-    atoms = structure(args.system, args.aspirin)
+    atoms = structure(args.system, args.molecule)
     if args.engine == "mlpot":
         model = mlpot_model(args.model, args.system, args.device)
         step, n_edges = mlpot_step(model, atoms, args.device)
@@ -209,7 +213,7 @@ def predict_frames(args) -> dict:
             energies.append(out["energy"].detach().numpy())
             forces.append(out["forces"].detach().numpy())
     else:
-        model = mace_model(args.model, "aspirin", "cpu")
+        model = mace_model(args.model, "molecule", "cpu")
         for batch in mace_batches(model, frames, args.batch_size, "cpu"):
             out = model(batch, training=False, compute_force=True)
             energies.append(out["energy"].detach().numpy())
@@ -230,7 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--budget-s", type=float, default=20.0)
-    p.add_argument("--aspirin", default=ASPIRIN, help="extxyz whose first frame is timed")
+    p.add_argument(
+        "--molecule", "--aspirin", default=MOLECULE, help="extxyz whose first frame is timed"
+    )
     p = sub.add_parser("predict")
     p.add_argument("engine", choices=["mlpot", "mace"])
     p.add_argument("model")
