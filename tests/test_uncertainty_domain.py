@@ -245,3 +245,35 @@ def test_too_few_atoms_for_a_hull_leave_the_hull_untested():
     assert domain.has_hull and len(domain.hull_vertices[0]) == 0
     distance = domain.hull_distance(torch.as_tensor(train[:2]), torch.full((2,), 29))
     assert bool(torch.isnan(distance).all())
+
+
+def test_heavy_tailed_features_of_the_training_distribution_are_in_domain():
+    """Learned features are not Gaussian: for multivariate Student-t features (3 degrees of
+    freedom) the chi-square limit flags most structures of the training distribution, the
+    limit from the reference atoms' own T² keeps false alarms near 1 - confidence, and
+    structures far away are still flagged."""
+    from scipy import special
+
+    n_features, n_atoms, n_structures = 8, 9, 400
+
+    def student(n, seed, shift=0.0):
+        rng = np.random.default_rng(seed)
+        gauss = _gaussian(n, n_features=n_features, seed=seed)
+        scale = np.sqrt(3.0 / rng.chisquare(3.0, size=(n, 1)))
+        return gauss * scale + shift
+
+    train = student(20000, seed=1)
+    domain = fit_domain_statistics(train, np.full(len(train), 6), [6], confidence=0.99)
+    fresh = torch.as_tensor(student(n_atoms * n_structures, seed=2))
+    graph = {
+        "numbers": torch.full((len(fresh),), 6),
+        "batch": torch.arange(n_structures).repeat_interleave(n_atoms),
+        "n_atoms": torch.full((n_structures,), n_atoms),
+    }
+    t2, _ = domain.score_atoms(fresh, graph["numbers"])
+    level = 0.99 ** (1.0 / (3 * n_atoms))
+    beyond_chi2 = (t2 > float(special.chdtri(n_features, 1.0 - level))).reshape(-1, n_atoms)
+    assert float(beyond_chi2.any(1).double().mean()) > 0.1  # ten times the nominal 1 %
+    assert float(domain.score(fresh, graph)[outputs.IN_DOMAIN].double().mean()) >= 0.97
+    far = torch.as_tensor(student(n_atoms * n_structures, seed=3, shift=100.0))
+    assert float(domain.score(far, graph)[outputs.IN_DOMAIN].double().mean()) < 0.05

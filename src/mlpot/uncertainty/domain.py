@@ -6,8 +6,12 @@ latent features) are compared, element by element, with those of the training at
 * **Mahalanobis distance** ``T² = (x - μ)ᵀ Σ⁻¹ (x - μ)`` to the training mean ``μ`` with a
   Ledoit–Wolf shrinkage covariance ``Σ = (1 - α) S + α (tr S / F) I`` (well conditioned
   even when features are collinear or never vary). For Gaussian features ``T²`` follows
-  a chi-square distribution with ``F`` degrees of freedom: an atom is outside when
-  ``T² > χ²_F(confidence)``.
+  a chi-square distribution with ``F`` degrees of freedom (``t2_threshold``,
+  ``χ²_F(confidence)``, the scale of the active-learning T² options). Learned features
+  are far from Gaussian (an mpnn's last layer: ``T² > χ²_F`` at the per-structure level
+  for a quarter of its own training structures), so ``in_domain`` takes the limit from
+  the ``T²`` of the reference atoms themselves, an exponential tail beyond its 95 %
+  quantile like ``d_min``'s: the same false-alarm rate whatever the features' shape.
 * **Coverage gap** ``d_min``: the Euclidean distance (in normalised feature units) to the
   nearest training atom of the same element, among a random reference subset of at most
   ``max_reference`` atoms. Its threshold is the ``confidence`` quantile of the same
@@ -50,7 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import special, stats
+from scipy import stats
 from scipy.spatial import ConvexHull, QhullError
 
 from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, Graph
@@ -105,6 +109,7 @@ class DomainStatistics:
         self.precision = torch.linalg.inv(self.covariance)  # (Z, F, F)
         self._reference_sq = [(r * r).sum(1) for r in self.reference]  # (R_z,) each
         self._tails: list[DistanceTail] | None = None
+        self._t2_tail_cache: list[DistanceTail | None] | None = None
         self._facets: list[torch.Tensor | None] | None = None
         self._hull_tails: list[DistanceTail | None] | None = None
 
@@ -191,8 +196,8 @@ class DomainStatistics:
         batch = graph[BATCH].cpu()
         tests = 3 if self.has_hull else 2
         level = self.confidence ** (1.0 / (tests * graph[N_ATOMS].cpu().double().numpy()))
-        t2_limit = torch.as_tensor(special.chdtri(self.n_features, 1.0 - level))[batch]  # χ²_F
         species = self.species(graph[NUMBERS].cpu())
+        t2_limit = self._limits(self._t2_tails(), species, batch, level)
         d_limit = self._limits(self._distance_tails(), species, batch, level)
         inside = (t2 <= t2_limit) & (d_min <= d_limit)  # (N,)
         scores = {outputs.MAHALANOBIS: t2, outputs.D_MIN: d_min}
@@ -237,6 +242,20 @@ class DomainStatistics:
                 DistanceTail.fit(c.numpy()) if len(c) else None for c in self.hull_calibration
             ]
         return self._hull_tails
+
+    def _t2_tails(self) -> list[DistanceTail | None]:
+        """Per element, the distribution of the reference atoms' own ``T²`` (computed
+        once; None for an element without training atoms)."""
+        if self._t2_tail_cache is None:
+            self._t2_tail_cache = []
+            for z, r in enumerate(self.reference):
+                if len(r) == 0 or self.counts[z] == 0:
+                    self._t2_tail_cache.append(None)
+                    continue
+                centred = r - self.mean[z]
+                t2 = torch.einsum("nf,fg,ng->n", centred, self.precision[z], centred)
+                self._t2_tail_cache.append(DistanceTail.fit(t2.numpy()))
+        return self._t2_tail_cache
 
     def _distance_tails(self) -> list[DistanceTail]:
         """Per element, the distribution of the reference atoms' leave-one-out nearest
