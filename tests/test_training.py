@@ -239,3 +239,32 @@ def test_structures_in_memory_train_as_their_file(emt_copper_xyz, tmp_path):
         run_training(config, train=[frames[1], unlabelled, frames[2]])
     with pytest.raises(MlpotInputError, match="no training structures"):
         run_training(config)
+
+
+def test_committee_warm_start_continues_from_the_given_members(emt_copper_xyz, tmp_path):
+    """``warm_start``: each member continues from the given model (weights, reference
+    energies, normalisation): after one epoch it is as good as the committee it started
+    from, and far better than one epoch from scratch."""
+    from mlpot.models.checkpoint import load_model
+
+    def raw(name, epochs):
+        return {
+            "data": {"train": emt_copper_xyz, "validation_fraction": 0.2},
+            "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [16]},
+            "training": {"epochs": epochs, "batch_size": 8, "progress": False},
+            "ensemble": {"size": 2, "bootstrap": True},
+            "output": str(tmp_path / name),
+        }
+
+    first = run_training(parse_config(raw("first", 30)))
+    members = list(load_model(first.model_path).member_models())
+    warm = run_training(parse_config(raw("warm", 1)), warm_start=members)
+    cold = run_training(parse_config(raw("cold", 1)))
+
+    def force_rmse(result):
+        return result.validation_metrics["forces"]["rmse"]
+
+    assert force_rmse(warm) < 0.5 * force_rmse(cold)
+    assert force_rmse(warm) < 1.5 * force_rmse(first)
+    with pytest.raises(ValueError, match="3 members"):
+        run_training(parse_config({**raw("bad", 1), "ensemble": {"size": 3}}), warm_start=members)

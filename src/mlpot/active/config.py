@@ -143,7 +143,9 @@ class TrainSection(_Section):
     """The committee trained each iteration: ``model`` spec, ``training`` options and
     ``loss`` weights (as in ``mlpot train``), ``ensemble_size`` members (``workers`` of
     them at once, each in a process of its own; None: as many as there are cores),
-    ``validation_fraction``.
+    ``validation_fraction``. ``warm_start``: each retraining continues from the members of
+    the committee before (its weights, reference energies and normalisation) instead of
+    starting from scratch, so the training time of every iteration adds up.
 
     The default: the flagship ``mpnn`` (32 channels, 2 layers, float32) plus ZBL repulsion
     switched off between 0.5 and 0.75 of each pair's covalent bond length (walls where no
@@ -171,6 +173,7 @@ class TrainSection(_Section):
     loss: dict[str, Any] = Field(default_factory=dict)
     ensemble_size: int = Field(2, ge=2)
     workers: int | None = Field(None, ge=1)
+    warm_start: bool = True
     validation_fraction: float = Field(0.15, gt=0, lt=1)
 
     @model_validator(mode="after")

@@ -377,6 +377,11 @@ class ActiveLearner:
         if steer:
             self.log(f"  steering: {'; '.join(steer)}")
 
+    def _previous_model(self, iteration: int) -> Path | None:
+        """The stored committee of the latest iteration before ``iteration`` (None: none)."""
+        before = [m for m in self.store.models() if m["version"] < iteration]
+        return Path(max(before, key=lambda m: m["version"])["path"]) if before else None
+
     def _train(self, iteration: int) -> TrainedModel:
         """The committee of ``iteration``: trained on every label but the test set's, or
         the stored one when a killed run trained it already."""
@@ -408,6 +413,7 @@ class ActiveLearner:
                 self.out / f"iteration_{iteration}",
                 seed=self.config.seed + iteration,
                 max_time_s=None if left is None else max(left, MIN_TRAINING_S),
+                previous=self._previous_model(iteration),
             )
         except FloatingPointError as err:  # the loss became NaN or infinite
             if not self.store.models():

@@ -41,6 +41,15 @@ def _test_metrics(res: Residuals, forces_scale: float) -> dict[str, float]:
     }
 
 
+def _members(previous: Path | None, size: int) -> list | None:
+    """The members of the committee at ``previous`` (None: none, or another size)."""
+    if previous is None or not previous.exists():
+        return None
+    committee = load_model(previous)
+    members = list(committee.member_models())
+    return members if len(members) == size else None
+
+
 def train_iteration(
     config: LearnConfig,
     labelled: list[Labelled],
@@ -49,12 +58,15 @@ def train_iteration(
     *,
     seed: int,
     max_time_s: float | None = None,
+    previous: Path | None = None,
 ) -> TrainedModel:
     """Train the committee on ``labelled`` (in memory), calibrate its force stds on its
     validation part, and measure it on the held-out ``test`` frames. Resumes a killed
     training (the same labels give the same split). ``max_time_s``: seconds the whole
     committee may take (each member gets its share, at most ``training.max_time_s``);
-    ``train.workers`` members train at once, each in a process of its own."""
+    ``train.workers`` members train at once, each in a process of its own. ``previous``:
+    the committee of the iteration before, whose members each continue training
+    (``train.warm_start``) instead of starting from scratch."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labelled))
@@ -82,6 +94,7 @@ def train_iteration(
         train=[f.atoms for f in training],
         validation=[f.atoms for f in validation],
         resume=started,
+        warm_start=_members(previous, size) if config.train.warm_start else None,
     )
     model = load_model(result.model_path)
     calibration = fit_calibration(

@@ -3,6 +3,7 @@ models (each on a bootstrap sample, each resumable), or fine-tuning a checkpoint
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -46,11 +47,19 @@ def train_one(
     resume: bool,
     metadata: dict,
     checkpoint_fields: dict | None = None,
+    start: EnergyModel | None = None,
 ) -> TrainResult:
-    """One model from scratch (:func:`~mlpot.training.initial_model.build_initial_model`),
-    trained into ``output``."""
-    model, train_graphs = build_initial_model(config, train_set)
+    """One model trained into ``output``: from scratch
+    (:func:`~mlpot.training.initial_model.build_initial_model`), or from a copy of
+    ``start`` (its weights, reference energies and normalisation) when given."""
     dtype = torch_dtype(config.training.dtype)
+    if start is not None:
+        model = copy.deepcopy(start).to(dtype)
+        train_graphs = to_graphs(
+            train_set, model, dtype, "train graphs", progress=config.training.progress
+        )
+    else:
+        model, train_graphs = build_initial_model(config, train_set)
     val_graphs = to_graphs(
         validation, model, dtype, "validation graphs", progress=config.training.progress
     )
@@ -82,10 +91,14 @@ def train_committee(
     resume: bool,
     metadata: dict,
     checkpoint_fields: dict | None = None,
+    starts: list[EnergyModel] | None = None,
 ) -> TrainResult:
     """Train ``ensemble.size`` members in ``output/member_k`` and save their committee. A
     member finished before a kill is loaded, an unfinished one resumed. With
-    ``ensemble.workers > 1`` the members train at once, each in a process of its own."""
+    ``ensemble.workers > 1`` the members train at once, each in a process of its own.
+    ``starts``: one model per member to start from (warm start) instead of from scratch."""
+    if starts is not None and len(starts) != config.ensemble.size:
+        raise ValueError(f"{len(starts)} start models for {config.ensemble.size} members")
     jobs = []
     for k in range(config.ensemble.size):
         member_config = config.model_copy(deep=True)
@@ -101,7 +114,7 @@ def train_committee(
         member_resume = resume and (member_dir / STATE_FILE).exists()
         jobs.append(
             (member_config, member_train, validation, member_dir, member_resume,
-             {**metadata, "member": k}, checkpoint_fields)
+             {**metadata, "member": k}, checkpoint_fields, starts[k] if starts else None)
         )  # fmt: skip
     if config.ensemble.workers > 1 and len(jobs) > 1:
         outcomes = _in_processes(jobs, config.ensemble.workers)
@@ -151,11 +164,12 @@ def _train_member(
     resume: bool,
     metadata: dict,
     checkpoint_fields: dict | None,
+    start: EnergyModel | None = None,
     *,
     keep_model: bool = False,
 ) -> _MemberOutcome:
-    """One member into ``output`` (marked ``done`` when it finished); its model comes back
-    with ``keep_model``."""
+    """One member into ``output`` (marked ``done`` when it finished), from ``start`` when
+    given; its model comes back with ``keep_model``."""
     result = train_one(
         config,
         train_set,
@@ -164,6 +178,7 @@ def _train_member(
         resume=resume,
         metadata=metadata,
         checkpoint_fields=checkpoint_fields,
+        start=start,
     )
     (output / "done").write_text(result.stop_reason)
     model = result.model if keep_model else None

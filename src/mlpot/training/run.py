@@ -182,13 +182,16 @@ def _fit(
     resume: bool,
     metadata: dict,
     fields: dict,
+    warm_start: list[EnergyModel] | None = None,
 ) -> Fitted:
     """Train a committee, fine-tune ``start``, or train one model, as the config says."""
     resume_one = resume and (output / STATE_FILE).exists()
     common = {"metadata": metadata, "checkpoint_fields": fields}
     data = (splits.train, splits.validation)
     if config.ensemble.size > 1:
-        return Fitted(train_committee(config, *data, output, resume=resume, **common))
+        return Fitted(
+            train_committee(config, *data, output, resume=resume, starts=warm_start, **common)
+        )
     if start is not None:
         return finetune(config, start, *data, splits.old, output, resume=resume_one, **common)
     return Fitted(train_one(config, *data, output, resume=resume_one, **common))
@@ -259,6 +262,7 @@ def run_training(
     resume: bool = False,
     trust_code: bool = False,
     log: Callable[[str], None] = print,
+    warm_start: list[EnergyModel] | None = None,
 ) -> RunResult:
     """Train as the config says; writes model.pt, training state, history and metrics.json.
 
@@ -277,7 +281,13 @@ def run_training(
     ``log``); resuming needs the same structures as the killed run. A baseline (the
     config's, or the fine-tuned checkpoint's) that names code (``module:factory``) runs
     only with ``trust_code=True``; that is checked before any data is read.
+
+    ``warm_start``: one model per committee member (e.g. the members of an earlier
+    committee on part of the same data) that training continues from instead of from
+    scratch; their reference energies and normalisation are kept.
     """
+    if warm_start is not None and config.ensemble.size < 2:
+        raise ValueError("warm_start needs a committee (ensemble.size > 1)")
     if not (config.data.train or train):
         raise MlpotInputError(
             "no training structures: name files in data.train or pass them in memory",
@@ -310,6 +320,7 @@ def run_training(
         resume=resume,
         metadata=metadata,
         fields={"baseline": baseline},
+        warm_start=warm_start,
     )
     _store_statistics(config, fitted, splits, start, output / MODEL_FILE)
     summary = _metrics(config, fitted, splits, baseline, output)
