@@ -8,13 +8,17 @@ same initial labels, and share iteration 0 (the same committee).
 * **active**: ``mlpot.active.learn`` — exploration MD (or adversarial MD with ``--explore
   adversarial``) with the current committee, selection by calibrated force std (and T² with
   ``--t2-quantile``), asynchronous labelling, retraining every ``batch`` arrived labels;
+* **selection random**: the same loop, exploration and batch sizes with ``strategy:
+  random`` — a uniform draw among every checked configuration of the ML-driven exploration
+  instead of the uncertainty-based choice: what the *query strategy* adds, in labels;
 * **random, stride s**: oracle Langevin MD at the exploration temperatures, one trajectory
   per temperature (from the relaxed structure, the same seeds for every stride), a frame
   every ``s`` steps (steps s, 2s, 3s, ...; no equilibration). After each retraining
   ``batch`` more frames join the training set, taken in trajectory order and in turn from
   the temperatures. The MD runs only as far as the frames drawn so far need. Every stride in
-  ``--strides`` is a separate arm (default 1, 5, 20): small strides are cheap but give
-  correlated frames, large ones cost more oracle calls per frame.
+  ``--strides`` is a separate arm (default 5, 20; stride 1, 32 frames over 16 steps per
+  temperature, never reached a target): small strides are cheap but give correlated
+  frames, large ones cost more oracle calls per frame.
 
 Oracle calls (the issue's measure), counted the same way for both arms, test set excluded:
 
@@ -31,7 +35,9 @@ frames free) is printed beside it, clearly labelled: it is *not* the issue's mea
 The target defaults to 1.05 x the larger of the active arm's best test RMSE and the best
 random stride's best, so the active arm and at least one stride reach it; ``--target`` sets
 it. The ratio printed is (fewest oracle calls over the strides) / (active calls) to first
-reach it (the goal: >= 3). Also printed: the fraction of the active arm's oracle wall-clock
+reach it (the goal: >= 3), and (labels of the selection-random arm) / (active labels) to
+first reach it (the goal: >= 1.5; a lower bound when the random selection never reaches it
+within the budget). Also printed: the fraction of the active arm's oracle wall-clock
 time hidden behind exploration (and behind exploration or training), from its store.
 
 Usage::
@@ -40,6 +46,7 @@ Usage::
     python bench/active_vs_random.py --quick                         # ethanol, GFN2-xTB
     python bench/active_vs_random.py --system cu-vacancy --quick --explore adversarial
     python bench/active_vs_random.py --system ethanol                # full
+    python bench/active_vs_random.py --median runs/avr-*/figures.json # medians over seeds
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ SETTINGS = {
         "explore": {"temperatures": [300.0, 600.0], "timestep_fs": 0.5, "check_interval": 5},
         "test": {"timestep_fs": 0.5, "stride": 10, "equilibration": 100},
         "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [32, 32]},
-        "select": {"force_std": 0.1, "stop_force_std": 1.5},
+        "select": {"force_std": 0.1, "stop_force_std": 4.0},
     },
 }
 MODES = {  # budget (labels), test frames, MD steps per exploration trajectory, training
@@ -91,10 +98,13 @@ MODES = {  # budget (labels), test frames, MD steps per exploration trajectory, 
 }
 
 
-def learn_config(args, mode: dict) -> dict:
+SELECTION_RANDOM = "selection random"
+
+
+def learn_config(args, mode: dict, strategy: str, output: Path) -> dict:
     s = SETTINGS[args.system]
     explore = {**s["explore"], "steps": mode["steps"], "mode": args.explore}
-    select = {**s["select"], "batch_size": args.batch, "strategy": args.strategy}
+    select = {**s["select"], "batch_size": args.batch, "strategy": strategy}
     if args.t2_quantile is not None:
         select["t2_quantile"] = args.t2_quantile
     return {
@@ -102,7 +112,7 @@ def learn_config(args, mode: dict) -> dict:
         "oracle": s["oracle"],
         "relax": True,
         "initial": (
-            s["initial"]
+            initial(s["initial"], args.hessian)
             if args.initial is None
             else {"method": args.initial, "count": s["initial"]["count"], "stdev": 0.05}
         ),
@@ -111,15 +121,17 @@ def learn_config(args, mode: dict) -> dict:
         "select": select,
         "label": {"executor": "process", "workers": args.workers, "retries": 1},
         "train": {
-            "model": s["model"],
+            "model": s["model"] if args.model == "bpnn" else flagship_model(),
             "training": {
                 "epochs": mode["epochs"],
                 "max_time_s": mode["max_time_s"],
                 "batch_size": 8,
-                "learning_rate": 0.01,
+                "learning_rate": 0.01 if args.model == "bpnn" else 0.005,
                 "early_stopping_patience": 50,
+                "dtype": "float64" if args.model == "bpnn" else "float32",
             },
             "ensemble_size": args.members or mode["members"],
+            "warm_start": args.warm_start,
         },
         "stop": {
             "oracle_budget": mode["budget"],
@@ -128,8 +140,22 @@ def learn_config(args, mode: dict) -> dict:
         },
         "validation": False,
         "seed": args.seed,
-        "output": str(args.out / "active"),
+        "output": str(output),
     }
+
+
+def flagship_model() -> dict:
+    """``mlpot learn``'s default model spec (the flagship mpnn plus ZBL walls)."""
+    from mlpot.active.config import TrainSection
+
+    return TrainSection().model
+
+
+def initial(settings: dict, hessian: str | None) -> dict:
+    """The system's initial data, its normal modes from ``hessian`` (None: the default)."""
+    if settings["method"] != "normal_modes" or hessian is None:
+        return settings
+    return {**settings, "hessian": hessian}
 
 
 def _attempts(store) -> dict[str, int]:
@@ -141,12 +167,12 @@ def _attempts(store) -> dict[str, int]:
     return attempts
 
 
-def run_active(config) -> tuple[list[dict], dict]:
+def run_active(config, name: str = "active") -> tuple[list[dict], dict]:
     from mlpot.active import learn
     from mlpot.active.store import Store
 
     start = time.perf_counter()
-    result = learn(config, log=lambda line: print("  [active]", line, flush=True))
+    result = learn(config, log=lambda line: print(f"  [{name}]", line, flush=True))
     store = Store(result.store_path)
     attempts = _attempts(store)
     requests = [row for row in store.requests().values() if row.reason != "test"]
@@ -338,8 +364,10 @@ def _ratio(random: float | None, active: float | None) -> float | None:
 def summarise(figures: dict, target: float | None = None) -> dict:
     """Print the tables of a run's ``figures`` and return the summary figures."""
     arms = {"active": figures["active"]["curve"]}
+    if "selection_random" in figures:
+        arms[SELECTION_RANDOM] = figures["selection_random"]["curve"]
     arms |= {f"random s={s}": c for s, c in figures["random"]["curves"].items()}
-    randoms = [n for n in arms if n != "active"]
+    randoms = [n for n in arms if n.startswith("random s=")]
     best_random = min(min(p["rmse"] for p in arms[n]) for n in randoms)
     target = target or 1.05 * max(min(p["rmse"] for p in arms["active"]), best_random)
     a = figures["active"]
@@ -405,6 +433,8 @@ def summarise(figures: dict, target: float | None = None) -> dict:
             f"ratio random/active, LABELS ONLY (best random: {best_arm}; the MD steps between "
             f"frames free, not the issue's measure): {ratio:.2f}"
         )
+    if SELECTION_RANDOM in arms:
+        summary |= compare_selection(arms["active"], arms[SELECTION_RANDOM])
     print(
         f"active: {a['selected_calls']} selected labels, stop: {a['stop_reason']}; random: "
         f"{figures['random']['frames']} MD frames per stride, MD steps run per temperature "
@@ -418,12 +448,86 @@ def summarise(figures: dict, target: float | None = None) -> dict:
     return summary
 
 
+def compare_selection(active: list[dict], chance: list[dict]) -> dict:
+    """Active against random selection from the same exploration, in labels: to their own
+    target, 1.05 x the larger of the two arms' best test force RMSE (so both reach it),
+    and the final RMSE at the same number of labels."""
+    target = 1.05 * max(min(p["rmse"] for p in active), min(p["rmse"] for p in chance))
+    labels = {
+        name: interpolated_reach(curve, target, "labels")
+        for name, curve in (("active", active), ("random", chance))
+    }
+    ratio = _ratio(labels["random"], labels["active"])
+    final = chance[-1]["rmse"] / active[-1]["rmse"]
+    verdict = "met" if ratio is not None and ratio >= 1.5 else "NOT met"
+    print(
+        f"selection (same exploration): target {target:.4f} eV/Å reached at "
+        f"{labels['active']:.1f} labels (active) and {labels['random']:.1f} (random); ratio "
+        f"random/active {ratio:.2f} (goal >= 1.5: {verdict}); final test force RMSE at "
+        f"{active[-1]['labels']} / {chance[-1]['labels']} labels: {active[-1]['rmse']:.4f} "
+        f"(active) / {chance[-1]['rmse']:.4f} (random), random/active {final:.2f}"
+    )
+    return {
+        "selection_target_force_rmse": target,
+        "selection_labels": labels,
+        "ratio_selection_labels": ratio,
+        "ratio_selection_final_rmse": final,
+    }
+
+
+def medians(paths: list[Path]) -> None:
+    """The median of each ratio over the runs (seeds) of ``paths`` (figures.json files);
+    a run whose arm never reached the target counts with its lower bound."""
+    rows = []
+    for path in paths:
+        f = json.loads(path.read_text())
+        f = f | compare_selection(f["active"]["curve"], f["selection_random"]["curve"])
+        ratios = (f.get("ratio"), f["ratio_selection_labels"], f["ratio_selection_final_rmse"])
+        rows.append((path.parent.name, *ratios))
+    columns = ("calls vs oracle MD", "labels vs random sel.", "final RMSE random/active")
+    print(f"{'run':<36}" + "".join(f" {c:>24}" for c in columns))
+    for name, *ratios in rows:
+        print(f"{name:<36}" + "".join(f" {r:>24.2f}" if r else f" {'-':>24}" for r in ratios))
+    goals = (3.0, 1.5, None)
+    for k, (label, goal) in enumerate(zip(columns, goals, strict=True)):
+        values = [row[1 + k] for row in rows if row[1 + k]]
+        if values:
+            median = float(np.median(values))
+            verdict = "" if goal is None else f" (goal >= {goal}: "
+            verdict += "" if goal is None else ("met)" if median >= goal else "NOT met)")
+            print(f"median {label}: {median:.2f} over {len(values)} runs{verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--system", choices=sorted(SETTINGS), default="ethanol")
     parser.add_argument("--quick", action="store_true", help="small budget, short training")
     parser.add_argument("--explore", choices=["md", "adversarial"], default="md")
-    parser.add_argument("--strategy", default="d_optimal")
+    parser.add_argument(
+        "--model",
+        choices=["bpnn", "flagship"],
+        default="flagship",
+        help="the system's small bpnn, or mlpot learn's default model (mpnn + ZBL, float32)",
+    )
+    parser.add_argument("--strategy", default="d_optimal", help="the active arm's selection")
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="retrainings continue from the committee before (train.warm_start: true) in "
+        "both active arms; default: each from scratch",
+    )
+    parser.add_argument(
+        "--no-selection-random",
+        action="store_true",
+        help="skip the arm with strategy: random on the same exploration",
+    )
+    parser.add_argument(
+        "--hessian",
+        choices=["valence", "oracle"],
+        default=None,
+        help="normal modes of the initial data from Lindh's valence Hessian (no oracle call) "
+        "or the oracle's (6N+1 calls); default: mlpot's default",
+    )
     parser.add_argument(
         "--initial",
         choices=["normal_modes", "rattle"],
@@ -435,7 +539,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="labels per retraining")
     parser.add_argument("--members", type=int, default=None, help="committee size")
     parser.add_argument("--workers", type=int, default=1, help="labelling processes")
-    parser.add_argument("--strides", default="1,5,20", help="random arm MD strides, steps")
+    parser.add_argument("--strides", default="5,20", help="random arm MD strides, steps")
     parser.add_argument(
         "--random-frames",
         type=int,
@@ -443,14 +547,27 @@ def main() -> None:
         help="MD frames each random stride adds (default: the active budget less the initial)",
     )
     parser.add_argument("--target", type=float, default=None, help="test force RMSE, eV/Å")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="an earlier run's folder (same system, mode and seed): take its selection-random "
+        "and random arms, run only the active arm (e.g. after a change of the strategy)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--report", type=Path, default=None, help="only print the tables of a figures.json"
     )
+    parser.add_argument(
+        "--median", type=Path, nargs="+", default=None, help="medians over figures.json files"
+    )
     args = parser.parse_args()
     if args.report:
         summarise(json.loads(args.report.read_text()), args.target)
+        return
+    if args.median:
+        medians(args.median)
         return
     mode = MODES["quick" if args.quick else "full"]
     strides = sorted({int(s) for s in args.strides.split(",")})
@@ -466,26 +583,47 @@ def main() -> None:
     from mlpot.active import parse_learn_config
 
     torch.set_num_threads(1)
-    config = parse_learn_config(learn_config(args, mode))
+    config = parse_learn_config(learn_config(args, mode, args.strategy, args.out / "active"))
     start = time.perf_counter()
-    print(f"active arm ({args.explore}) ...", flush=True)
+    print(f"active arm ({args.explore}, {args.strategy}) ...", flush=True)
     active, active_info = run_active(config)
-    frames = args.random_frames or mode["budget"] - active[0]["labels"]
-    print(f"random arm: strides {strides}, {frames} MD frames each ...", flush=True)
-    random, random_info = run_random(
-        config, args.out / "random", strides, frames, args.batch, active[0]
-    )
+    reused = json.loads((args.reuse / "figures.json").read_text()) if args.reuse else None
+    selection = None
+    if reused is not None:  # the arms that do not depend on the active arm's strategy
+        selection = reused.get("selection_random")
+        print(f"selection-random and random arms: from {args.reuse}", flush=True)
+    elif not args.no_selection_random:
+        print("selection-random arm (same exploration, strategy: random) ...", flush=True)
+        same = learn_config(args, mode, "random", args.out / "selection-random")
+        curve, info = run_active(parse_learn_config(same), SELECTION_RANDOM)
+        selection = {"curve": curve, **info}
+    if reused is not None:
+        frames = reused["random"]["frames"]
+        random = {int(k): v for k, v in reused["random"]["curves"].items()}
+        random_info = {k: reused["random"][k] for k in ("md_steps_run", "wall_s")}
+    else:
+        frames = args.random_frames or mode["budget"] - active[0]["labels"]
+        print(f"random arm: strides {strides}, {frames} MD frames each ...", flush=True)
+        random, random_info = run_random(
+            config, args.out / "random", strides, frames, args.batch, active[0]
+        )
     figures = {
         "system": args.system,
         "mode": "quick" if args.quick else "full",
         "explore": args.explore,
         "setup": "relaxation"
-        + (", oracle Hessian" if config.initial.method == "normal_modes" else ""),
+        + (
+            ", oracle Hessian"
+            if config.initial.method == "normal_modes" and config.initial.hessian == "oracle"
+            else ""
+        ),
         "accounting": "oracle calls = shared set-up + initial labels, plus the active arm's "
         "selected labels / the random arm's oracle MD evaluations; test set excluded",
         "active": {"curve": active, **active_info},
         "random": {"curves": random, "frames": frames, **random_info},
     }
+    if selection is not None:
+        figures["selection_random"] = selection
     figures |= summarise(figures, args.target)
     print(
         f"wall time {time.perf_counter() - start:.0f} s (active {active_info['wall_s']:.0f} s, "
