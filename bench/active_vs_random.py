@@ -69,7 +69,12 @@ SETTINGS = {
     },
     "ethanol": {
         "oracle": {"name": "xtb"},
-        "initial": {"method": "normal_modes", "count": 8, "temperature": 300.0},
+        "initial": {
+            "method": "normal_modes",
+            "count": 8,
+            "temperature": 300.0,
+            "hessian": "valence",
+        },
         "explore": {"temperatures": [300.0, 600.0], "timestep_fs": 0.5, "check_interval": 5},
         "test": {"timestep_fs": 0.5, "stride": 10, "equilibration": 100},
         "model": {"name": "bpnn", "cutoff": 4.0, "hidden": [32, 32]},
@@ -525,8 +530,8 @@ def main() -> None:
         "--hessian",
         choices=["valence", "oracle"],
         default=None,
-        help="normal modes of the initial data from Lindh's valence Hessian (no oracle call) "
-        "or the oracle's (6N+1 calls); default: mlpot's default",
+        help="normal modes of the initial data from Lindh's valence Hessian (no oracle call, "
+        "the default here) or the oracle's (6N+1 calls, mlpot learn's default)",
     )
     parser.add_argument(
         "--initial",

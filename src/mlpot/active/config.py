@@ -43,12 +43,15 @@ class OracleConfig(_Section):
 class InitialConfig(_Section):
     """First labels: ``normal_modes`` (molecules) or ``rattle``.
 
-    ``hessian``: where the normal modes come from: ``valence`` (Lindh's model Hessian from
-    the geometry alone, no oracle call; :mod:`mlpot.active.valence_hessian`) or ``oracle``
-    (finite differences, ``6N + 1`` oracle calls)."""
+    ``hessian``: where the normal modes come from: ``oracle`` (finite differences, ``6N + 1``
+    oracle calls) or ``valence`` (Lindh's model Hessian from the geometry alone, no oracle
+    call; :mod:`mlpot.active.valence_hessian`: stiffer than the oracle's, so its samples
+    spread less — on the default ethanol run the first committee's test force RMSE was 190
+    meV/Å from oracle modes and 240 from valence ones; worth it where oracle calls are
+    dear, e.g. DFT on a large molecule)."""
 
     method: Literal["normal_modes", "rattle"] = "normal_modes"
-    hessian: Literal["valence", "oracle"] = "valence"
+    hessian: Literal["valence", "oracle"] = "oracle"
     count: int = Field(32, ge=2)
     temperature: float = Field(300.0, gt=0)
     stdev: float = Field(0.05, ge=0)
