@@ -251,10 +251,11 @@ class ExplorationRound:
         model."""
         from mlpot.active.features import structure_features
 
-        rows = _known_rows(self.store)
+        rows = {u: r for u, r in self.store.requests().items() if r.reason != TEST}
         new = [uid for uid in rows if uid not in self._features_of]
         if new:
-            vectors = structure_features(self.calc.model, [rows[uid] for uid in new])
+            frames = [rows[uid].toatoms() for uid in new]
+            vectors = structure_features(self.calc.model, frames)
             self._features_of.update(zip(new, vectors, strict=True))
         return np.array([self._features_of[uid] for uid in rows])
 
@@ -295,11 +296,6 @@ class ExplorationRound:
                 model_version=self.iteration,
             )
         self.requested += len(picks)
-
-
-def _known_rows(store: Store) -> dict[str, Atoms]:
-    """uid -> structure of every request but the test set's (labelled or in flight)."""
-    return {uid: row.toatoms() for uid, row in store.requests().items() if row.reason != TEST}
 
 
 def _start_width(calc: AdversarialCalculator, start: Atoms) -> float:
