@@ -268,3 +268,36 @@ def test_committee_warm_start_continues_from_the_given_members(emt_copper_xyz, t
     assert force_rmse(warm) < 1.5 * force_rmse(first)
     with pytest.raises(ValueError, match="3 members"):
         run_training(parse_config({**raw("bad", 1), "ensemble": {"size": 3}}), warm_start=members)
+
+
+def test_refit_offsets_pins_the_constants_with_new_compositions():
+    """A warm start re-fits the reference energies to the labels minus the rest of the
+    model: with two compositions of Cu and Ag the two constants are determined, and every
+    composition's mean energy is then reproduced exactly, whatever the network gives."""
+    from ase.build import bulk
+
+    from mlpot.data.dataset import samples_from_atoms
+    from mlpot.data.graph import atoms_to_graph
+    from mlpot.models.offsets import AtomicOffsets
+    from mlpot.models.sum import SumModel
+    from mlpot.training.initial_model import refit_offsets
+
+    torch.manual_seed(0)
+    network = build_model({"name": "bpnn", "elements": [29, 47], "cutoff": 4.0, "hidden": [8]})
+    model = SumModel([AtomicOffsets([29, 47], [0.0, 0.0]), network]).double()
+    frames = []
+    for k, ag in enumerate([1, 1, 2, 2, 2]):  # Cu3Ag and Cu2Ag2 cells
+        atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+        atoms.numbers[:ag] = 47
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    samples = samples_from_atoms(frames, source="test")
+    graphs = [atoms_to_graph(a, 4.0) for a in frames]
+    refit_offsets(model, samples, graphs)
+    predicted = np.array([float(predict(model, g, forces=False)["energy"]) for g in graphs])
+    labels = np.array([a.get_potential_energy() for a in frames])
+    for group in ([0, 1], [2, 3, 4]):
+        assert (labels[group] - predicted[group]).mean() == pytest.approx(0.0, abs=1e-9)
+    assert model.terms[0].config()["energies"] == pytest.approx(model.terms[0].energies.tolist())

@@ -31,5 +31,12 @@ class AtomicOffsets(EnergyModel):
             "energies", torch.tensor(self._config["energies"], dtype=torch.float64)
         )
 
+    def set_energies(self, energies: list[float]) -> None:
+        """New per-element energies, eV, in the order of ``elements``."""
+        if len(energies) != len(self.elements):
+            raise ValueError(f"{len(energies)} energies for {len(self.elements)} elements")
+        self._config["energies"] = [float(e) for e in energies]
+        self.energies.copy_(torch.as_tensor(self._config["energies"], dtype=torch.float64))
+
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.energies[self.species(graph[NUMBERS])].to(graph["positions"].dtype)  # (N,)

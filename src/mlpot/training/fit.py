@@ -22,7 +22,7 @@ from mlpot.models.ensembles import Committee
 from mlpot.processes import die_with_parent
 from mlpot.training.config import TrainConfig
 from mlpot.training.finetune import FinetuneStart, ReplaySampler, ewc_penalty, replay_count
-from mlpot.training.initial_model import build_initial_model
+from mlpot.training.initial_model import build_initial_model, refit_offsets
 from mlpot.training.metrics import evaluate
 from mlpot.training.samples import to_graphs
 from mlpot.training.trainer import MODEL_FILE, STATE_FILE, TrainResult, train
@@ -58,6 +58,7 @@ def train_one(
         train_graphs = to_graphs(
             train_set, model, dtype, "train graphs", progress=config.training.progress
         )
+        refit_offsets(model, train_set, train_graphs)
     else:
         model, train_graphs = build_initial_model(config, train_set)
     val_graphs = to_graphs(

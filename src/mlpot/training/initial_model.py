@@ -60,3 +60,16 @@ def build_initial_model(
     model = SumModel([reference_offsets(train_set, learned.elements, known), learned]).to(dtype)
     model.fit_statistics(graphs)
     return model, graphs
+
+
+@torch.no_grad()
+def refit_offsets(model: EnergyModel, samples: list[Sample], graphs: list[Graph]) -> None:
+    """Re-fit the reference energies of ``model`` (a :class:`SumModel` whose first term is
+    :class:`AtomicOffsets`) to the labels minus its other terms, on ``samples``: a model
+    continued on new data (warm start) gets the constants that fit it best now; new
+    compositions pin what single-composition data left free."""
+    if not isinstance(model, SumModel) or not isinstance(model.terms[0], AtomicOffsets):
+        return
+    offsets = model.terms[0]
+    known = fixed_energies(list(model.terms[1:]), graphs)
+    offsets.set_energies(reference_offsets(samples, offsets.elements, known)._config["energies"])
