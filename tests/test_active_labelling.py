@@ -1,6 +1,7 @@
 """Labelling with retries and recorded failures; the append-only store."""
 
 import numpy as np
+import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
@@ -61,3 +62,22 @@ def test_store_records_the_end_of_each_iteration_and_the_budget_used(tmp_path):
         {"iteration": 0, "outcome": "retrain", "requested": 1},
         {"iteration": 1, "outcome": "converged", "requested": 0},
     ]
+
+
+def test_threads_label_with_calculators_of_their_own():
+    """The thread executor's workers each build their own oracle calculator (an ASE
+    calculator is not thread-safe: a shared one mixed up structures and raised): every
+    concurrent label equals the oracle's answer for its own structure."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = OracleSpec("support.oracles:slow_emt", {"delay": 0.05}, trust_code=True)
+    cells = [_cell(k) for k in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(lambda k: label(str(k), cells[k], spec, retries=0), range(8)))
+    for cell, outcome in zip(cells, outcomes, strict=True):
+        assert outcome.ok, outcome.error
+        reference = cell.copy()
+        reference.calc = EMT()
+        assert outcome.results["energy"] == pytest.approx(
+            reference.get_potential_energy(), rel=1e-12
+        )

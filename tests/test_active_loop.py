@@ -100,7 +100,8 @@ def test_failing_oracle_does_not_stop_the_loop(tmp_path, monkeypatch):
     store = _check_store(result.store_path, 16)
     failures = store.failures()
     assert result.failures == len(failures) >= 1
-    assert all("injected oracle failure" in f["error"] and f["attempts"] == 2 for f in failures)
+    odd = [f for f in failures if "injected oracle failure" not in f["error"] or f["attempts"] != 2]
+    assert not odd
     assert result.model_path.exists()
 
 

@@ -51,7 +51,14 @@ class LabelOutcome:
     ended: float = 0.0  # and of the last attempt's end
 
 
-_CALCULATORS: dict[str, Any] = {}
+_LOCAL = threading.local()  # per worker thread (and process): an ASE calculator is not thread-safe
+
+
+def _calculators() -> dict[str, Any]:
+    """This thread's oracle calculators, by the oracle's repr (built once, reused)."""
+    if not hasattr(_LOCAL, "calculators"):
+        _LOCAL.calculators = {}
+    return _LOCAL.calculators
 
 
 @contextmanager
@@ -103,16 +110,17 @@ def label(
     error = ""
     for attempt in range(1, retries + 2):
         try:
-            if key not in _CALCULATORS:
-                _CALCULATORS[key] = oracle.build()
+            calculators = _calculators()
+            if key not in calculators:
+                calculators[key] = oracle.build()
             with _time_limit(timeout_s):
-                results = _compute(_CALCULATORS[key], atoms, stress)
+                results = _compute(calculators[key], atoms, stress)
             seconds = time.perf_counter() - start
             return LabelOutcome(uid, True, results, "", attempt, seconds, started, time.time())
         except Exception as err:  # any oracle failure is recorded, then retried
             error = f"{type(err).__name__}: {err}"
             if not str(err):
                 error += " " + traceback.format_exc(limit=2)
-            _CALCULATORS.pop(key, None)  # a fresh calculator for the next attempt
+            _calculators().pop(key, None)  # a fresh calculator for the next attempt
     seconds = time.perf_counter() - start
     return LabelOutcome(uid, False, {}, error, retries + 1, seconds, started, time.time())
