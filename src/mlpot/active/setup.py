@@ -110,31 +110,29 @@ class RunSetup:
         """Samples of the normal modes of ``start`` (``initial.hessian``), or None when the
         oracle's Hessian fails."""
         if self.config.initial.hessian == "valence":
-            omega2, modes = modes_of_hessian(start, valence_hessian(start))
-            return normal_mode_samples(
-                start,
-                omega2,
-                modes,
-                count,
-                temperature=self.config.initial.temperature,
-                seed=self.config.seed + k,
+            return self._samples_of(
+                k, start, count, *modes_of_hessian(start, valence_hessian(start))
             )
         frames = None
         try:
-            omega2, modes = harmonic_modes(start, CheckedOracle(self.oracle.build()))
-            frames = normal_mode_samples(
-                start,
-                omega2,
-                modes,
-                count,
-                temperature=self.config.initial.temperature,
-                seed=self.config.seed + k,
-            )
+            modes = harmonic_modes(start, CheckedOracle(self.oracle.build()))
+            frames = self._samples_of(k, start, count, *modes)
         except Exception as err:  # any oracle failure: rattle this start instead
             self._failure(HESSIAN, f"{type(err).__name__}: {err}")
             self.log("  normal modes unavailable: rattled configurations instead")
         self.calls += 6 * len(start) + 1
         return frames
+
+    def _samples_of(self, k: int, start: Atoms, count: int, omega2, modes) -> list[Atoms]:
+        """``count`` thermal samples of the modes ``(ω², modes)`` of start ``k``."""
+        return normal_mode_samples(
+            start,
+            omega2,
+            modes,
+            count,
+            temperature=self.config.initial.temperature,
+            seed=self.config.seed + k,
+        )
 
     def test_set(self, starts: list[Atoms]) -> None:
         """Held-out frames of oracle MD, each checked; frames of a store written before
