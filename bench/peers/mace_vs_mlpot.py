@@ -221,16 +221,42 @@ def environment(threads: int) -> dict[str, str]:
     }
 
 
-def mlpot_command(paths: dict[str, Path], out: Path, budget_s: float) -> list[str]:
+def mlpot_overrides(pairs: list[str]) -> dict[str, dict]:
+    """``SECTION.KEY=VALUE`` pairs (``model.channels=96``, ``loss.energy=10``,
+    ``training.weight_decay=1e-4``; VALUE read as YAML) as ``{section: {key: value}}``.
+    ``model.name=...`` replaces the whole default model by the one given (e.g. a ``sum``
+    with ``model.terms=[...]``)."""
     import yaml
 
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("model", "loss", "training"):
+            raise SystemExit(f"--mlpot-set {pair!r}: expected model|loss|training.KEY=VALUE")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def mlpot_command(
+    paths: dict[str, Path], out: Path, budget_s: float, overrides: dict | None = None
+) -> list[str]:
+    import yaml
+
+    overrides = overrides or {}
     config = {
         "data": {
             "train": str(paths["train"]),
             "validation": str(paths["valid"]),
             "keys": {"energy": "REF_energy", "forces": "REF_forces"},
         },
-        "model": MLPOT_MODEL,
+        # a model named anew (model.name=sum, model.terms=[...]) replaces the default one
+        "model": (
+            overrides["model"]
+            if "name" in overrides.get("model", {})
+            else {**MLPOT_MODEL, **overrides.get("model", {})}
+        ),
+        "loss": overrides.get("loss", {}),
         "training": {
             **MLPOT_TRAINING,
             "epochs": 100000,
@@ -239,6 +265,7 @@ def mlpot_command(paths: dict[str, Path], out: Path, budget_s: float) -> list[st
             "dtype": "float32",
             "progress": False,
             "seed": 0,
+            **overrides.get("training", {}),
         },
         "output": str(out / "run"),
     }
@@ -379,12 +406,16 @@ def train_engines(
     threads: int,
     *,
     sequential: bool,
+    overrides: dict | None = None,
 ):
     """Train the engines (together, or one after the other); return their records."""
     for name in engines:  # a fresh start: MACE appends to its logs and restarts checkpoints
         shutil.rmtree(workdir / name, ignore_errors=True)
     commands = {
-        "mlpot": (lambda: mlpot_command(paths, workdir / "mlpot", budget_s), workdir / "mlpot"),
+        "mlpot": (
+            lambda: mlpot_command(paths, workdir / "mlpot", budget_s, overrides),
+            workdir / "mlpot",
+        ),
         "mace": (lambda: mace_command(paths), workdir / "mace"),
     }
     watch = watchers(workdir)
@@ -667,6 +698,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="inference device (cpu, cuda)")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--plot", type=Path, help="learning curves to this PNG")
+    parser.add_argument(
+        "--mlpot-set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change mlpot's model/loss/training options (repeatable): variants",
+    )
+    parser.add_argument(
+        "--mace-from",
+        type=Path,
+        help="JSON of an earlier run on the same data and budget: its MACE figures are "
+        "reused (with --engines mlpot), so variants of mlpot meet the same MACE model",
+    )
     args = parser.parse_args(argv)
 
     engines = [e for e in args.engines.split(",") if e]
@@ -709,7 +753,13 @@ def main(argv: list[str] | None = None) -> int:
         molecule = meta["molecule"]
         print(f"data: {json.dumps(meta)}", flush=True)
         trained = train_engines(
-            engines, paths, workdir, args.budget_s, args.threads, sequential=args.sequential
+            engines,
+            paths,
+            workdir,
+            args.budget_s,
+            args.threads,
+            sequential=args.sequential,
+            overrides=mlpot_overrides(args.mlpot_set),
         )
         extra = ["--molecule", str(next(iter(tests.values())))]
         for engine in [e for e in engines if trained[e]["model"] is None]:
@@ -728,6 +778,13 @@ def main(argv: list[str] | None = None) -> int:
                     engine, models[engine], systems, args.device, args.threads, extra
                 )
             print(f"{engine}: measured", flush=True)
+        if args.mace_from and "mace" not in results:
+            earlier = json.loads(args.mace_from.read_text())
+            if earlier["data"].get("train_frames") != meta["train_frames"]:
+                raise SystemExit(f"--mace-from {args.mace_from}: another training set")
+            results["mace"] = earlier["results"]["mace"]
+            results["mace"]["reused_from"] = str(args.mace_from)
+            engines.append("mace")
         lines = (
             report(results, molecule) if len(engines) == 2 else single_report(results, engines[0])
         )
@@ -737,7 +794,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.json:
         args.json.write_text(
-            json.dumps({"data": meta, "results": results, "table": lines}, indent=2)
+            json.dumps(
+                {
+                    "data": meta,
+                    "mlpot_set": args.mlpot_set,
+                    "results": results,
+                    "table": lines,
+                },
+                indent=2,
+            )
         )
     return 0
 

@@ -277,8 +277,8 @@ def table(results: dict) -> list[str]:
             "RMSE meV",
             "RMSE<=1eV (n)",
             "max err meV @x",
-            "span DFT/model eV",
-            "x_min DFT/model",
+            "span ref/model eV",
+            "x_min ref/model",
             "repulsive (sign ch.)",
             "holes",
             "mean std eV",
@@ -312,7 +312,7 @@ def table(results: dict) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
 
 
-def plot(paths: list[dict], results: dict, out: Path) -> list[str]:
+def plot(paths: list[dict], results: dict, out: Path, reference: str = "DFT") -> list[str]:
     """One PNG per family: each path a panel, DFT and every model, relative energies."""
     import matplotlib
 
@@ -329,7 +329,7 @@ def plot(paths: list[dict], results: dict, out: Path) -> list[str]:
             name = f"{path['family']}:{path['name']}"
             first = next(iter(results.values()))[name]
             dft_rel = np.array(first["dft_rel_ev"])
-            ax.plot(path["x"], dft_rel, "k.-", lw=1.5, label="DFT")
+            ax.plot(path["x"], dft_rel, "k.-", lw=1.5, label=reference)
             lows = [dft_rel.min()]
             for k, (label, per_path) in enumerate(results.items()):
                 r = per_path[name]
@@ -344,7 +344,7 @@ def plot(paths: list[dict], results: dict, out: Path) -> list[str]:
             ax.set_ylim(max(min(lows) - 0.3, -10.0), top)
             ax.set_title(name, fontsize=9)
             ax.set_xlabel(path["x_key"] + (" (Å)" if "dist" in path["x_key"].lower() else ""))
-            ax.set_ylabel("E - E(DFT minimum frame) (eV)")
+            ax.set_ylabel(f"E - E({reference} minimum frame) (eV)")
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(members) :]:
             ax.set_visible(False)
@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--low-ev", type=float, default=1.0, help="rmse_low: DFT E_rel <= this")
     parser.add_argument("--hole-ev", type=float, default=0.1, help="depth counted as a hole")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--reference", default="DFT", help="name of the data's reference method, for the plots"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -391,10 +394,11 @@ def main(argv: list[str] | None = None) -> int:
             results[label][name] = analyse(path, energy, std, args, e0, calc_e0)
     lines = table(results)
     print("\n".join(lines))
-    figures = plot(paths, results, args.out)
+    figures = plot(paths, results, args.out, args.reference)
     document = {
         "data": str(folder),
-        "reference": "per path, DFT and model relative to the frame where DFT is lowest",
+        "reference": f"per path, {args.reference} and model relative to the frame where "
+        f"{args.reference} is lowest",
         "isolated_atom_energies_dft_ev": e0,
         "models": meta,
         "paths": results,
