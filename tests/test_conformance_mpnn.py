@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from test_conformance_models import fitted
 
@@ -40,6 +41,57 @@ class TestCartesianMPNNVectorsOnly(PhysicsConformance):
         spec = {**SPEC, "l_max": 1, "layers": 3, "product_channels": 4, "radial_basis": 6}
         model = build_model(spec).double()
         return fitted(model, self.make_structures(model), seed=5)
+
+
+class TestCartesianMPNNVectorFeatures(PhysicsConformance):
+    """Vector features passed between three layers (``vector_channels``): equivariant
+    messages must keep every invariance, exact forces and stress."""
+
+    lattice_constant = 3.7
+    rattle = 0.1
+
+    def make_model(self):
+        torch.manual_seed(3)
+        model = build_model({**SPEC, "layers": 3, "vector_channels": 4}).double()
+        return fitted(model, self.make_structures(model), seed=6)
+
+
+def test_vector_features_reach_the_energy_and_fall_back_to_autograd_members():
+    """The vector path is used (its parameters get gradients, and zeroing it changes the
+    energy); the explicit member reverse pass covers scalar features only, so with vectors
+    the last-layer and head derivatives come from autograd, and agree with it."""
+    from ase.build import bulk
+
+    from mlpot.physics import outputs
+    from mlpot.physics.ensemble import predict_members
+    from mlpot.testing import check_energy_model
+
+    torch.manual_seed(0)
+    model = build_model({**SPEC, "vector_channels": 3}).double()
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2)
+    atoms.numbers[::5] = AG
+    atoms.rattle(0.1, seed=1)
+    graph = atoms_to_graph(atoms, model.cutoff)
+    energy = model(graph).sum()
+    energy.backward()
+    second = model.interactions[1]
+    for parameter in (second.vector_radial.weight, second.vector_mixing):
+        assert float(parameter.grad.abs().max()) > 0
+    assert float(model.interactions[0].vector_out.grad.abs().max()) > 0
+    with torch.no_grad():
+        second.vector_mixing.zero_()
+        assert abs(float(model(graph).sum()) - float(energy)) > 1e-6
+    assert model.last_layer_gradients(graph, torch.zeros(2, model.n_last_layer_features)) is None
+    shallow = build_model({**SPEC, "name": "mpnn_shallow", "heads": 3, "vector_channels": 3})
+    shallow = shallow.double().eval()
+    assert shallow.member_gradients(graph) is None
+    members = predict_members(shallow, graph)  # autograd
+    heads = shallow.member_energies(graph).sum(1)  # (K,)
+    torch.testing.assert_close(members[outputs.MEMBER_ENERGY][:, 0], heads, rtol=1e-12, atol=0)
+    assert float(members[outputs.MEMBER_FORCES].std(0).abs().max()) > 0
+    assert check_energy_model(shallow).ok  # members' forces against finite differences
+    with pytest.raises(ValueError, match="l_max >= 1"):
+        build_model({**SPEC, "l_max": 0, "vector_channels": 2})
 
 
 def test_harmonics_and_invariants_transform_correctly():

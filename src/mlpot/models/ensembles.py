@@ -275,12 +275,15 @@ class ShallowEnsembleMPNN(CartesianMPNN):
     def forward(self, graph: Graph) -> torch.Tensor:
         return self.member_energies(graph).mean(0)  # (N,)
 
-    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients:
+    def member_gradients(self, graph: Graph, *, strain: bool = False) -> MemberGradients | None:
         """Every head's per-atom energies ``(K, N)`` eV and the exact derivatives of its
         energy with respect to positions ``(K, N, 3)`` eV/Å and, with ``strain``, the
         symmetric strain ``(K, S, 3, 3)`` eV: the body traced once, then one explicit
-        reverse pass with all heads at once (:mod:`mlpot.models.mpnn_gradients`).
-        Evaluation mode only; detached results."""
+        reverse pass with all heads at once (:mod:`mlpot.models.mpnn_gradients`; scalar
+        features only: with vector features None, and the heads' derivatives come from
+        autograd). Evaluation mode only; detached results."""
+        if self.vector_channels:
+            return None
         if self.training:
             raise ValueError("member gradients of a shallow ensemble need model.eval()")
         k_members = self.n_members

@@ -87,6 +87,8 @@ class Interaction(torch.nn.Module):
         radial_hidden: int,
         readout_hidden: int,
         activation: str,
+        vectors_in: int = 0,
+        vectors_out: int = 0,
     ) -> None:
         super().__init__()
         n_l = l_max + 1
@@ -101,11 +103,26 @@ class Interaction(torch.nn.Module):
         self.update = mlp(channels + n_inv, [channels], channels, activation)
         hidden = [readout_hidden] if readout_hidden > 0 else []
         self.readout = mlp(channels, hidden, 1, activation)
+        self.vectors_in, self.vectors_out = vectors_in, vectors_out
+        if vectors_in:
+            # radial functions of the neighbours' vectors; [message, own] -> the l = 1 rows
+            self.vector_radial = torch.nn.Linear(radial_hidden, vectors_in, bias=False)
+            mixing = torch.randn(2 * vectors_in, 2 * product_channels) / (2 * vectors_in) ** 0.5
+            self.vector_mixing = torch.nn.Parameter(mixing)  # (2 Cv, 2K')
+        if vectors_out:
+            out = torch.randn(2 * product_channels, vectors_out) / (2 * product_channels) ** 0.5
+            self.vector_out = torch.nn.Parameter(out)  # (2K', Cv)
 
     def forward(
-        self, h: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor, slots: NeighbourSlots
-    ) -> torch.Tensor:
-        """New features ``h (N, C)`` (this layer's energies are ``readout(h)``).
+        self,
+        h: torch.Tensor,
+        radial: torch.Tensor,
+        harmonics: torch.Tensor,
+        slots: NeighbourSlots,
+        vectors: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """New scalar features ``h (N, C)`` (this layer's energies are ``readout(h)``) and,
+        for the next layer, vector features ``(3, N, Cv)`` (None if it takes none).
 
         Args:
             h: ``(N, C)`` scalar features.
@@ -113,17 +130,34 @@ class Interaction(torch.nn.Module):
                 cutoff, and in empty slots).
             harmonics: ``(N, W, M)`` edge harmonics of the slots, times ``1 / n̄``.
             slots: the dense layout of the edges.
+            vectors: ``(3, N, Cv)`` the previous layer's vector features, if this layer
+                takes them.
         """
         weights = self.radial(radial) * h[slots.neighbours]  # (N, W, C)
-        return self.update_features(h, atomic_moments(harmonics, weights))  # (N, C)
+        moments = atomic_moments(harmonics, weights)  # (N, M, C)
+        incoming = None
+        if self.vectors_in:
+            # Σ_j R_v(r_ij) x_j / n̄ (harmonics[..., 0] is 1/n̄ in every slot; R_v vanishes
+            # in empty ones), beside the atom's own x_i: (3, N, 2 Cv)
+            radial_v = self.vector_radial(radial) * harmonics[..., :1]  # (N, W, Cv)
+            message = torch.einsum("nwc,dnwc->dnc", radial_v, vectors[:, slots.neighbours])
+            incoming = torch.cat([message, vectors], dim=2)  # (3, N, 2 Cv)
+        return self.update_features(h, moments, incoming)
 
-    def update_features(self, h: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+    def update_features(
+        self, h: torch.Tensor, moments: torch.Tensor, incoming: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The per-atom part of the layer: new features ``(N, C)`` from the old ``h (N, C)``
-        and the atomic moments ``(N, M, C)``."""
+        and the atomic moments ``(N, M, C)``; with ``incoming`` vectors ``(3, N, 2 Cv)``
+        mixed into the rank-1 rows, and the outgoing vectors ``(3, N, Cv)`` or None."""
         mixed = torch.bmm(moments.transpose(0, 1), self.mixing[self.l_of_m])  # (M, N, 2K')
+        if incoming is not None:  # equivariant: a linear map of channels, per component
+            rank1 = mixed[1:4] + incoming @ self.vector_mixing  # (3, N, 2K')
+            mixed = torch.cat([mixed[:1], rank1, mixed[4:]])  # (M, N, 2K')
         u, v = mixed.chunk(2, dim=2)  # 2 x (M, N, K')
         invariants = self.invariants(u, v)  # (N, n_inv * K')
-        return h + self.update(torch.cat([h, invariants], dim=1))  # (N, C)
+        h = h + self.update(torch.cat([h, invariants], dim=1))  # (N, C)
+        return h, (mixed[1:4] @ self.vector_out if self.vectors_out else None)
 
 
 class CartesianMPNN(EnergyModel):
@@ -143,6 +177,11 @@ class CartesianMPNN(EnergyModel):
         envelope_power: power ``p`` of the polynomial envelope.
         readout_hidden: hidden width of the last layer's readout (earlier ones are linear).
         activation: ``silu``, ``tanh`` or ``softplus``.
+        vector_channels: ``Cv``, rank-1 (vector) features passed from each layer to the
+            next besides the scalars (0: scalars only): a layer's mixed rank-1 moments,
+            mapped to ``Cv`` channels; the next layer adds ``Σ_j R_v(r_ij) x_j / n̄`` and the
+            atom's own ``x_i``, mixed per channel, to its rank-1 moments before the products
+            (equivariant messages, like MACE's ``1o`` hidden features). Needs ``l_max >= 1``.
     """
 
     name = "mpnn"
@@ -160,9 +199,12 @@ class CartesianMPNN(EnergyModel):
         envelope_power: Count = 6,
         readout_hidden: NonNegativeCount = 16,
         activation: Activation = "silu",
+        vector_channels: NonNegativeCount = 0,
     ) -> None:
         if layers < 1 or channels < 1 or radial_basis < 1:
             raise ValueError("layers, channels and radial_basis must be positive")
+        if vector_channels and l_max < 1:
+            raise ValueError("vector_channels need rank-1 harmonics: l_max >= 1")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}")
         product_channels = int(product_channels or channels)
@@ -178,7 +220,9 @@ class CartesianMPNN(EnergyModel):
             envelope_power=envelope_power,
             readout_hidden=readout_hidden,
             activation=activation,
+            vector_channels=vector_channels,
         )
+        self.vector_channels = vector_channels
         self.n_radial, self.envelope_power = radial_basis, envelope_power
         self.species = SpeciesIndex(self.elements)
         self.harmonics = CartesianHarmonics(l_max)
@@ -195,6 +239,8 @@ class CartesianMPNN(EnergyModel):
                 radial_hidden,
                 readout_hidden if t == layers - 1 else 0,
                 activation,
+                vectors_in=vector_channels if t > 0 else 0,
+                vectors_out=vector_channels if t < layers - 1 else 0,
             )
             for t in range(layers)
         )
@@ -275,10 +321,10 @@ class CartesianMPNN(EnergyModel):
         centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
         slots = neighbour_slots(centre, neighbour, species.shape[0])
         radial, harmonics = self.edge_features(graph, slots)  # (N, W, H), (N, W, M)
-        h = self.embedding[species]  # (N, C)
+        h, vectors = self.embedding[species], None  # (N, C)
         features = []
         for interaction in self.interactions:
-            h = interaction(h, radial, harmonics, slots)  # (N, C)
+            h, vectors = interaction(h, radial, harmonics, slots, vectors)  # (N, C), (3, N, Cv)
             features.append(h)
         return features
 
@@ -335,7 +381,9 @@ class CartesianMPNN(EnergyModel):
     ) -> MemberGradients:
         """Energies and exact derivatives of the ``K`` models with read-out weights shifted
         by ``shifts (K, L)``, from one explicit reverse pass over the members
-        (:mod:`mlpot.models.mpnn_gradients`)."""
+        (:mod:`mlpot.models.mpnn_gradients`); None with vector features (autograd then)."""
+        if self.vector_channels:
+            return None
         weights, biases, start = [], [], 0
         for interaction in self.interactions:
             last = interaction.readout[-1]

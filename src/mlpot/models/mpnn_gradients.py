@@ -140,7 +140,7 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
         inputs = h.detach().requires_grad_(t > 0)
         moments = moments.requires_grad_(True)
         with torch.enable_grad():
-            outputs = interaction.update_features(inputs, moments)  # (N, C)
+            outputs = interaction.update_features(inputs, moments)[0]  # (N, C)
         layers.append(LayerTrace(radial, slope, weights, inputs, moments, outputs))
         h = outputs.detach()
     return BodyTrace(
