@@ -94,6 +94,49 @@ def test_vector_features_reach_the_energy_and_fall_back_to_autograd_members():
         build_model({**SPEC, "l_max": 0, "vector_channels": 2})
 
 
+class TestCartesianMPNNTanhRadial(PhysicsConformance):
+    """Bounded radial features (``radial_activation: tanh``)."""
+
+    lattice_constant = 3.7
+    rattle = 0.1
+
+    def make_model(self):
+        torch.manual_seed(4)
+        model = build_model({**SPEC, "radial_activation": "tanh"}).double()
+        return fitted(model, self.make_structures(model), seed=7)
+
+
+def test_tanh_radial_features_are_bounded_and_keep_exact_member_derivatives():
+    """|φ| < 1 at any distance (SiLU's grow with the Bessel functions at short range), and
+    the explicit reverse pass of the shallow heads (closed-form dφ/dr) equals autograd."""
+    from ase.build import bulk
+
+    from mlpot.physics import outputs
+    from mlpot.physics.ensemble import predict_members
+
+    torch.manual_seed(5)
+    r = torch.linspace(0.05, 4.4, 200, dtype=torch.float64)
+    tanh = build_model({**SPEC, "radial_activation": "tanh"}).double()
+    silu = build_model(SPEC).double()
+    assert float(tanh.radial_features(r).detach().abs().max()) < 1.0
+    assert float(silu.radial_features(r[:10]).detach().abs().max()) > 1.0
+    with pytest.raises(ValueError, match="radial_activation"):
+        build_model({**SPEC, "radial_activation": "relu"})
+    spec = {**SPEC, "name": "mpnn_shallow", "heads": 3, "radial_activation": "tanh"}
+    shallow = build_model(spec).double().eval()
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 1, 1)
+    atoms.numbers[::3] = AG
+    atoms.set_cell(atoms.cell.array @ [[1, 0.06, 0], [0, 1, -0.04], [0.03, 0, 1]], True)
+    atoms.rattle(0.1, seed=2)
+    graph = atoms_to_graph(atoms, shallow.cutoff)
+    assert shallow.member_gradients(graph, strain=True) is not None
+    explicit = predict_members(shallow, graph, stress=True)
+    batched = predict_members(shallow, graph, stress=True, explicit_gradients=False)
+    for key, value in batched.items():
+        torch.testing.assert_close(explicit[key], value.detach(), rtol=1e-10, atol=1e-12)
+    assert float(explicit[outputs.MEMBER_FORCES].std(0).abs().max()) > 1e-6
+
+
 def test_harmonics_and_invariants_transform_correctly():
     """Y_1 rotates as a vector, M(Y_2) as Q M Qᵀ; the contractions are invariant."""
     gen = torch.Generator().manual_seed(0)

@@ -48,7 +48,7 @@ separate :class:`~mlpot.models.offsets.AtomicOffsets` term.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -177,6 +177,10 @@ class CartesianMPNN(EnergyModel):
         envelope_power: power ``p`` of the polynomial envelope.
         readout_hidden: hidden width of the last layer's readout (earlier ones are linear).
         activation: ``silu``, ``tanh`` or ``softplus``.
+        radial_activation: ``silu`` or ``tanh``, the activation of the shared radial
+            features. ``tanh`` bounds them (``|φ_h| < 1``), so atoms pushed closer than any
+            training pair cannot raise the moments, and with them the 3- and 4-body
+            products, by the cube of the Bessel functions' growth at short range.
         vector_channels: ``Cv``, rank-1 (vector) features passed from each layer to the
             next besides the scalars (0: scalars only): a layer's mixed rank-1 moments,
             mapped to ``Cv`` channels; the next layer adds ``Σ_j R_v(r_ij) x_j / n̄`` and the
@@ -200,6 +204,7 @@ class CartesianMPNN(EnergyModel):
         readout_hidden: NonNegativeCount = 16,
         activation: Activation = "silu",
         vector_channels: NonNegativeCount = 0,
+        radial_activation: Literal["silu", "tanh"] = "silu",
     ) -> None:
         if layers < 1 or channels < 1 or radial_basis < 1:
             raise ValueError("layers, channels and radial_basis must be positive")
@@ -221,15 +226,17 @@ class CartesianMPNN(EnergyModel):
             readout_hidden=readout_hidden,
             activation=activation,
             vector_channels=vector_channels,
+            radial_activation=radial_activation,
         )
         self.vector_channels = vector_channels
         self.n_radial, self.envelope_power = radial_basis, envelope_power
         self.species = SpeciesIndex(self.elements)
         self.harmonics = CartesianHarmonics(l_max)
         self.embedding = torch.nn.Parameter(torch.randn(len(self.elements), channels))
-        # no bias and SiLU(0) = 0: a zero basis (beyond the cutoff) gives zero φ
+        # no bias and SiLU(0) = tanh(0) = 0: a zero basis (beyond the cutoff) gives zero φ
+        squash = torch.nn.Tanh() if radial_activation == "tanh" else torch.nn.SiLU()
         self.radial = torch.nn.Sequential(
-            torch.nn.Linear(radial_basis, radial_hidden, bias=False), torch.nn.SiLU()
+            torch.nn.Linear(radial_basis, radial_hidden, bias=False), squash
         )
         self.interactions = torch.nn.ModuleList(
             Interaction(

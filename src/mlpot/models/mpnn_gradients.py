@@ -89,13 +89,13 @@ class BodyTrace:
 
 def radial_slope(model: EnergyModel, r: torch.Tensor) -> torch.Tensor:
     """``dφ_h/dr`` ``(E, H)`` per Å of :meth:`~mlpot.models.mpnn.CartesianMPNN.radial_features`
-    ``φ = SiLU(W (b(r) u(r)))``, with the Bessel functions ``b_n = sin(nπx)/x`` and the
+    ``φ = SiLU(W (b(r) u(r)))`` (or tanh), with the Bessel functions ``b_n = sin(nπx)/x`` and the
     polynomial envelope ``u`` of :mod:`mlpot.nn.radial` (``x = r / r_c``), differentiated
     in closed form (forward-mode autograd costs ten times the features themselves on small
     molecules)."""
     linear, activation = model.radial[0], model.radial[1]
-    if not isinstance(activation, torch.nn.SiLU) or linear.bias is not None:
-        raise TypeError("radial_slope expects the mpnn's bias-free linear layer + SiLU")
+    if not isinstance(activation, torch.nn.SiLU | torch.nn.Tanh) or linear.bias is not None:
+        raise TypeError("radial_slope expects the mpnn's bias-free linear layer + SiLU/tanh")
     cutoff, power = model.cutoff, float(model.envelope_power)
     x = (r / cutoff)[:, None]  # (E, 1)
     n_pi = math.pi * torch.arange(1, model.n_radial + 1, dtype=r.dtype, device=r.device)  # (B,)
@@ -107,6 +107,8 @@ def radial_slope(model: EnergyModel, r: torch.Tensor) -> torch.Tensor:
     d_envelope = torch.where(x < 1.0, d_envelope / cutoff, torch.zeros_like(x))  # (E, 1)
     z = linear(bessel * envelope)  # (E, H)
     dz = linear(d_bessel * envelope + bessel * d_envelope)  # (E, H)
+    if isinstance(activation, torch.nn.Tanh):
+        return (1.0 - torch.tanh(z) ** 2) * dz  # (E, H)
     sigmoid = torch.sigmoid(z)
     return sigmoid * (1.0 + z * (1.0 - sigmoid)) * dz  # (E, H)
 
