@@ -4,7 +4,7 @@ Design (in the family of MACE and PaiNN, written for speed on CPUs):
 
 * **Edges.** ``r_ij`` comes from :func:`~mlpot.data.graph.edge_vectors` inside the forward
   pass (stress includes periodic images). Radial features ``φ_h(r)`` are Bessel functions
-  times a polynomial envelope through one linear + SiLU layer with no bias, so they vanish
+  times a polynomial envelope through one linear + SiLU (or tanh) layer with no bias, so they vanish
   at ``r_c`` with two continuous derivatives; directions are Cartesian harmonics ``Y`` up
   to ``l_max = 2`` (``1``, ``u``, ``u uᵀ - I/3``; :mod:`mlpot.nn.cartesian`). Both are
   computed once, in a dense per-atom layout of the edges (:mod:`mlpot.nn.moments`), and
