@@ -98,9 +98,9 @@ def name_of(atoms, dihedral) -> str:
 def labelled(atoms, calc, **info):
     from ase.calculators.singlepoint import SinglePointCalculator
 
+    atoms.calc = calc  # a relaxation's last energy is reused, not computed again
+    energy = float(atoms.get_potential_energy())
     copy = atoms.copy()
-    copy.calc = calc
-    energy = float(copy.get_potential_energy())
     copy.constraints = []
     copy.calc = SinglePointCalculator(copy, energy=energy)
     copy.info.update(info)

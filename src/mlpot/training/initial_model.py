@@ -72,4 +72,4 @@ def refit_offsets(model: EnergyModel, samples: list[Sample], graphs: list[Graph]
         return
     offsets = model.terms[0]
     known = fixed_energies(list(model.terms[1:]), graphs)
-    offsets.set_energies(reference_offsets(samples, offsets.elements, known)._config["energies"])
+    offsets.set_energies(reference_offsets(samples, offsets.elements, known).energies.tolist())
