@@ -21,6 +21,7 @@ ORDER = [
     "uncertainty",
     "calculators",
     "md",
+    "export",
     "training",
     "active",
     "validation",

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mlpot.cli.export import export
 from mlpot.cli.learn import learn
 from mlpot.cli.training import evaluate, fisher, train
 from mlpot.cli.uncertainty import calibrate, llpr, probe
@@ -26,6 +27,7 @@ app.command()(calibrate)
 app.command()(llpr)
 app.command()(probe)
 app.command()(fisher)
+app.command()(export)
 
 
 def _print_version(value: bool) -> None:

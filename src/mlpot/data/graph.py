@@ -139,7 +139,9 @@ def edge_vectors(graph: Graph) -> torch.Tensor:
     """
     i, j = graph[EDGE_INDEX]
     cell = graph[CELL]
-    if cell.shape[0] == 1:  # one structure: no per-edge copy of the cell
+    # One structure: no per-edge copy of the cell (a traced model takes the general path,
+    # which holds for any number of structures).
+    if cell.shape[0] == 1 and not torch.jit.is_tracing():
         offsets = graph[CELL_SHIFTS] @ cell[0]  # (E, 3)
     else:
         cell_per_edge = cell[graph[BATCH][i]]  # (E, 3, 3)

@@ -326,7 +326,7 @@ class CartesianMPNN(EnergyModel):
         """Every layer's output features ``h_t (N, C)``, first to last."""
         species = self.species(graph[NUMBERS])  # (N,)
         centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
-        slots = neighbour_slots(centre, neighbour, species.shape[0])
+        slots = neighbour_slots(centre, neighbour, species)
         radial, harmonics = self.edge_features(graph, slots)  # (N, W, H), (N, W, M)
         h, vectors = self.embedding[species], None  # (N, C)
         features = []

@@ -120,7 +120,7 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
     species = model.species(graph[NUMBERS])  # (N,)
     n_atoms = species.shape[0]
     centre, neighbour = graph[EDGE_INDEX]
-    slots = neighbour_slots(centre, neighbour, n_atoms)
+    slots = neighbour_slots(centre, neighbour, species)
     width = slots.width
     with torch.no_grad():
         vectors = edge_vectors(graph)  # (E, 3)
@@ -130,12 +130,13 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
         unit = vectors / r[:, None]  # (N*W, 3)
         harmonics = model.harmonics(unit) * model.inverse_neighbors  # (N*W, M)
         phi_both = torch.stack([model.radial_features(r), radial_slope(model, r)])  # (2, N*W, H)
-        harmonics = harmonics.view(n_atoms, width, -1)  # (N, W, M)
+        harmonics = harmonics.view(n_atoms, width, harmonics.shape[-1])  # (N, W, M)
         h = model.embedding[species]  # (N, C)
     layers = []
     for t, interaction in enumerate(model.interactions):
         with torch.no_grad():
-            both = interaction.radial(phi_both).view(2, n_atoms, width, -1)  # (2, N, W, C)
+            both = interaction.radial(phi_both)  # (2, N*W, C)
+            both = both.view(2, n_atoms, width, both.shape[-1])  # (2, N, W, C)
             radial, slope = both.unbind(0)  # 2 x (N, W, C)
             weights = radial * h[slots.neighbours]  # (N, W, C)
             moments = atomic_moments(harmonics, weights)  # (N, M, C)
@@ -241,10 +242,11 @@ def _edge_block_pull_back(
     for start in range(0, n_atoms, block):
         rows = slice(start, start + block)
         g_weights = torch.bmm(body.harmonics[rows], by_harmonic[rows])  # (n, W, K*C)
-        g_weights = g_weights.view(-1, width, k_members, channels)  # (n, W, K, C)
+        n_rows = g_weights.shape[0]  # (explicit: W may be 0, structures without edges)
+        g_weights = g_weights.view(n_rows, width, k_members, channels)  # (n, W, K, C)
         g_r[rows] += (g_weights * slope[rows, :, None, :]).sum(-1)  # (n, W, K)
         g_y[rows] += torch.bmm(layer.weights[rows], by_channel[rows]).view(
-            -1, width, k_members, m_size
+            n_rows, width, k_members, m_size
         )  # (n, W, K, M)
         if gathered is not None:
             messages = g_weights * layer.radial[rows, :, None, :]  # (n, W, K, C)

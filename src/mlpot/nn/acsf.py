@@ -198,6 +198,8 @@ class ACSF(torch.nn.Module):
     def _chunks(self, vectors: torch.Tensor, *per_edge: torch.Tensor, width: int | None = None):
         """Edge tensors split into chunks whose largest per-edge temporary, ``width``
         numbers per edge (default: the angular moments), stays within EDGE_CHUNK_BYTES."""
+        if torch.jit.is_tracing():  # a traced model (export): one chunk of any length
+            return [[vectors]] + [[x] for x in per_edge]
         width = width or self.angular_etas.shape[0] * self.order_onehot.shape[0]
         chunk = max(MIN_EDGE_CHUNK, EDGE_CHUNK_BYTES // (vectors.element_size() * width))
         return [vectors.split(chunk)] + [x.split(chunk) for x in per_edge]

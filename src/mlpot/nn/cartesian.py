@@ -82,8 +82,7 @@ class CartesianInvariants(torch.nn.Module):
 
     def matrix(self, y2: torch.Tensor) -> torch.Tensor:
         """``M(y)`` of ``(5, N, K)`` rank-2 components: ``(3, 3, N, K)``."""
-        n, k = y2.shape[1], y2.shape[2]
-        return (self.matrices @ y2.reshape(5, n * k)).view(3, 3, n, k)  # (3, 3, N, K)
+        return (self.matrices @ y2.reshape(5, -1)).view(3, 3, *y2.shape[1:])  # (3, 3, N, K)
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         u1, v1 = u[1:4], v[1:4]  # (3, N, K)

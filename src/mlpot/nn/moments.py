@@ -27,18 +27,26 @@ class NeighbourSlots:
     Attributes:
         index: ``(E,)`` flat position ``centre * width + slot`` of each edge.
         neighbours: ``(N, W)`` neighbour atom of each slot (atom 0 in empty slots).
-        n_atoms: ``N``.
-        width: ``W``, the largest number of edges of one centre atom (0 without edges).
     """
 
     index: torch.Tensor
     neighbours: torch.Tensor
-    n_atoms: int
-    width: int
+
+    @property
+    def n_atoms(self) -> int:
+        """``N`` (read from the layout's shape, so a traced model keeps it symbolic)."""
+        return self.neighbours.shape[0]
+
+    @property
+    def width(self) -> int:
+        """``W``, the largest number of edges of one centre atom (0 without edges)."""
+        return self.neighbours.shape[1]
 
 
-def neighbour_slots(centre: torch.Tensor, neighbour: torch.Tensor, n_atoms: int) -> NeighbourSlots:
-    """The dense layout of edges ``(E,)`` from ``centre`` to ``neighbour`` (any order)."""
+def _dense_layout(
+    centre: torch.Tensor, neighbour: torch.Tensor, atoms: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n_atoms = atoms.shape[0]
     counts = torch.bincount(centre, minlength=n_atoms)  # (N,)
     width = int(counts.max()) if centre.numel() > 0 else 0
     order = torch.argsort(centre, stable=True)  # (E,)
@@ -48,12 +56,31 @@ def neighbour_slots(centre: torch.Tensor, neighbour: torch.Tensor, n_atoms: int)
     index = centre * width + slot  # (E,)
     neighbours = torch.zeros(n_atoms * width, dtype=torch.long, device=centre.device)
     neighbours = neighbours.index_copy_(0, index, neighbour).view(n_atoms, width)  # (N, W)
-    return NeighbourSlots(index, neighbours, n_atoms, width)
+    return index, neighbours
+
+
+# The width W is data (the largest neighbour count): a traced model (export) calls the
+# compiled layout so that W is computed for every structure instead of fixed at tracing.
+_scripted_dense_layout = None
+
+
+def neighbour_slots(
+    centre: torch.Tensor, neighbour: torch.Tensor, atoms: torch.Tensor
+) -> NeighbourSlots:
+    """The dense layout of edges ``(E,)`` from ``centre`` to ``neighbour`` (any order), for
+    the atoms of a per-atom tensor ``atoms (N, ...)`` (e.g. their species)."""
+    if torch.jit.is_tracing():
+        global _scripted_dense_layout
+        if _scripted_dense_layout is None:
+            _scripted_dense_layout = torch.jit.script(_dense_layout)
+        return NeighbourSlots(*_scripted_dense_layout(centre, neighbour, atoms))
+    return NeighbourSlots(*_dense_layout(centre, neighbour, atoms))
 
 
 def pad_edges(values: torch.Tensor, slots: NeighbourSlots, fill: torch.Tensor) -> torch.Tensor:
     """Per-edge ``values (E, F)`` -> dense ``(N, W, F)``, ``fill (F,)`` in empty slots."""
-    flat = fill.expand(slots.n_atoms * slots.width, values.shape[1])  # (N*W, F)
+    shape = (slots.n_atoms, slots.width, values.shape[1])
+    flat = fill.expand(shape).reshape(-1, values.shape[1])  # (N*W, F)
     flat = flat.index_copy(0, slots.index, values)  # (N*W, F)
     return flat.view(slots.n_atoms, slots.width, values.shape[1])  # (N, W, F)
 
