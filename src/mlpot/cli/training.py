@@ -40,8 +40,10 @@ def train(
     """Train a model as a YAML config says.
 
     Writes model.pt, metrics.json and history.jsonl to the config's output directory, and
-    prints the validation (and test) errors of the best model.
+    prints the validation (and test) errors of the best model. Started by torchrun
+    (torchrun --nproc-per-node N --no-python mlpot train CONFIG), it trains data-parallel.
     """
+    from mlpot.training import distributed
     from mlpot.training.config import load_config
     from mlpot.training.run import run_training
 
@@ -50,7 +52,10 @@ def train(
         cfg = load_config(config)
         if device is not None:
             cfg.training.device = device
+        ranks = distributed.setup(cfg.training.device)
         result = run_training(cfg, resume=resume, trust_code=trust_code, log=typer.echo)
+    if not ranks.main:
+        return
     typer.echo(
         f"stopped after {result.train.epochs_run} epochs ({result.train.stop_reason}); "
         f"model: {result.model_path}"

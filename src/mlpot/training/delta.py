@@ -35,6 +35,7 @@ from mlpot.calculators.oracles import ORACLES, check_oracle_name, make_oracle
 from mlpot.data.dataset import Sample
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import atomic_save
+from mlpot.training import distributed
 
 CACHE_FILE = "baseline_labels.pt"
 _SAVE_EVERY_S = 30.0
@@ -153,9 +154,10 @@ def compute_baseline(
     trust_code: bool = False,
 ) -> list[BaselineLabels]:
     """Baseline labels of every sample, from ``cache`` where it has them; new ones are
-    added to the cache (written every 30 s and at the end, so a kill loses little).
-    ``trust_code``: allow a ``module:factory`` baseline to run."""
+    added to the cache (written every 30 s and at the end, so a kill loses little; under
+    torchrun by process 0 only). ``trust_code``: allow a ``module:factory`` baseline to run."""
     path = Path(cache) if cache is not None else None
+    writes = path is not None and distributed.current().main
     if spec["name"] not in ORACLES:  # refused even when every label is in the cache
         check_oracle_name(spec["name"], trust_code=trust_code)
     stored = _read_cache(path)
@@ -177,7 +179,7 @@ def compute_baseline(
                 entry["stress"] = torch.from_numpy(labels.stress)
             stored[key] = entry
             new += 1
-            if path is not None and time.monotonic() - last_save > _SAVE_EVERY_S:
+            if writes and time.monotonic() - last_save > _SAVE_EVERY_S:
                 atomic_save(stored, path)
                 last_save = time.monotonic()
         entry = stored[key]
@@ -195,7 +197,7 @@ def compute_baseline(
                 entry["stress"].numpy() if "stress" in entry else None,
             )
         )
-    if path is not None and new:
+    if writes and new:
         atomic_save(stored, path)
     return out
 

@@ -16,10 +16,12 @@ import torch
 from mlpot.data.dataset import Sample
 from mlpot.data.graph import Graph
 from mlpot.data.loader import iterate_batches
+from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import load_model, save_model, torch_dtype
 from mlpot.models.ensembles import Committee
 from mlpot.processes import die_with_parent
+from mlpot.training import distributed
 from mlpot.training.config import TrainConfig
 from mlpot.training.finetune import FinetuneStart, ReplaySampler, ewc_penalty, replay_count
 from mlpot.training.initial_model import build_initial_model, refit_offsets
@@ -117,6 +119,12 @@ def train_committee(
             (member_config, member_train, validation, member_dir, member_resume,
              {**metadata, "member": k}, checkpoint_fields, starts[k] if starts else None)
         )  # fmt: skip
+    if config.ensemble.workers > 1 and distributed.current().parallel:
+        raise MlpotInputError(
+            "members train one after another, each data-parallel, under torchrun: "
+            "set ensemble.workers to 1",
+            field="ensemble.workers",
+        )
     if config.ensemble.workers > 1 and len(jobs) > 1:
         outcomes = _in_processes(jobs, config.ensemble.workers)
     else:
@@ -128,15 +136,16 @@ def train_committee(
         model = trained.get(member_dir)
         members.append(model if model is not None else load_model(member_dir / MODEL_FILE))
     committee = Committee(members)
-    save_model(
-        output / MODEL_FILE,
-        committee,
-        training={
-            **metadata,
-            "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
-        },
-        **(checkpoint_fields or {}),
-    )
+    if distributed.current().main:
+        save_model(
+            output / MODEL_FILE,
+            committee,
+            training={
+                **metadata,
+                "ensemble": {"size": config.ensemble.size, "bootstrap": config.ensemble.bootstrap},
+            },
+            **(checkpoint_fields or {}),
+        )
     return TrainResult(
         committee,
         min((o.best_validation_loss for o in outcomes), default=float("nan")),
@@ -181,7 +190,9 @@ def _train_member(
         checkpoint_fields=checkpoint_fields,
         start=start,
     )
-    (output / "done").write_text(result.stop_reason)
+    if distributed.current().main:
+        (output / "done").write_text(result.stop_reason)
+    distributed.barrier()
     model = result.model if keep_model else None
     return _MemberOutcome(result.best_validation_loss, result.epochs_run, result.history, model)
 

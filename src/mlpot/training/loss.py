@@ -76,10 +76,11 @@ class LossTerms:
     ensemble_nll: torch.Tensor | None = None
 
 
-def _masked_mse(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _masked_sse(diff: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Sum of squares of ``diff`` where ``mask`` holds, and how many entries that is."""
     if not bool(mask.any()):
-        return diff.new_zeros(())
-    return diff[mask].pow(2).mean()
+        return diff.new_zeros(()), 0
+    return diff[mask].pow(2).sum(), int(mask.sum())
 
 
 def predict_for_loss(
@@ -94,46 +95,86 @@ def predict_for_loss(
     return predict(model, batch, forces=True, stress=stress, create_graph=create_graph)
 
 
-def ensemble_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
-    """Mean ``0.5 (r² / v + log v)`` over structures, with ``r`` the error of the members'
-    mean energy per atom (held fixed) and ``v`` the members' variance of it (eV²)."""
+def _ensemble_nll_sum(pred: dict[str, torch.Tensor], batch: Graph) -> tuple[torch.Tensor, int]:
+    """Sum of ``0.5 (r² / v + log v)`` over structures, with ``r`` the error of the members'
+    mean energy per atom (held fixed) and ``v`` the members' variance of it (eV²); and the
+    number of structures with an energy label."""
     n_atoms = batch[N_ATOMS].to(pred[outputs.ENERGY].dtype)
     members = pred[outputs.MEMBER_ENERGY] / n_atoms  # (K, S)
     residual = members.mean(0).detach() - batch[ENERGY] / n_atoms  # (S,)
     variance = members.var(0) + 1e-12  # (S,); the floor keeps identical heads finite
     keep = torch.isfinite(residual)
     if not bool(keep.any()):
-        return residual.new_zeros(())
-    return (0.5 * (residual[keep] ** 2 / variance[keep] + variance[keep].log())).mean()
+        return residual.new_zeros(()), 0
+    terms = 0.5 * (residual[keep] ** 2 / variance[keep] + variance[keep].log())
+    return terms.sum(), int(keep.sum())
+
+
+def ensemble_nll(pred: dict[str, torch.Tensor], batch: Graph) -> torch.Tensor:
+    """Mean ``0.5 (r² / v + log v)`` over structures with an energy label (see
+    :func:`_ensemble_nll_sum`)."""
+    total, count = _ensemble_nll_sum(pred, batch)
+    return total / max(count, 1)
+
+
+#: The loss terms, each a sum over entries divided by their number (see compute_loss).
+TERMS = ("energy", "forces", "stress", "net_force", "ensemble_nll")
+
+
+def loss_sums(
+    pred: dict[str, torch.Tensor], batch: Graph, weights: dict[str, float]
+) -> dict[str, tuple[torch.Tensor, int]]:
+    """Every loss term as ``(sum over its entries, number of entries)``; labels that are
+    NaN (absent) are left out. Data-parallel training adds the counts of all processes
+    before dividing (:func:`compute_loss`'s ``counts``)."""
+    n_atoms = batch[N_ATOMS].to(pred[outputs.ENERGY].dtype)
+    e_diff = (pred[outputs.ENERGY] - batch[ENERGY]) / n_atoms
+    zero = e_diff.new_zeros(())
+    sums = {term: (zero, 0) for term in TERMS}
+    sums["energy"] = _masked_sse(e_diff, torch.isfinite(e_diff))
+    if outputs.FORCES in pred:
+        f_diff = pred[outputs.FORCES] - batch[FORCES]
+        sums["forces"] = _masked_sse(f_diff, torch.isfinite(f_diff))
+        net = structure_sum(pred[outputs.FORCES], batch)  # (S, 3)
+        sums["net_force"] = ((net.pow(2).sum(-1) / n_atoms).sum(), int(n_atoms.shape[0]))
+    if outputs.STRESS in pred and STRESS_MASK in batch:
+        mask = batch[STRESS_MASK]
+        sums["stress"] = _masked_sse(
+            pred[outputs.STRESS] - batch[STRESS], mask[:, None, None].expand(-1, 3, 3)
+        )
+    if outputs.MEMBER_ENERGY in pred and weights.get("ensemble_nll", 0.0) > 0:
+        sums["ensemble_nll"] = _ensemble_nll_sum(pred, batch)
+    return sums
 
 
 def compute_loss(
-    pred: dict[str, torch.Tensor], batch: Graph, weights: dict[str, float]
+    pred: dict[str, torch.Tensor],
+    batch: Graph,
+    weights: dict[str, float],
+    *,
+    counts: dict[str, int] | None = None,
 ) -> LossTerms:
-    """Weighted sum of the terms; labels that are NaN (absent) are left out."""
-    n_atoms = batch[N_ATOMS].to(pred[outputs.ENERGY].dtype)
-    e_diff = (pred[outputs.ENERGY] - batch[ENERGY]) / n_atoms
-    energy = _masked_mse(e_diff, torch.isfinite(e_diff))
-    zero = energy.new_zeros(())
-    forces = stress = net_force = zero
-    if outputs.FORCES in pred:
-        f_diff = pred[outputs.FORCES] - batch[FORCES]
-        forces = _masked_mse(f_diff, torch.isfinite(f_diff))
-        net = structure_sum(pred[outputs.FORCES], batch)  # (S, 3)
-        net_force = (net.pow(2).sum(-1) / n_atoms).mean()
-    if outputs.STRESS in pred and STRESS_MASK in batch:
-        mask = batch[STRESS_MASK]
-        stress = _masked_mse(
-            pred[outputs.STRESS] - batch[STRESS], mask[:, None, None].expand(-1, 3, 3)
-        )
+    """Weighted sum of the terms, each the mean of its entries: mean squared errors of the
+    energy per atom, force and stress components, mean squared net force per atom, mean
+    ensemble NLL. Labels that are NaN (absent) are left out. ``counts``: the number of
+    entries of each term to divide by (default: this batch's); data-parallel training
+    passes those of the whole global batch, so that the processes' losses add up to the
+    global batch's loss."""
+    sums = loss_sums(pred, batch, weights)
+    means = {
+        term: total / max(counts[term] if counts is not None else count, 1)
+        for term, (total, count) in sums.items()
+    }
     total = (
-        weights["energy"] * energy
-        + weights["forces"] * forces
-        + weights["stress"] * stress
-        + weights["net_force"] * net_force
+        weights["energy"] * means["energy"]
+        + weights["forces"] * means["forces"]
+        + weights["stress"] * means["stress"]
+        + weights["net_force"] * means["net_force"]
     )
     spread = None
     if outputs.MEMBER_ENERGY in pred and weights.get("ensemble_nll", 0.0) > 0:
-        spread = ensemble_nll(pred, batch)
+        spread = means["ensemble_nll"]
         total = total + weights["ensemble_nll"] * spread
-    return LossTerms(total, energy, forces, stress, net_force, spread)
+    return LossTerms(
+        total, means["energy"], means["forces"], means["stress"], means["net_force"], spread
+    )

@@ -23,6 +23,7 @@ from mlpot.data.loader import iterate_batches
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import torch_dtype, update_checkpoint
+from mlpot.training import distributed
 from mlpot.training.config import TrainConfig
 from mlpot.training.delta import CACHE_FILE, delta_splits
 from mlpot.training.finetune import (
@@ -322,6 +323,8 @@ def run_training(
         fields={"baseline": baseline},
         warm_start=warm_start,
     )
+    if not distributed.current().main:  # under torchrun process 0 writes the statistics
+        return RunResult(output / MODEL_FILE, fitted.result, {}, None)
     _store_statistics(config, fitted, splits, start, output / MODEL_FILE)
     summary = _metrics(config, fitted, splits, baseline, output)
     return RunResult(output / MODEL_FILE, fitted.result, summary["validation"], summary["test"])

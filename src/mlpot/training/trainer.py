@@ -15,14 +15,15 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from mlpot.data.graph import STRESS_MASK, Graph, graph_to
-from mlpot.data.loader import iterate_batches
+from mlpot.data.graph import STRESS_MASK, Graph, collate, graph_to
+from mlpot.data.loader import iterate_batches, iterate_shards
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import atomic_save, save_model, torch_dtype
 from mlpot.models.registry import build_model, model_spec
 from mlpot.physics.derivatives import predict
-from mlpot.training.loss import LossWeights, compute_loss, predict_for_loss
+from mlpot.training import distributed
+from mlpot.training.loss import TERMS, LossWeights, compute_loss, loss_sums, predict_for_loss
 from mlpot.training.metrics import evaluate
 from mlpot.training.options import TrainingOptions
 
@@ -117,6 +118,11 @@ class Trainer:
         )
         self.generator = torch.Generator().manual_seed(options.seed)
         self.state = _State()
+        self.ranks = distributed.current()
+        if self.ranks.parallel:  # one starting point (the seeds agree; this makes sure)
+            distributed.broadcast_module(self.model)
+            if self.ema is not None:
+                distributed.broadcast_module(self.ema)
 
     @property
     def averaged(self) -> EnergyModel:
@@ -124,6 +130,8 @@ class Trainer:
 
     # ---- persistence -------------------------------------------------------------------
     def save_state(self) -> None:
+        if not self.ranks.main:
+            return
         atomic_save(
             {
                 "model_spec": model_spec(self.model),
@@ -199,26 +207,55 @@ class Trainer:
         self.model.train()
         if self.replay is not None:
             graphs = graphs + self.replay(self.generator)
+        ranks = self.ranks
         total, count = 0.0, 0
-        for batch in iterate_batches(graphs, self.options.batch_size, generator=self.generator):
-            batch = graph_to(batch, self.options.device)
-            pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
-            loss = compute_loss(pred, batch, self.weights).total
-            if self.penalty is not None:
-                loss = loss + self.penalty(self.model)
-            if not torch.isfinite(loss):
+        shards = iterate_shards(
+            graphs,
+            self.options.batch_size,
+            generator=self.generator,
+            rank=ranks.rank,
+            world=ranks.world,
+        )
+        for shard in shards:
+            loss, n = self._shard_loss(shard, stress)
+            if ranks.parallel:  # the global batch's loss and size, the same everywhere
+                loss_value = distributed.sum_tensor(loss)
+                n = int(distributed.sum_tensor(torch.tensor(float(n))))
+            else:
+                loss_value = loss.detach()
+            if not torch.isfinite(loss_value):
                 raise FloatingPointError(
-                    f"training loss became {float(loss)} at epoch {self.state.epoch + 1}; "
+                    f"training loss became {float(loss_value)} at epoch {self.state.epoch + 1}; "
                     "lower learning_rate or check the labels"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ranks.parallel:
+                distributed.sum_gradients(self.model)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            n = int(batch["n_atoms"].shape[0])
-            total, count = total + float(loss.detach()) * n, count + n
+            total, count = total + float(loss_value) * n, count + n
         return total / max(count, 1)
+
+    def _shard_loss(self, shard: list[Graph], stress: bool) -> tuple[torch.Tensor, int]:
+        """This process's part of a global batch's loss (all of it in one process), and
+        its number of structures. In parallel, every term divides by the global batch's
+        number of entries, so the parts add up to the global loss."""
+        if not shard:  # a batch smaller than the number of processes: nothing here
+            distributed.sum_counts(dict.fromkeys(TERMS, 0), self.options.device)
+            zero = torch.zeros((), dtype=self.dtype, device=self.options.device)
+            return zero.requires_grad_(), 0
+        batch = graph_to(collate(shard), self.options.device)
+        pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
+        counts = None
+        if self.ranks.parallel:
+            local = {term: n for term, (_, n) in loss_sums(pred, batch, self.weights).items()}
+            counts = distributed.sum_counts(local, self.options.device)
+        loss = compute_loss(pred, batch, self.weights, counts=counts).total
+        if self.penalty is not None and self.ranks.main:  # once per global step
+            loss = loss + self.penalty(self.model)
+        return loss, int(batch["n_atoms"].shape[0])
 
     def fit(self, train_graphs: list[Graph], val_graphs: list[Graph]) -> TrainResult:
         opts, state = self.options, self.state
@@ -230,17 +267,22 @@ class Trainer:
             initial=state.epoch,
             desc="training",
             unit="epoch",
-            disable=not opts.progress,
+            disable=not (opts.progress and self.ranks.main),
         )
         while state.epoch < opts.epochs:
             start = time.perf_counter()
             train_loss = self._train_epoch(train_graphs, stress)
-            val_loss, metrics = _validation_loss(
-                self.averaged.eval(), val_graphs, self.weights, opts, stress=stress
-            )
+            val_loss, metrics, elapsed = None, None, None
+            if self.ranks.main:
+                val_loss, metrics = _validation_loss(
+                    self.averaged.eval(), val_graphs, self.weights, opts, stress=stress
+                )
+                elapsed = time.perf_counter() - start
+            if self.ranks.parallel:  # process 0's figures decide for everyone
+                val_loss, metrics, elapsed = distributed.broadcast((val_loss, metrics, elapsed))
             self.scheduler.step(val_loss)
             state.epoch += 1
-            state.elapsed_s += time.perf_counter() - start
+            state.elapsed_s += elapsed
             record = {
                 "epoch": state.epoch,
                 "train_loss": train_loss,
@@ -266,12 +308,15 @@ class Trainer:
             if reason != "epochs":
                 break
         bar.close()
+        distributed.barrier()  # process 0 has written the best model
         from mlpot.models.checkpoint import load_model
 
         best = load_model(self.output_dir / MODEL_FILE, dtype=self.dtype, device=opts.device)
         return TrainResult(best, state.best_loss, state.epoch, reason, state.history)
 
     def _log(self, record: dict[str, Any], bar) -> None:
+        if not self.ranks.main:
+            return
         with open(self.output_dir / HISTORY_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         forces = record["validation"].get("forces", {}).get("rmse", float("nan"))
@@ -284,6 +329,8 @@ class Trainer:
         bar.update(1)
 
     def save_model(self, path: Path) -> None:
+        if not self.ranks.main:
+            return
         meta = {
             **self.metadata,
             "epoch": self.state.epoch,
