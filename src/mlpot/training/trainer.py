@@ -220,7 +220,7 @@ class Trainer:
             loss, n = self._shard_loss(shard, stress)
             if ranks.parallel:  # the global batch's loss and size, the same everywhere
                 loss_value = distributed.sum_tensor(loss)
-                n = int(distributed.sum_tensor(torch.tensor(float(n))))
+                n = int(distributed.sum_tensor(torch.tensor(float(n), device=loss.device)))
             else:
                 loss_value = loss.detach()
             if not torch.isfinite(loss_value):
