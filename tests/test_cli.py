@@ -57,10 +57,22 @@ def test_invalid_config_exits_cleanly(tmp_path):
 
 # ----------------------------------------------------------------------------- help and options
 
-COMMANDS = ["learn", "train", "eval", "validate", "calibrate", "llpr", "probe", "fisher", "export"]
-# Commands that may build an oracle named in a file, a config or an option (export refuses a
-# delta-learned checkpoint instead of running its baseline).
-RUN_ORACLES = [command for command in COMMANDS if command != "export"]
+COMMANDS = [
+    "learn",
+    "train",
+    "eval",
+    "validate",
+    "calibrate",
+    "llpr",
+    "probe",
+    "fisher",
+    "export",
+    "fit-dipole",
+    "spectrum",
+]
+# Commands that may build an oracle named in a file, a config or an option (export and
+# spectrum refuse a delta-learned checkpoint instead of running its baseline).
+RUN_ORACLES = [c for c in COMMANDS if c not in ("export", "fit-dipole", "spectrum")]
 
 
 def test_bare_mlpot_prints_help_and_version_exists():

@@ -293,3 +293,68 @@ def load_model(
     if dtype is not None:
         model = model.to(torch_dtype(dtype, field="dtype"))
     return model.to(device).eval()
+
+
+#: Format of a response-property model file (a dipole model).
+RESPONSE_FORMAT = "mlpot-response"
+
+
+def save_response_model(path: str | Path, model, *, training: dict[str, Any] | None = None) -> None:
+    """Write a response-property model (:class:`mlpot.models.dipole.DipoleModel`): its
+    kind, its config (the body as a registry spec), weights and dtype."""
+    dtype = next((p.dtype for p in model.parameters()), torch.float64)
+    payload = {
+        "format": RESPONSE_FORMAT,
+        "format_version": 1,
+        "mlpot_version": package_version(),
+        "kind": model.kind,
+        "config": model.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "dtype": str(dtype).removeprefix("torch."),
+        "units": {"dipole": "e Å", "length": "Å"},
+        "training": training or {},
+    }
+    atomic_save(payload, path)
+
+
+def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = None):
+    """Rebuild a response-property model written by :func:`save_response_model`, in
+    evaluation mode. Like an energy checkpoint, nothing named in the file is imported or
+    run: the body comes from the registry."""
+    from mlpot.models.dipole import DipoleModel
+
+    source = str(path)
+    if not Path(path).exists():
+        raise MlpotInputError("model file not found", source=source)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise MlpotInputError(
+            f"not an mlpot model file ({err.__class__.__name__}: {err})", source=source
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != RESPONSE_FORMAT:
+        raise MlpotInputError("not an mlpot response-property model", source=source)
+    if payload.get("kind") != DipoleModel.kind:
+        raise MlpotInputError(
+            f"unknown response kind {_describe(payload.get('kind'))}", source=source, field="kind"
+        )
+    config = payload.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("body"), dict):
+        raise MlpotInputError("must be a dict with a 'body' spec", source=source, field="config")
+    try:
+        body = build_model(config["body"])
+        model = DipoleModel(
+            body, **{k: int(config[k]) for k in ("hidden", "radial_basis") if k in config}
+        )
+    except (MlpotInputError, ValueError, TypeError) as err:
+        raise MlpotInputError(str(err), source=source, field="config") from None
+    model = model.to(torch_dtype(payload.get("dtype", "float64"), source=source))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise MlpotInputError(
+            f"weights do not fit the model config: {err}", source=source, field="state_dict"
+        ) from None
+    if dtype is not None:
+        model = model.to(torch_dtype(dtype, field="dtype"))
+    return model.eval()

@@ -1,0 +1,111 @@
+"""Harmonic infrared spectra: normal modes from a Hessian, intensities from dipole
+derivatives along them.
+
+For mass-weighted normal modes ``e_k`` (eigenvectors of ``M^-1/2 H M^-1/2``, frequencies
+``ω_k``), the IR intensity is ``I_k = |Σ_j (∂μ/∂x_j) e_kj / √m_j|²``: in (D/Å)²/amu, the
+unit ASE's ``Infrared`` reports (μ in Debye, x in Å, m in amu), with which
+:func:`harmonic_ir` agrees when both use the same finite differences (tests). The Hessian
+comes from a model's autograd (an mlpot energy model) or from central differences of an
+ASE calculator's forces; the dipole derivatives from a dipole model's autograd or from
+central differences of a calculator's dipole (e.g. GFN2-xTB). Rigid-body modes (3
+translations and 2 or 3 rotations of a free molecule) are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms, units
+
+from mlpot.models.base import EnergyModel
+from mlpot.models.dipole import DipoleModel, dipole_graph
+from mlpot.validation import finite_difference_hessian, model_hessian, rigid_modes
+
+#: cm⁻¹ per sqrt(eV/Å²/amu): ħ·sqrt(eV/(Å² amu)) expressed as a wavenumber.
+_WAVENUMBER = 1e10 * units._hbar / np.sqrt(units._e * units._amu) / (units.invcm * 1.0)
+
+
+@dataclass(frozen=True)
+class HarmonicSpectrum:
+    """Vibrational modes of a structure, softest first, rigid-body modes left out.
+
+    Attributes:
+        frequencies: ``(M,)`` cm⁻¹ (imaginary ones negative).
+        intensities: ``(M,)`` (D/Å)²/amu.
+        modes: ``(M, 3N)`` mass-weighted eigenvectors (rows, unit norm).
+    """
+
+    frequencies: np.ndarray
+    intensities: np.ndarray
+    modes: np.ndarray
+
+    def table(self) -> str:
+        """Frequencies and intensities (absolute and relative to the strongest band)."""
+        strongest = max(float(self.intensities.max()), 1e-300)
+        lines = [f"{'mode':>4} {'cm^-1':>9} {'(D/Å)²/amu':>11} {'relative':>9}"]
+        for k, (f, i) in enumerate(zip(self.frequencies, self.intensities, strict=True)):
+            lines.append(f"{k:>4} {f:>9.1f} {i:>11.4f} {i / strongest:>9.3f}")
+        return "\n".join(lines)
+
+    def broadened(self, grid: np.ndarray, width: float = 10.0) -> np.ndarray:
+        """The spectrum on ``grid`` (cm⁻¹) as Lorentzians of half width ``width`` cm⁻¹
+        (areas = intensities)."""
+        lines = (width / np.pi) / ((grid[:, None] - self.frequencies[None, :]) ** 2 + width**2)
+        return lines @ self.intensities
+
+
+def hessian(atoms: Atoms, energy, *, delta: float = 0.01) -> np.ndarray:
+    """``(3N, 3N)`` eV/Å²: the autograd Hessian of an mlpot energy model, or central
+    differences (``delta`` Å) of an ASE calculator's forces."""
+    if isinstance(energy, EnergyModel):
+        return model_hessian(energy, atoms)
+    return finite_difference_hessian(atoms, energy, delta)
+
+
+def dipole_derivatives(atoms: Atoms, dipole, *, delta: float = 0.01) -> np.ndarray:
+    """``∂μ/∂x`` ``(3N, 3)`` e: by autograd of a :class:`DipoleModel`, or by central
+    differences (``delta`` Å) of an ASE calculator's dipole."""
+    if isinstance(dipole, DipoleModel):
+        dtype = next(dipole.parameters()).dtype
+        graph = dipole_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
+        positions = graph["positions"].detach().requires_grad_(True)
+        graph["positions"] = positions
+        mu = dipole(graph)[0]  # (3,)
+        rows = [
+            torch.autograd.grad(mu[c], positions, retain_graph=c < 2)[0].reshape(-1)
+            for c in range(3)
+        ]
+        return torch.stack(rows, dim=1).detach().double().numpy()  # (3N, 3)
+    out = np.empty((3 * len(atoms), 3))
+    for j in range(3 * len(atoms)):
+        values = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[j // 3, j % 3] += sign * delta
+            moved.calc = dipole
+            values.append(np.asarray(moved.get_dipole_moment()))
+        out[j] = (values[0] - values[1]) / (2 * delta)
+    return out
+
+
+def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> HarmonicSpectrum:
+    """Harmonic IR spectrum of ``atoms`` (a molecule at a minimum of ``energy``).
+
+    Args:
+        energy: an mlpot energy model or an ASE calculator (the Hessian).
+        dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``.
+        delta: displacement (Å) of the finite differences, where they are used.
+    """
+    masses = atoms.get_masses()
+    inverse_root = np.repeat(masses**-0.5, 3)  # (3N,)
+    h = hessian(atoms, energy, delta=delta)
+    weighted = inverse_root[:, None] * h * inverse_root[None, :]
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (weighted + weighted.T))
+    frequencies = np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * _WAVENUMBER
+    d_mu = dipole_derivatives(atoms, dipole, delta=delta)  # (3N, 3) e
+    d_mu_d_q = (vectors * inverse_root[:, None]).T @ d_mu  # (3N modes, 3) e/√amu
+    intensities = (d_mu_d_q**2).sum(1) / units.Debye**2  # (D/Å)²/amu
+    keep = np.sort(np.argsort(np.abs(frequencies))[rigid_modes(atoms) :])
+    return HarmonicSpectrum(frequencies[keep], intensities[keep], vectors[:, keep].T)

@@ -1,0 +1,144 @@
+"""``mlpot fit-dipole`` and ``mlpot spectrum``: a learned dipole and harmonic IR spectra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpot.cli.options import Threads, exit_on_bad_input, use_resources
+from mlpot.errors import MlpotInputError
+
+
+def _read(path: Path):
+    import ase.io
+
+    if not path.exists():
+        raise MlpotInputError("file not found", source=str(path))
+    try:
+        return ase.io.read(path, ":")
+    except Exception as err:
+        raise MlpotInputError(
+            f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
+        ) from None
+
+
+def fit_dipole(
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Structures with dipole labels (extxyz).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dipole model file.")],
+    validation_fraction: Annotated[float, typer.Option(help="Held-out fraction.")] = 0.15,
+    cutoff: Annotated[float, typer.Option(help="Cutoff of the mpnn body, Å.")] = 4.0,
+    channels: Annotated[int, typer.Option(help="Channels of the mpnn body.")] = 16,
+    atomic_dipoles: Annotated[
+        int, typer.Option(help="Radial functions of the atomic dipoles (0: charges only).")
+    ] = 0,
+    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the weights.")] = 0,
+    threads: Threads = None,
+) -> None:
+    """Fit a dipole model to labelled dipoles.
+
+    Charges that add up to the total charge (plus atomic dipoles with --atomic-dipoles)
+    on an mpnn body. Labels: each frame's dipole (e Å) as a calculator result or info 'dipole'; total charge
+    from info 'charge'. Molecules and clusters only (a periodic cell is refused).
+    """
+    import numpy as np
+    import torch
+
+    from mlpot.models.checkpoint import save_response_model
+    from mlpot.models.dipole import DipoleModel
+    from mlpot.models.registry import build_model
+    from mlpot.training.response import fit_dipole as fit
+
+    with exit_on_bad_input():
+        use_resources(threads)
+        frames = _read(data)
+        if len(frames) < 4:
+            raise MlpotInputError(f"only {len(frames)} structures", source=str(data))
+        order = np.random.default_rng(seed).permutation(len(frames))
+        n_val = max(1, int(round(validation_fraction * len(frames))))
+        validation = [frames[k] for k in order[:n_val]]
+        train = [frames[k] for k in order[n_val:]]
+        elements = sorted({int(z) for atoms in frames for z in atoms.numbers})
+        torch.manual_seed(seed)
+        body = build_model(
+            {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
+        )
+        model = DipoleModel(body, radial_basis=atomic_dipoles).double()
+        result = fit(model, train, validation, epochs=epochs, seed=seed, log=typer.echo)
+        save_response_model(output, model, training={"data": str(data), **result})
+    typer.echo(
+        f"wrote {output}: validation dipole RMSE {result['validation_rmse']:.4f} e·Å "
+        f"({result['epochs']} epochs)"
+    )
+
+
+def spectrum(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Energy model (model.pt).")],
+    structure: Annotated[Path, typer.Argument(metavar="STRUCTURE", help="A molecule.")],
+    dipole: Annotated[Path, typer.Option(help="Dipole model (from mlpot fit-dipole).")],
+    frame: Annotated[int, typer.Option(help="Frame of STRUCTURE.")] = 0,
+    relax: Annotated[
+        bool, typer.Option(help="Relax to a minimum of MODEL first (fmax 1e-3 eV/Å).")
+    ] = True,
+    csv: Annotated[
+        Path | None, typer.Option(help="Write the broadened spectrum (cm^-1, intensity).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the spectrum as a PNG.")] = None,
+    width: Annotated[float, typer.Option(help="Lorentzian half width, cm^-1.")] = 10.0,
+    threads: Threads = None,
+) -> None:
+    """Compute the harmonic IR spectrum of a molecule.
+
+    Normal modes from MODEL's autograd Hessian, intensities from a learned dipole. Prints frequencies (cm^-1) and intensities ((D/Å)²/amu, and relative to the strongest).
+    """
+    import numpy as np
+
+    from mlpot.apps.spectra import harmonic_ir
+    from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
+
+    with exit_on_bad_input():
+        use_resources(threads)
+        if load_checkpoint(model).get("baseline") is not None:
+            raise MlpotInputError(
+                "a delta-learned model's Hessian needs its baseline's finite differences; "
+                "not supported by mlpot spectrum yet",
+                source=str(model),
+                field="baseline",
+            )
+        energy = load_model(model, dtype="float64")
+        dipole_model = load_response_model(dipole, dtype="float64")
+        frames = _read(structure)
+        if not 0 <= frame < len(frames):
+            raise MlpotInputError(f"no frame {frame}", source=str(structure))
+        atoms = frames[frame]
+        if relax:
+            from ase.optimize import BFGS
+
+            from mlpot.calculators.ase_calculator import MlpotCalculator
+
+            atoms.calc = MlpotCalculator(energy)
+            BFGS(atoms, logfile=None).run(fmax=1e-3, steps=500)
+        result = harmonic_ir(atoms, energy, dipole_model)
+    typer.echo(result.table())
+    grid = np.arange(0.0, 4000.0 + 0.5, 1.0)
+    curve = result.broadened(grid, width)
+    if csv is not None:
+        np.savetxt(csv, np.column_stack([grid, curve]), delimiter=",", header="cm-1,intensity")
+        typer.echo(f"wrote {csv}")
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(grid, curve, lw=1.0)
+        ax.set_xlabel("wavenumber (cm$^{-1}$)")
+        ax.set_ylabel("IR intensity ((D/Å)$^2$ amu$^{-1}$ per cm$^{-1}$)")
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        typer.echo(f"wrote {plot}")
