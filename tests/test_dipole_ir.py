@@ -13,7 +13,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS
 from scipy.spatial.transform import Rotation
 
-from mlpot.apps.spectra import dipole_derivatives, harmonic_ir
+from mlpot.apps.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_ir
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_response_model, save_response_model
 from mlpot.models.dipole import DipoleModel, dipole_graph
@@ -131,10 +131,9 @@ def test_harmonic_ir_agrees_with_ase_infrared(water_xtb, tmp_path, monkeypatch):
     np.testing.assert_allclose(ours.intensities, ase_ir.intensities[-3:], rtol=2e-3)
 
 
-def test_learned_dipole_gives_the_oracles_ir_bands(water_xtb):
-    """A dipole model trained on 170 rattled waters (GFN2-xTB dipoles): harmonic IR on the
-    oracle's Hessian, intensities relative to the strongest band within 20 % of the
-    oracle's for every band above a tenth of the strongest."""
+@pytest.fixture(scope="module")
+def learned_water_dipole(water_xtb):
+    """A dipole model trained on 170 rattled waters (GFN2-xTB dipoles)."""
     water, calc = water_xtb
     rng = np.random.default_rng(0)
     frames = []
@@ -149,6 +148,14 @@ def test_learned_dipole_gives_the_oracles_ir_bands(water_xtb):
     body = build_model({**BODY, "elements": [1, 8], "channels": 16})
     model = DipoleModel(body).double()
     fit = fit_dipole(model, frames[:170], frames[170:], epochs=400)
+    return model, fit
+
+
+def test_learned_dipole_gives_the_oracles_ir_bands(water_xtb, learned_water_dipole):
+    """Harmonic IR on the oracle's Hessian with the learned dipole: intensities relative to
+    the strongest band within 20 % of the oracle's for every band above a tenth of it."""
+    water, calc = water_xtb
+    model, fit = learned_water_dipole
     assert fit["validation_rmse"] < 0.003  # e·Å; the dipole itself is ~0.48 e·Å
     reference = harmonic_ir(water, calc, calc)
     learned = harmonic_ir(water, calc, model)
@@ -203,3 +210,40 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
               "--dipole", str(tmp_path / "nothing.pt")]
     )  # fmt: skip
     assert missing.exit_code == 2 and "nothing.pt" in missing.output
+    md = runner.invoke(
+        app,
+        ["spectrum", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"),
+         "--dipole", str(tmp_path / "dipole.pt"), "--no-relax", "--method", "md",
+         "--trajectories", "1", "--steps", "200", "--temperature", "50"],
+    )  # fmt: skip
+    assert md.exit_code == 0, md.output
+    assert "resolution" in md.output
+
+
+def test_line_shape_of_a_known_oscillation():
+    """A dipole oscillating at 1650 cm⁻¹ (with a weaker 3000 cm⁻¹ component) gives its
+    peaks there, within the resolution 1 / (T Δt)."""
+    dt = 0.5  # fs
+    t = np.arange(4000) * dt * 1e-15  # s
+    c = 100.0 * 2.99792458e8  # cm/s
+    mu = np.zeros((len(t), 3))
+    mu[:, 0] = 0.1 * np.cos(2 * np.pi * 1650.0 * c * t)
+    mu[:, 2] = 0.02 * np.cos(2 * np.pi * 3000.0 * c * t + 0.3)
+    shape = dipole_line_shape([mu], dt)
+    assert shape.resolution == pytest.approx(1 / (len(t) * dt * 1e-15 * c))
+    assert abs(shape.peak(1000, 2500) - 1650.0) <= shape.resolution
+    assert abs(shape.peak(2500, 3500) - 3000.0) <= shape.resolution
+
+
+def test_md_spectrum_is_red_shifted_from_the_harmonic_one(water_xtb, learned_water_dipole):
+    """NVE at 300 K on the oracle's surface, dipoles from the learned model: the bend and
+    the stretch peaks lie near the harmonic frequencies and, anharmonic, not above them
+    (beyond one resolution step)."""
+    water, calc = water_xtb
+    model, _ = learned_water_dipole
+    harmonic = harmonic_ir(water, calc, calc).frequencies  # bend, two stretches
+    shape = md_ir(water, calc, model, trajectories=2, steps=2000, equilibration=100, seed=1)
+    bend = shape.peak(1200, 1900)
+    stretch = shape.peak(3200, 4000)
+    assert harmonic[0] - 120 <= bend <= harmonic[0] + shape.resolution
+    assert harmonic[1] - 200 <= stretch <= harmonic[2] + shape.resolution

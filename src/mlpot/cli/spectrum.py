@@ -42,8 +42,9 @@ def fit_dipole(
     """Fit a dipole model to labelled dipoles.
 
     Charges that add up to the total charge (plus atomic dipoles with --atomic-dipoles)
-    on an mpnn body. Labels: each frame's dipole (e Å) as a calculator result or info 'dipole'; total charge
-    from info 'charge'. Molecules and clusters only (a periodic cell is refused).
+    on an mpnn body. Labels: each frame's dipole (e Å) as a calculator result or info
+    'dipole'; total charge from info 'charge'. Molecules and clusters only (a periodic cell
+    is refused).
     """
     import numpy as np
     import torch
@@ -89,19 +90,30 @@ def spectrum(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the spectrum as a PNG.")] = None,
     width: Annotated[float, typer.Option(help="Lorentzian half width, cm^-1.")] = 10.0,
+    method: Annotated[
+        str, typer.Option(help="harmonic (normal modes) or md (dipole autocorrelation).")
+    ] = "harmonic",
+    temperature: Annotated[float, typer.Option(help="md: temperature, K.")] = 300.0,
+    trajectories: Annotated[int, typer.Option(help="md: NVE trajectories.")] = 4,
+    steps: Annotated[int, typer.Option(help="md: NVE steps of 0.5 fs each.")] = 4000,
     threads: Threads = None,
 ) -> None:
-    """Compute the harmonic IR spectrum of a molecule.
+    """Compute the IR spectrum of a molecule.
 
-    Normal modes from MODEL's autograd Hessian, intensities from a learned dipole. Prints frequencies (cm^-1) and intensities ((D/Å)²/amu, and relative to the strongest).
+    harmonic: normal modes from MODEL's autograd Hessian, intensities from a learned
+    dipole; prints frequencies (cm^-1) and intensities ((D/Å)²/amu, and relative to the
+    strongest). md: the line shape of the learned dipole along NVE trajectories from a
+    thermal ensemble (Hann window, harmonic quantum correction); prints its peaks.
     """
     import numpy as np
 
-    from mlpot.apps.spectra import harmonic_ir
+    from mlpot.apps.spectra import harmonic_ir, md_ir
     from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
 
     with exit_on_bad_input():
         use_resources(threads)
+        if method not in ("harmonic", "md"):
+            raise MlpotInputError(f"unknown method {method!r}: harmonic or md", field="--method")
         if load_checkpoint(model).get("baseline") is not None:
             raise MlpotInputError(
                 "a delta-learned model's Hessian needs its baseline's finite differences; "
@@ -122,10 +134,28 @@ def spectrum(
 
             atoms.calc = MlpotCalculator(energy)
             BFGS(atoms, logfile=None).run(fmax=1e-3, steps=500)
-        result = harmonic_ir(atoms, energy, dipole_model)
-    typer.echo(result.table())
-    grid = np.arange(0.0, 4000.0 + 0.5, 1.0)
-    curve = result.broadened(grid, width)
+        if method == "md":
+            shape = md_ir(
+                atoms,
+                energy,
+                dipole_model,
+                temperature_K=temperature,
+                trajectories=trajectories,
+                steps=steps,
+            )
+        else:
+            result = harmonic_ir(atoms, energy, dipole_model)
+    if method == "md":
+        grid, curve = shape.wavenumbers, shape.intensities
+        inside = (grid > 200.0) & (grid < 4500.0)
+        top = np.argsort(curve[inside])[::-1][:8]
+        typer.echo(f"line shape, resolution {shape.resolution:.1f} cm^-1; strongest points:")
+        for k in sorted(top, key=lambda k: grid[inside][k]):
+            typer.echo(f"{grid[inside][k]:>9.1f} cm^-1 {curve[inside][k]:>8.3f}")
+    else:
+        typer.echo(result.table())
+        grid = np.arange(0.0, 4000.0 + 0.5, 1.0)
+        curve = result.broadened(grid, width)
     if csv is not None:
         np.savetxt(csv, np.column_stack([grid, curve]), delimiter=",", header="cm-1,intensity")
         typer.echo(f"wrote {csv}")
