@@ -16,9 +16,9 @@ from scipy.spatial.transform import Rotation
 from mlpot.apps.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_ir
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_response_model, save_response_model
-from mlpot.models.dipole import DipoleModel, dipole_graph
 from mlpot.models.registry import build_model
-from mlpot.training.response import fit_dipole
+from mlpot.models.response import DipoleModel, response_graph
+from mlpot.training.response import fit_response
 
 BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
 
@@ -28,13 +28,13 @@ def _model(radial_basis: int = 8) -> DipoleModel:
     torch.manual_seed(0)
     model = DipoleModel(build_model(BODY), radial_basis=radial_basis).double()
     model.body.fit_statistics(
-        [dipole_graph(molecule(name), model, labelled=False) for name in ("CH3CH2OH", "CH3OH")]
+        [response_graph(molecule(name), model, labelled=False) for name in ("CH3CH2OH", "CH3OH")]
     )
     return model.eval()
 
 
 def _dipole(model: DipoleModel, atoms) -> np.ndarray:
-    graph = dipole_graph(atoms, model, labelled=False)
+    graph = response_graph(atoms, model, labelled=False)
     return model(graph)[0].detach().numpy()
 
 
@@ -57,7 +57,7 @@ def test_charges_add_up_to_the_total_charge():
     model = _model()
     atoms = molecule("CH3CH2OH")
     atoms.info["charge"] = 1.0
-    graph = dipole_graph(atoms, model, labelled=False)
+    graph = response_graph(atoms, model, labelled=False)
     assert float(model.charges(graph).sum()) == pytest.approx(1.0, abs=1e-12)
     # a charged molecule's dipole moves with the origin by Q times the shift
     moved = atoms.copy()
@@ -84,13 +84,13 @@ def test_periodic_cell_is_refused():
     atoms.set_cell([5.0, 5.0, 5.0])
     atoms.pbc = True
     with pytest.raises(MlpotInputError, match="polarisation quantum") as err:
-        dipole_graph(atoms, _model(), labelled=False)
+        response_graph(atoms, _model(), labelled=False)
     assert err.value.field == "pbc"
 
 
 def test_missing_label_names_the_frame():
     with pytest.raises(MlpotInputError, match="frame 3") as err:
-        dipole_graph(molecule("H2O"), _model(), source="train", frame=3)
+        response_graph(molecule("H2O"), _model(), source="train", frame=3)
     assert err.value.field == "dipole"
 
 
@@ -147,7 +147,7 @@ def learned_water_dipole(water_xtb):
     torch.manual_seed(0)
     body = build_model({**BODY, "elements": [1, 8], "channels": 16})
     model = DipoleModel(body).double()
-    fit = fit_dipole(model, frames[:170], frames[170:], epochs=400)
+    fit = fit_response(model, frames[:170], frames[170:], epochs=400)
     return model, fit
 
 

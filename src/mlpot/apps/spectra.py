@@ -20,7 +20,7 @@ import torch
 from ase import Atoms, units
 
 from mlpot.models.base import EnergyModel
-from mlpot.models.dipole import DipoleModel, dipole_graph
+from mlpot.models.response import DipoleModel, response_graph
 from mlpot.validation import finite_difference_hessian, model_hessian, rigid_modes
 
 #: cm⁻¹ per sqrt(eV/Å²/amu): ħ·sqrt(eV/(Å² amu)) expressed as a wavenumber.
@@ -69,7 +69,7 @@ def dipole_derivatives(atoms: Atoms, dipole, *, delta: float = 0.01) -> np.ndarr
     differences (``delta`` Å) of an ASE calculator's dipole."""
     if isinstance(dipole, DipoleModel):
         dtype = next(dipole.parameters()).dtype
-        graph = dipole_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
+        graph = response_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
         positions = graph["positions"].detach().requires_grad_(True)
         graph["positions"] = positions
         mu = dipole(graph)[0]  # (3,)
@@ -137,7 +137,7 @@ def _dipole_of(dipole, atoms: Atoms) -> np.ndarray:
     if isinstance(dipole, DipoleModel):
         dtype = next(dipole.parameters()).dtype
         with torch.no_grad():
-            graph = dipole_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
+            graph = response_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
             return dipole(graph)[0].double().numpy()
     probe = atoms.copy()
     probe.calc = dipole

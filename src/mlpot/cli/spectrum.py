@@ -50,9 +50,9 @@ def fit_dipole(
     import torch
 
     from mlpot.models.checkpoint import save_response_model
-    from mlpot.models.dipole import DipoleModel
     from mlpot.models.registry import build_model
-    from mlpot.training.response import fit_dipole as fit
+    from mlpot.models.response import DipoleModel
+    from mlpot.training.response import fit_response as fit
 
     with exit_on_bad_input():
         use_resources(threads)

@@ -300,8 +300,8 @@ RESPONSE_FORMAT = "mlpot-response"
 
 
 def save_response_model(path: str | Path, model, *, training: dict[str, Any] | None = None) -> None:
-    """Write a response-property model (:class:`mlpot.models.dipole.DipoleModel`): its
-    kind, its config (the body as a registry spec), weights and dtype."""
+    """Write a response-property model (:mod:`mlpot.models.response`: dipole or
+    polarisability): its kind, its config (the body as a registry spec), weights, dtype."""
     dtype = next((p.dtype for p in model.parameters()), torch.float64)
     payload = {
         "format": RESPONSE_FORMAT,
@@ -311,7 +311,7 @@ def save_response_model(path: str | Path, model, *, training: dict[str, Any] | N
         "config": model.config(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "dtype": str(dtype).removeprefix("torch."),
-        "units": {"dipole": "e Å", "length": "Å"},
+        "units": {"dipole": "e Å", "polarizability": "e Å^2/V", "length": "Å"},
         "training": training or {},
     }
     atomic_save(payload, path)
@@ -321,8 +321,9 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
     """Rebuild a response-property model written by :func:`save_response_model`, in
     evaluation mode. Like an energy checkpoint, nothing named in the file is imported or
     run: the body comes from the registry."""
-    from mlpot.models.dipole import DipoleModel
+    from mlpot.models.response import DipoleModel, PolarizabilityModel
 
+    kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
     source = str(path)
     if not Path(path).exists():
         raise MlpotInputError("model file not found", source=source)
@@ -334,7 +335,7 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != RESPONSE_FORMAT:
         raise MlpotInputError("not an mlpot response-property model", source=source)
-    if payload.get("kind") != DipoleModel.kind:
+    if payload.get("kind") not in kinds:
         raise MlpotInputError(
             f"unknown response kind {_describe(payload.get('kind'))}", source=source, field="kind"
         )
@@ -343,7 +344,7 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
         raise MlpotInputError("must be a dict with a 'body' spec", source=source, field="config")
     try:
         body = build_model(config["body"])
-        model = DipoleModel(
+        model = kinds[payload["kind"]](
             body, **{k: int(config[k]) for k in ("hidden", "radial_basis") if k in config}
         )
     except (MlpotInputError, ValueError, TypeError) as err:
