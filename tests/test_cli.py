@@ -67,12 +67,12 @@ COMMANDS = [
     "probe",
     "fisher",
     "export",
-    "fit-dipole",
+    "response",
     "spectrum",
 ]
 # Commands that may build an oracle named in a file, a config or an option (export and
 # spectrum refuse a delta-learned checkpoint instead of running its baseline).
-RUN_ORACLES = [c for c in COMMANDS if c not in ("export", "fit-dipole", "spectrum")]
+RUN_ORACLES = [c for c in COMMANDS if c not in ("export", "response", "spectrum")]
 
 
 def test_bare_mlpot_prints_help_and_version_exists():

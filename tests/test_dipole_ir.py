@@ -187,7 +187,7 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
     runner = CliRunner()
     fitted = runner.invoke(
         app,
-        ["fit-dipole", str(tmp_path / "dipoles.xyz"), "-o", str(tmp_path / "dipole.pt"),
+        ["response", str(tmp_path / "dipoles.xyz"), "-o", str(tmp_path / "dipole.pt"),
          "--epochs", "30"],
     )  # fmt: skip
     assert fitted.exit_code == 0, fitted.output
@@ -199,7 +199,8 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
     result = runner.invoke(
         app,
         ["spectrum", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"),
-         "--dipole", str(tmp_path / "dipole.pt"), "--no-relax", "--csv", str(tmp_path / "ir.csv")],
+         "--response", str(tmp_path / "dipole.pt"), "--no-relax",
+         "--csv", str(tmp_path / "ir.csv")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "cm^-1" in result.output and (tmp_path / "ir.csv").exists()
@@ -207,13 +208,13 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
     assert table.shape == (4001, 2) and np.isfinite(table).all()
     missing = runner.invoke(
         app, ["spectrum", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"),
-              "--dipole", str(tmp_path / "nothing.pt")]
+              "--response", str(tmp_path / "nothing.pt")]
     )  # fmt: skip
     assert missing.exit_code == 2 and "nothing.pt" in missing.output
     md = runner.invoke(
         app,
         ["spectrum", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"),
-         "--dipole", str(tmp_path / "dipole.pt"), "--no-relax", "--method", "md",
+         "--response", str(tmp_path / "dipole.pt"), "--no-relax", "--method", "md",
          "--trajectories", "1", "--steps", "200", "--temperature", "50"],
     )  # fmt: skip
     assert md.exit_code == 0, md.output

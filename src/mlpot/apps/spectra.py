@@ -20,7 +20,7 @@ import torch
 from ase import Atoms, units
 
 from mlpot.models.base import EnergyModel
-from mlpot.models.response import DipoleModel, response_graph
+from mlpot.models.response import DipoleModel, PolarizabilityModel, response_graph
 from mlpot.validation import finite_difference_hessian, model_hessian, rigid_modes
 
 #: cm⁻¹ per sqrt(eV/Å²/amu): ħ·sqrt(eV/(Å² amu)) expressed as a wavenumber.
@@ -33,7 +33,7 @@ class HarmonicSpectrum:
 
     Attributes:
         frequencies: ``(M,)`` cm⁻¹ (imaginary ones negative).
-        intensities: ``(M,)`` (D/Å)²/amu.
+        intensities: ``(M,)``: IR intensities (D/Å)²/amu, or Raman activities Å⁴/amu.
         modes: ``(M, 3N)`` mass-weighted eigenvectors (rows, unit norm).
     """
 
@@ -90,6 +90,22 @@ def dipole_derivatives(atoms: Atoms, dipole, *, delta: float = 0.01) -> np.ndarr
     return out
 
 
+def _normal_modes(atoms: Atoms, energy, delta: float):
+    """Frequencies (cm⁻¹, imaginary negative), mass-weighted modes ``(3N, 3N)`` (columns)
+    and ``M^-1/2`` ``(3N,)``."""
+    inverse_root = np.repeat(atoms.get_masses() ** -0.5, 3)  # (3N,)
+    h = hessian(atoms, energy, delta=delta)
+    weighted = inverse_root[:, None] * h * inverse_root[None, :]
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (weighted + weighted.T))
+    frequencies = np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * _WAVENUMBER
+    return frequencies, vectors, inverse_root
+
+
+def _vibrations_only(atoms: Atoms, frequencies: np.ndarray) -> np.ndarray:
+    """Indices of the modes that are not rigid-body motions, in ascending order."""
+    return np.sort(np.argsort(np.abs(frequencies))[rigid_modes(atoms) :])
+
+
 def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> HarmonicSpectrum:
     """Harmonic IR spectrum of ``atoms`` (a molecule at a minimum of ``energy``).
 
@@ -98,17 +114,67 @@ def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> Harmoni
         dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``.
         delta: displacement (Å) of the finite differences, where they are used.
     """
-    masses = atoms.get_masses()
-    inverse_root = np.repeat(masses**-0.5, 3)  # (3N,)
-    h = hessian(atoms, energy, delta=delta)
-    weighted = inverse_root[:, None] * h * inverse_root[None, :]
-    eigenvalues, vectors = np.linalg.eigh(0.5 * (weighted + weighted.T))
-    frequencies = np.sign(eigenvalues) * np.sqrt(np.abs(eigenvalues)) * _WAVENUMBER
+    frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
     d_mu = dipole_derivatives(atoms, dipole, delta=delta)  # (3N, 3) e
     d_mu_d_q = (vectors * inverse_root[:, None]).T @ d_mu  # (3N modes, 3) e/√amu
     intensities = (d_mu_d_q**2).sum(1) / units.Debye**2  # (D/Å)²/amu
-    keep = np.sort(np.argsort(np.abs(frequencies))[rigid_modes(atoms) :])
+    keep = _vibrations_only(atoms, frequencies)
     return HarmonicSpectrum(frequencies[keep], intensities[keep], vectors[:, keep].T)
+
+
+#: e·Å²/V -> Å³ (the polarisability volume): e²/(4πε₀) in eV·Å.
+_POLARIZABILITY_VOLUME = 14.399645
+
+
+def polarizability_derivatives(atoms: Atoms, polarizability, *, delta: float = 0.01):
+    """``∂α/∂x`` ``(3N, 3, 3)`` e·Å/V: by autograd of a :class:`PolarizabilityModel`, or by
+    central differences (``delta`` Å) of a calculator's ``polarizability``."""
+    if isinstance(polarizability, PolarizabilityModel):
+        dtype = next(polarizability.parameters()).dtype
+        graph = response_graph(atoms, polarizability, dtype=dtype, labelled=False, source="atoms")
+        positions = graph["positions"].detach().requires_grad_(True)
+        graph["positions"] = positions
+        alpha = polarizability(graph)[0].reshape(-1)  # (9,)
+        rows = [
+            torch.autograd.grad(alpha[c], positions, retain_graph=c < 8)[0].reshape(-1)
+            for c in range(9)
+        ]
+        return torch.stack(rows, dim=1).detach().double().numpy().reshape(-1, 3, 3)
+    out = np.empty((3 * len(atoms), 3, 3))
+    for j in range(3 * len(atoms)):
+        values = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[j // 3, j % 3] += sign * delta
+            moved.calc = polarizability
+            values.append(np.asarray(polarizability.get_property("polarizability", moved)))
+        out[j] = (values[0] - values[1]) / (2 * delta)
+    return out
+
+
+def harmonic_raman(
+    atoms: Atoms, energy, polarizability, *, delta: float = 0.01
+) -> HarmonicSpectrum:
+    """Harmonic Raman activities of ``atoms`` (a molecule at a minimum of ``energy``).
+
+    Activities ``S_k = 45 a_k'² + 7 γ_k'²`` in Å⁴/amu (the usual convention of quantum
+    chemistry codes: orientation-averaged, for scattering perpendicular to linearly
+    polarised excitation light, summed over both scattered polarisations, and independent
+    of the excitation wavelength), with ``a'`` the mean and ``γ'²`` the anisotropy invariant
+    of ``∂α/∂Q_k`` in Å²/√amu. ``polarizability``: a :class:`PolarizabilityModel` or a
+    calculator that gives ``polarizability`` (e.g. the pyscf oracle).
+    """
+    frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
+    d_alpha = polarizability_derivatives(atoms, polarizability, delta=delta)  # (3N, 3, 3)
+    d_alpha = d_alpha * _POLARIZABILITY_VOLUME  # Å³/Å
+    d_q = np.einsum("jm,jab->mab", vectors * inverse_root[:, None], d_alpha)  # (modes, 3, 3)
+    mean = np.trace(d_q, axis1=1, axis2=2) / 3.0
+    xx, yy, zz = d_q[:, 0, 0], d_q[:, 1, 1], d_q[:, 2, 2]
+    off = d_q[:, 0, 1] ** 2 + d_q[:, 1, 2] ** 2 + d_q[:, 0, 2] ** 2
+    anisotropy = 0.5 * ((xx - yy) ** 2 + (yy - zz) ** 2 + (zz - xx) ** 2 + 6.0 * off)
+    activities = 45.0 * mean**2 + 7.0 * anisotropy
+    keep = _vibrations_only(atoms, frequencies)
+    return HarmonicSpectrum(frequencies[keep], activities[keep], vectors[:, keep].T)
 
 
 @dataclass(frozen=True)

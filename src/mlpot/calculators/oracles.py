@@ -59,16 +59,22 @@ def _xtb(method: str = "GFN2-xTB", **params: Any) -> Calculator:
 
 
 class PySCFCalculator(Calculator):
-    """Energy and forces of a molecule from PySCF (RKS/UKS with ``functional``, or HF).
+    """Energy, forces and dipole of a molecule from PySCF (RKS/UKS with ``functional``, or
+    HF); on request its polarisability by finite fields.
 
     Args:
         functional: exchange-correlation functional (``"hf"`` for Hartree-Fock).
         basis: Gaussian basis set name.
         charge, spin: total charge and ``2S`` (number of unpaired electrons).
         max_cycle, conv_tol: SCF settings; an unconverged SCF raises.
+        field: strength (atomic units) of the uniform fields of the polarisability, whose
+            ``α_ij = ∂μ_i/∂E_j`` comes from central differences of the dipole under ``±E``
+            along each axis (six more SCF runs; electrons feel ``+E·r``, origin at 0).
+
+    Units as ASE's: dipole e·Å (about the coordinate origin), polarisability e·Å²/V.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "dipole", "polarizability"]
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class PySCFCalculator(Calculator):
         spin: int = 0,
         max_cycle: int = 100,
         conv_tol: float = 1e-9,
+        field: float = 1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,13 +95,35 @@ class PySCFCalculator(Calculator):
             spin=spin,
             max_cycle=max_cycle,
             conv_tol=conv_tol,
+            field=field,
         )
+
+    def _solve(self, mol, field: np.ndarray | None = None):
+        """A converged SCF of ``mol`` (in the uniform ``field``, a.u., when given)."""
+        from pyscf import dft, scf
+
+        s = self.settings
+        if s["functional"].lower() == "hf":
+            mf = scf.RHF(mol) if s["spin"] == 0 else scf.UHF(mol)
+        else:
+            mf = dft.RKS(mol) if s["spin"] == 0 else dft.UKS(mol)
+            mf.xc = s["functional"]
+        mf.max_cycle, mf.conv_tol = s["max_cycle"], s["conv_tol"]
+        if field is not None:
+            bare = mf.get_hcore()
+            dipole_integrals = mol.intor("int1e_r", comp=3)
+            perturbed = bare + np.einsum("x,xij->ij", field, dipole_integrals)
+            mf.get_hcore = lambda *args, **kwargs: perturbed
+        energy = mf.kernel()
+        if not mf.converged:
+            raise RuntimeError(f"PySCF SCF did not converge in {s['max_cycle']} cycles")
+        return mf, energy
 
     def calculate(
         self, atoms: Atoms | None = None, properties=None, system_changes=all_changes
     ) -> None:
         super().calculate(atoms, properties, system_changes)
-        from pyscf import dft, gto, scf
+        from pyscf import gto
 
         s = self.settings
         if self.atoms.pbc.any():
@@ -109,21 +138,26 @@ class PySCFCalculator(Calculator):
             spin=s["spin"],
             verbose=0,
         )
-        if s["functional"].lower() == "hf":
-            mf = scf.RHF(mol) if s["spin"] == 0 else scf.UHF(mol)
-        else:
-            mf = dft.RKS(mol) if s["spin"] == 0 else dft.UKS(mol)
-            mf.xc = s["functional"]
-        mf.max_cycle, mf.conv_tol = s["max_cycle"], s["conv_tol"]
-        energy = mf.kernel()
-        if not mf.converged:
-            raise RuntimeError(f"PySCF SCF did not converge in {s['max_cycle']} cycles")
+        mf, energy = self._solve(mol)
         gradient = mf.nuc_grad_method().kernel()  # Hartree/Bohr
+        dipole = np.asarray(mf.dip_moment(unit="AU", verbose=0))  # e Bohr
         self.results = {
             "energy": energy * Hartree,
             "free_energy": energy * Hartree,
             "forces": -np.asarray(gradient) * Hartree / Bohr,
+            "dipole": dipole * Bohr,
         }
+        if properties is not None and "polarizability" in properties:
+            alpha = np.empty((3, 3))
+            for j in range(3):
+                shifted = []
+                for sign in (1.0, -1.0):
+                    field = np.zeros(3)
+                    field[j] = sign * s["field"]
+                    mf_j, _ = self._solve(mol, field)
+                    shifted.append(np.asarray(mf_j.dip_moment(unit="AU", verbose=0)))
+                alpha[:, j] = (shifted[0] - shifted[1]) / (2 * s["field"])  # a.u.
+            self.results["polarizability"] = 0.5 * (alpha + alpha.T) * Bohr**2 / Hartree
 
 
 def _pyscf(**params: Any) -> Calculator:

@@ -8,7 +8,7 @@ import typer
 
 from mlpot.cli.export import export
 from mlpot.cli.learn import learn
-from mlpot.cli.spectrum import fit_dipole, spectrum
+from mlpot.cli.spectrum import fit_response, spectrum
 from mlpot.cli.training import evaluate, fisher, train
 from mlpot.cli.uncertainty import calibrate, llpr, probe
 from mlpot.cli.validate import validate
@@ -29,7 +29,7 @@ app.command()(llpr)
 app.command()(probe)
 app.command()(fisher)
 app.command()(export)
-app.command("fit-dipole")(fit_dipole)
+app.command("response")(fit_response)
 app.command()(spectrum)
 
 

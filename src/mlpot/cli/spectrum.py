@@ -1,4 +1,5 @@
-"""``mlpot fit-dipole`` and ``mlpot spectrum``: a learned dipole and harmonic IR spectra."""
+"""``mlpot response`` and ``mlpot spectrum``: learned dipoles and polarisabilities, IR
+and Raman spectra."""
 
 from __future__ import annotations
 
@@ -24,38 +25,44 @@ def _read(path: Path):
         ) from None
 
 
-def fit_dipole(
-    data: Annotated[
-        Path, typer.Argument(metavar="DATA", help="Structures with dipole labels (extxyz).")
-    ],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Dipole model file.")],
+def fit_response(
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Structures with labels (extxyz).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Response model file.")],
+    kind: Annotated[str, typer.Option(help="dipole or polarizability.")] = "dipole",
     validation_fraction: Annotated[float, typer.Option(help="Held-out fraction.")] = 0.15,
     cutoff: Annotated[float, typer.Option(help="Cutoff of the mpnn body, Å.")] = 4.0,
     channels: Annotated[int, typer.Option(help="Channels of the mpnn body.")] = 16,
-    atomic_dipoles: Annotated[
-        int, typer.Option(help="Radial functions of the atomic dipoles (0: charges only).")
-    ] = 0,
+    radial_basis: Annotated[
+        int | None,
+        typer.Option(help="Radial functions of the edge terms (dipole default 0: charges only)."),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the split and the weights.")] = 0,
     threads: Threads = None,
 ) -> None:
-    """Fit a dipole model to labelled dipoles.
+    """Fit a dipole or polarisability model to labelled structures.
 
-    Charges that add up to the total charge (plus atomic dipoles with --atomic-dipoles)
-    on an mpnn body. Labels: each frame's dipole (e Å) as a calculator result or info
-    'dipole'; total charge from info 'charge'. Molecules and clusters only (a periodic cell
-    is refused).
+    Dipole: charges that add up to the total charge (plus atomic dipoles with
+    --radial-basis K) on an mpnn body; labels: each frame's dipole (e Å) as a calculator
+    result or info 'dipole', total charge from info 'charge'. Polarisability: isotropic
+    per-atom and traceless edge terms; labels: info 'polarizability' (e Å²/V, 3x3).
+    Molecules and clusters only (a periodic cell is refused).
     """
     import numpy as np
     import torch
 
     from mlpot.models.checkpoint import save_response_model
     from mlpot.models.registry import build_model
-    from mlpot.models.response import DipoleModel
+    from mlpot.models.response import DipoleModel, PolarizabilityModel
     from mlpot.training.response import fit_response as fit
 
     with exit_on_bad_input():
         use_resources(threads)
+        kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
+        if kind not in kinds:
+            raise MlpotInputError(
+                f"unknown kind {kind!r}: dipole or polarizability", field="--kind"
+            )
         frames = _read(data)
         if len(frames) < 4:
             raise MlpotInputError(f"only {len(frames)} structures", source=str(data))
@@ -68,11 +75,13 @@ def fit_dipole(
         body = build_model(
             {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
         )
-        model = DipoleModel(body, radial_basis=atomic_dipoles).double()
+        options = {} if radial_basis is None else {"radial_basis": radial_basis}
+        model = kinds[kind](body, **options).double()
         result = fit(model, train, validation, epochs=epochs, seed=seed, log=typer.echo)
         save_response_model(output, model, training={"data": str(data), **result})
+    unit = "e·Å" if kind == "dipole" else "e·Å²/V"
     typer.echo(
-        f"wrote {output}: validation dipole RMSE {result['validation_rmse']:.4f} e·Å "
+        f"wrote {output}: validation {kind} RMSE {result['validation_rmse']:.4g} {unit} "
         f"({result['epochs']} epochs)"
     )
 
@@ -80,7 +89,12 @@ def fit_dipole(
 def spectrum(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Energy model (model.pt).")],
     structure: Annotated[Path, typer.Argument(metavar="STRUCTURE", help="A molecule.")],
-    dipole: Annotated[Path, typer.Option(help="Dipole model (from mlpot fit-dipole).")],
+    response: Annotated[
+        Path,
+        typer.Option(
+            help="Dipole model (IR) or polarisability model (Raman), from mlpot response."
+        ),
+    ],
     frame: Annotated[int, typer.Option(help="Frame of STRUCTURE.")] = 0,
     relax: Annotated[
         bool, typer.Option(help="Relax to a minimum of MODEL first (fmax 1e-3 eV/Å).")
@@ -98,16 +112,17 @@ def spectrum(
     steps: Annotated[int, typer.Option(help="md: NVE steps of 0.5 fs each.")] = 4000,
     threads: Threads = None,
 ) -> None:
-    """Compute the IR spectrum of a molecule.
+    """Compute the IR or Raman spectrum of a molecule.
 
-    harmonic: normal modes from MODEL's autograd Hessian, intensities from a learned
-    dipole; prints frequencies (cm^-1) and intensities ((D/Å)²/amu, and relative to the
-    strongest). md: the line shape of the learned dipole along NVE trajectories from a
-    thermal ensemble (Hann window, harmonic quantum correction); prints its peaks.
+    The kind follows the response model: a dipole gives IR, a polarisability Raman.
+    harmonic: normal modes from MODEL's autograd Hessian; prints frequencies (cm^-1) and
+    IR intensities ((D/Å)²/amu) or Raman activities (Å⁴/amu, 45a'² + 7γ'²), absolute and
+    relative to the strongest. md (IR only): the line shape of the learned dipole along
+    NVE trajectories from a thermal ensemble (Hann window, harmonic quantum correction).
     """
     import numpy as np
 
-    from mlpot.apps.spectra import harmonic_ir, md_ir
+    from mlpot.apps.spectra import harmonic_ir, harmonic_raman, md_ir
     from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
 
     with exit_on_bad_input():
@@ -122,7 +137,13 @@ def spectrum(
                 field="baseline",
             )
         energy = load_model(model, dtype="float64")
-        dipole_model = load_response_model(dipole, dtype="float64")
+        response_model = load_response_model(response, dtype="float64")
+        if method == "md" and response_model.kind != "dipole":
+            raise MlpotInputError(
+                "md spectra are IR only (a dipole model); Raman from MD is not supported yet",
+                source=str(response),
+                field="kind",
+            )
         frames = _read(structure)
         if not 0 <= frame < len(frames):
             raise MlpotInputError(f"no frame {frame}", source=str(structure))
@@ -138,13 +159,14 @@ def spectrum(
             shape = md_ir(
                 atoms,
                 energy,
-                dipole_model,
+                response_model,
                 temperature_K=temperature,
                 trajectories=trajectories,
                 steps=steps,
             )
         else:
-            result = harmonic_ir(atoms, energy, dipole_model)
+            harmonic = harmonic_ir if response_model.kind == "dipole" else harmonic_raman
+            result = harmonic(atoms, energy, response_model)
     if method == "md":
         grid, curve = shape.wavenumbers, shape.intensities
         inside = (grid > 200.0) & (grid < 4500.0)

@@ -1,0 +1,95 @@
+"""Learned polarisabilities and harmonic Raman activities: the polarisability is a
+symmetric tensor that rotates as ``R α Rᵀ`` and ignores translations, its autograd
+derivatives equal finite differences, Raman activities do not depend on the molecule's
+orientation, and the pyscf oracle's finite-field polarisability is symmetric and
+positive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from scipy.spatial.transform import Rotation
+
+from mlpot.apps.spectra import harmonic_raman, polarizability_derivatives
+from mlpot.models.registry import build_model
+from mlpot.models.response import PolarizabilityModel, response_graph
+
+BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
+
+
+def _model() -> PolarizabilityModel:
+    torch.manual_seed(0)
+    model = PolarizabilityModel(build_model(BODY)).double()
+    model.body.fit_statistics(
+        [response_graph(molecule(n), model, labelled=False) for n in ("CH3CH2OH", "CH3OH")]
+    )
+    return model.eval()
+
+
+def _alpha(model, atoms) -> np.ndarray:
+    return model(response_graph(atoms, model, labelled=False))[0].detach().numpy()
+
+
+def test_polarizability_is_symmetric_equivariant_and_translation_invariant():
+    model = _model()
+    atoms = molecule("CH3CH2OH")
+    alpha = _alpha(model, atoms)
+    np.testing.assert_allclose(alpha, alpha.T, atol=1e-14)
+    anisotropic = alpha - np.trace(alpha) / 3 * np.eye(3)
+    assert np.abs(anisotropic).max() > 1e-4  # not a multiple of the identity
+    rotation = Rotation.from_euler("zyx", [0.7, 0.2, -1.3])
+    turned = atoms.copy()
+    turned.positions = rotation.apply(atoms.positions)
+    matrix = rotation.as_matrix()
+    np.testing.assert_allclose(_alpha(model, turned), matrix @ alpha @ matrix.T, atol=1e-12)
+    moved = atoms.copy()
+    moved.positions += [2.0, -4.0, 1.0]
+    np.testing.assert_allclose(_alpha(model, moved), alpha, atol=1e-12)
+
+
+def test_polarizability_derivatives_equal_finite_differences():
+    model = _model()
+    atoms = molecule("CH3OH")
+    analytic = polarizability_derivatives(atoms, model)
+    h = 1e-5
+    for j in (1, 7, 14):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[j // 3, j % 3] += h
+        minus.positions[j // 3, j % 3] -= h
+        numeric = (_alpha(model, plus) - _alpha(model, minus)) / (2 * h)
+        np.testing.assert_allclose(analytic[j], numeric, atol=1e-7 * np.abs(analytic).max())
+
+
+def test_raman_activities_do_not_depend_on_orientation():
+    """Activities are rotational invariants of ∂α/∂Q: turning the molecule (and with it
+    the Hessian of an untrained mpnn energy) leaves frequencies and activities alone."""
+    model = _model()
+    energy = build_model({**BODY, "channels": 8}).double()
+    atoms = molecule("H2O")
+    first = harmonic_raman(atoms, energy, model)
+    turned = atoms.copy()
+    turned.positions = Rotation.from_euler("xyz", [1.0, 0.4, -0.6]).apply(atoms.positions)
+    second = harmonic_raman(turned, energy, model)
+    np.testing.assert_allclose(second.frequencies, first.frequencies, rtol=1e-8)
+    np.testing.assert_allclose(second.intensities, first.intensities, rtol=1e-7, atol=1e-12)
+    assert first.intensities.max() > 0
+
+
+def test_pyscf_finite_field_polarizability():
+    pytest.importorskip("pyscf")
+    from mlpot.calculators.oracles import PySCFCalculator
+
+    atoms = molecule("H2O")
+    calc = PySCFCalculator(functional="hf", basis="sto-3g")
+    atoms.calc = calc
+    alpha = calc.get_property("polarizability", atoms)  # e·Å²/V
+    np.testing.assert_allclose(alpha, alpha.T, atol=1e-10)
+    values = np.linalg.eigvalsh(alpha)
+    assert values.min() > -1e-6 and values.max() > 0.01
+    # a weaker field gives the same linear response
+    weak = PySCFCalculator(functional="hf", basis="sto-3g", field=5e-4)
+    np.testing.assert_allclose(
+        weak.get_property("polarizability", atoms), alpha, atol=1e-4 * values.max()
+    )
