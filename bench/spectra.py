@@ -30,7 +30,7 @@ import torch
 from ase.io import read
 from ase.optimize import BFGS
 
-from mlpot.apps.spectra import harmonic_ir, md_ir
+from mlpot.apps.spectra import harmonic_ir, md_spectrum
 from mlpot.calculators.ase_calculator import MlpotCalculator
 from mlpot.calculators.oracles import make_oracle
 from mlpot.models.checkpoint import load_model
@@ -139,7 +139,7 @@ def main() -> None:
 
     if args.md_trajectories:
         t = time.perf_counter()
-        shape = md_ir(start, oracle, models["charges"], trajectories=args.md_trajectories)
+        shape = md_spectrum(start, oracle, models["charges"], trajectories=args.md_trajectories)
         strongest = np.argsort(reference.intensities)[::-1][:5]
         shifts = []
         for k in strongest:

@@ -13,7 +13,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS
 from scipy.spatial.transform import Rotation
 
-from mlpot.apps.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_ir
+from mlpot.apps.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_spectrum
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_response_model, save_response_model
 from mlpot.models.registry import build_model
@@ -243,7 +243,7 @@ def test_md_spectrum_is_red_shifted_from_the_harmonic_one(water_xtb, learned_wat
     water, calc = water_xtb
     model, _ = learned_water_dipole
     harmonic = harmonic_ir(water, calc, calc).frequencies  # bend, two stretches
-    shape = md_ir(water, calc, model, trajectories=2, steps=2000, equilibration=100, seed=1)
+    shape = md_spectrum(water, calc, model, trajectories=2, steps=2000, equilibration=100, seed=1)
     bend = shape.peak(1200, 1900)
     stretch = shape.peak(3200, 4000)
     assert harmonic[0] - 120 <= bend <= harmonic[0] + shape.resolution

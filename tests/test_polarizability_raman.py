@@ -12,7 +12,12 @@ import torch
 from ase.build import molecule
 from scipy.spatial.transform import Rotation
 
-from mlpot.apps.spectra import harmonic_raman, polarizability_derivatives
+from mlpot.apps.spectra import (
+    harmonic_raman,
+    md_spectrum,
+    polarizability_derivatives,
+    polarizability_line_shape,
+)
 from mlpot.models.registry import build_model
 from mlpot.models.response import PolarizabilityModel, response_graph
 
@@ -93,6 +98,45 @@ def test_pyscf_finite_field_polarizability():
     np.testing.assert_allclose(
         weak.get_property("polarizability", atoms), alpha, atol=1e-4 * values.max()
     )
+
+
+def test_raman_line_shape_of_a_known_oscillation():
+    """An isotropic breathing at 1000 cm⁻¹ and a traceless oscillation at 2500 cm⁻¹: peaks
+    there, weighted 45 : 7 · 3/2 · Σβ² as the activities are."""
+    dt = 0.5
+    t = np.arange(4000) * dt * 1e-15
+    c = 100.0 * 2.99792458e8
+    iso = 0.1 * np.cos(2 * np.pi * 1000.0 * c * t)
+    aniso = 0.1 * np.cos(2 * np.pi * 2500.0 * c * t)
+    alpha = np.zeros((len(t), 3, 3))
+    alpha += iso[:, None, None] * np.eye(3)
+    alpha[:, 0, 0] += aniso
+    alpha[:, 1, 1] -= aniso
+    shape = polarizability_line_shape([alpha], dt)
+    assert abs(shape.peak(500, 1500) - 1000.0) <= shape.resolution
+    assert abs(shape.peak(2000, 3000) - 2500.0) <= shape.resolution
+    # areas: 45 a'² (a = iso) against 7 · 3/2 · 2 (β_xx = -β_yy = aniso), equal amplitudes
+    # and the same ω² weight up to the frequency ratio squared
+    near = lambda f: (shape.wavenumbers > f - 100) & (shape.wavenumbers < f + 100)  # noqa: E731
+    ratio = shape.intensities[near(1000)].sum() / shape.intensities[near(2500)].sum()
+    assert ratio == pytest.approx(45.0 / 21.0 * (1000.0 / 2500.0) ** 2, rel=0.05)
+
+
+def test_md_raman_peaks_near_the_harmonic_bands():
+    """NVE of water on the GFN2-xTB surface with a polarisability model: the line shape
+    peaks near the harmonic bend and stretch (not above them beyond one resolution step)."""
+    from ase.optimize import BFGS
+    from tblite.ase import TBLite
+
+    calc = TBLite(method="GFN2-xTB", verbosity=0)
+    water = molecule("H2O")
+    water.calc = calc
+    BFGS(water, logfile=None).run(fmax=1e-4)
+    frequencies = harmonic_raman(water, calc, _model()).frequencies
+    shape = md_spectrum(water, calc, _model(), trajectories=2, steps=2000, equilibration=100)
+    bend, stretch = shape.peak(1200, 1900), shape.peak(3200, 4000)
+    assert frequencies[0] - 120 <= bend <= frequencies[0] + shape.resolution
+    assert frequencies[1] - 200 <= stretch <= frequencies[2] + shape.resolution
 
 
 @pytest.mark.slow

@@ -199,15 +199,31 @@ class MDSpectrum:
         return float(self.wavenumbers[inside][np.argmax(self.intensities[inside])])
 
 
-def _dipole_of(dipole, atoms: Atoms) -> np.ndarray:
-    if isinstance(dipole, DipoleModel):
-        dtype = next(dipole.parameters()).dtype
+def _response_of(response, atoms: Atoms) -> np.ndarray:
+    """The dipole ``(3,)`` or polarisability ``(3, 3)`` of ``atoms`` from a response model
+    or, for a calculator, its ``dipole``."""
+    if isinstance(response, DipoleModel | PolarizabilityModel):
+        dtype = next(response.parameters()).dtype
         with torch.no_grad():
-            graph = response_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
-            return dipole(graph)[0].double().numpy()
+            graph = response_graph(atoms, response, dtype=dtype, labelled=False, source="atoms")
+            return response(graph)[0].double().numpy()
     probe = atoms.copy()
-    probe.calc = dipole
+    probe.calc = response
     return np.asarray(probe.get_dipole_moment(), dtype=np.float64)
+
+
+def _line_shape(series: list[np.ndarray], timestep_fs: float, weights) -> MDSpectrum:
+    """``Σ_c weights[c] |FFT(w · dx_c/dt)|²`` over the components ``c`` of series ``(T, C)``
+    and over trajectories, ``w`` a Hann window; normalised to a largest value of 1."""
+    total = None
+    for x in series:
+        velocity = np.gradient(np.asarray(x), timestep_fs, axis=0)  # (T, C)
+        window = np.hanning(len(velocity))[:, None]
+        power = np.abs(np.fft.rfft(velocity * window, axis=0)) ** 2 @ np.asarray(weights)
+        total = power if total is None else total + power
+    frequency = np.fft.rfftfreq(len(series[0]), d=timestep_fs * 1e-15)  # Hz
+    wavenumbers = frequency / (100.0 * units._c)  # cm⁻¹
+    return MDSpectrum(wavenumbers, total / total.max(), float(wavenumbers[1]))
 
 
 def dipole_line_shape(series: list[np.ndarray], timestep_fs: float) -> MDSpectrum:
@@ -218,21 +234,31 @@ def dipole_line_shape(series: list[np.ndarray], timestep_fs: float) -> MDSpectru
     ``βħ ω² C_cl(ω)``, the transform of the classical dipole-derivative correlation: this
     line shape, so no further factor is applied. The line width is set by the trajectory
     length (resolution ``1 / (T Δt)``)."""
-    total = None
-    for mu in series:
-        velocity = np.gradient(np.asarray(mu), timestep_fs, axis=0)  # (T, 3) e·Å/fs
-        window = np.hanning(len(velocity))[:, None]
-        power = (np.abs(np.fft.rfft(velocity * window, axis=0)) ** 2).sum(1)
-        total = power if total is None else total + power
-    frequency = np.fft.rfftfreq(len(series[0]), d=timestep_fs * 1e-15)  # Hz
-    wavenumbers = frequency / (100.0 * units._c)  # cm⁻¹
-    return MDSpectrum(wavenumbers, total / total.max(), float(wavenumbers[1]))
+    return _line_shape(
+        [np.asarray(mu).reshape(len(mu), 3) for mu in series], timestep_fs, np.ones(3)
+    )
 
 
-def md_ir(
+def polarizability_line_shape(series: list[np.ndarray], timestep_fs: float) -> MDSpectrum:
+    """The Raman line shape of polarisability series ``(T, 3, 3)``, one per trajectory: the
+    time-domain form of the activities, ``45 |FFT(w ȧ)|² + 7 · (3/2) Σ_ij |FFT(w β̇_ij)|²``
+    with ``a = tr α / 3`` and ``β = α − a I`` (``γ² = (3/2) Σ β_ij²``), Hann window ``w``.
+    For harmonic motion (``⟨Q̇_k²⟩ = kT``) the peak areas are proportional to the harmonic
+    activities ``45 a'² + 7 γ'²``: the line shape is comparable with
+    :func:`harmonic_raman`, without excitation-frequency or Bose factors."""
+    parts = []
+    for alpha in series:
+        alpha = np.asarray(alpha)
+        mean = np.trace(alpha, axis1=1, axis2=2) / 3.0  # (T,)
+        traceless = alpha - mean[:, None, None] * np.eye(3)
+        parts.append(np.column_stack([mean, traceless.reshape(len(alpha), 9)]))
+    return _line_shape(parts, timestep_fs, np.array([45.0] + [7.0 * 1.5] * 9))
+
+
+def md_spectrum(
     atoms: Atoms,
     energy,
-    dipole,
+    response,
     *,
     temperature_K: float = 300.0,
     trajectories: int = 4,
@@ -241,13 +267,15 @@ def md_ir(
     timestep_fs: float = 0.5,
     seed: int = 0,
 ) -> MDSpectrum:
-    """IR line shape from NVE trajectories started from a thermal ensemble.
+    """IR (a dipole response) or Raman (a polarisability model) line shape from NVE
+    trajectories started from a thermal ensemble.
 
     Each trajectory: Maxwell–Boltzmann momenta at ``temperature_K`` (no centre-of-mass
     motion or rotation), ``equilibration`` Langevin steps at that temperature, then
     ``steps`` NVE steps of ``timestep_fs`` with the dipole recorded at every step
-    (:func:`dipole_line_shape`). ``energy``: an mlpot energy model or an ASE calculator;
-    ``dipole``: a :class:`DipoleModel` or a calculator that gives ``dipole``.
+    (:func:`dipole_line_shape`, :func:`polarizability_line_shape`). ``energy``: an mlpot
+    energy model or an ASE calculator; ``response``: a :class:`DipoleModel`, a calculator
+    that gives ``dipole``, or a :class:`PolarizabilityModel`.
     """
     from mlpot.calculators.ase_calculator import MlpotCalculator
     from mlpot.md.dynamics import make_dynamics, start_momenta
@@ -270,13 +298,15 @@ def md_ir(
         nve = make_dynamics(walker, thermostat="nve", timestep_fs=timestep_fs)
 
         def record(walker=walker) -> np.ndarray:
-            if dipole is calculator:  # the step's own answer already holds the dipole
+            if response is calculator:  # the step's own answer already holds the dipole
                 return np.asarray(walker.get_dipole_moment(), dtype=np.float64)
-            return _dipole_of(dipole, walker)
+            return _response_of(response, walker)
 
         mu = [record()]
         for _ in range(steps):
             nve.run(1)
             mu.append(record())
         series.append(np.array(mu))
+    if isinstance(response, PolarizabilityModel):
+        return polarizability_line_shape(series, timestep_fs)
     return dipole_line_shape(series, timestep_fs)

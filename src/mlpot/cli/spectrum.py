@@ -117,12 +117,12 @@ def spectrum(
     The kind follows the response model: a dipole gives IR, a polarisability Raman.
     harmonic: normal modes from MODEL's autograd Hessian; prints frequencies (cm^-1) and
     IR intensities ((D/Å)²/amu) or Raman activities (Å⁴/amu, 45a'² + 7γ'²), absolute and
-    relative to the strongest. md (IR only): the line shape of the learned dipole along
-    NVE trajectories from a thermal ensemble (Hann window, harmonic quantum correction).
+    relative to the strongest. md: the line shape of the learned dipole (polarisability)
+    along NVE trajectories from a thermal ensemble (Hann window).
     """
     import numpy as np
 
-    from mlpot.apps.spectra import harmonic_ir, harmonic_raman, md_ir
+    from mlpot.apps.spectra import harmonic_ir, harmonic_raman, md_spectrum
     from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
 
     with exit_on_bad_input():
@@ -138,12 +138,6 @@ def spectrum(
             )
         energy = load_model(model, dtype="float64")
         response_model = load_response_model(response, dtype="float64")
-        if method == "md" and response_model.kind != "dipole":
-            raise MlpotInputError(
-                "md spectra are IR only (a dipole model); Raman from MD is not supported yet",
-                source=str(response),
-                field="kind",
-            )
         frames = _read(structure)
         if not 0 <= frame < len(frames):
             raise MlpotInputError(f"no frame {frame}", source=str(structure))
@@ -156,7 +150,7 @@ def spectrum(
             atoms.calc = MlpotCalculator(energy)
             BFGS(atoms, logfile=None).run(fmax=1e-3, steps=500)
         if method == "md":
-            shape = md_ir(
+            shape = md_spectrum(
                 atoms,
                 energy,
                 response_model,
