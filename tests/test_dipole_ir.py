@@ -200,10 +200,12 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
         app,
         ["spectrum", str(tmp_path / "model.pt"), str(tmp_path / "water.xyz"),
          "--response", str(tmp_path / "dipole.pt"), "--no-relax",
-         "--csv", str(tmp_path / "ir.csv")],
+         "--csv", str(tmp_path / "ir.csv"), "--html", str(tmp_path / "ir.html")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "cm^-1" in result.output and (tmp_path / "ir.csv").exists()
+    page = (tmp_path / "ir.html").read_text()
+    assert "data:image/png;base64," in page and "cm^-1" in page
     table = np.loadtxt(tmp_path / "ir.csv", delimiter=",")
     assert table.shape == (4001, 2) and np.isfinite(table).all()
     missing = runner.invoke(

@@ -103,6 +103,9 @@ def spectrum(
         Path | None, typer.Option(help="Write the broadened spectrum (cm^-1, intensity).")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the spectrum as a PNG.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write an HTML page with the plot and the table.")
+    ] = None,
     width: Annotated[float, typer.Option(help="Lorentzian half width, cm^-1.")] = 10.0,
     method: Annotated[
         str, typer.Option(help="harmonic (normal modes) or md (dipole autocorrelation).")
@@ -175,16 +178,50 @@ def spectrum(
     if csv is not None:
         np.savetxt(csv, np.column_stack([grid, curve]), delimiter=",", header="cm-1,intensity")
         typer.echo(f"wrote {csv}")
-    if plot is not None:
-        import matplotlib
+    label = "IR intensity" if response_model.kind == "dipole" else "Raman activity"
+    table = result.table() if method == "harmonic" else None
+    if plot is not None or html is not None:
+        png = _plot(grid, curve, label, method)
+        if plot is not None:
+            plot.write_bytes(png)
+            typer.echo(f"wrote {plot}")
+        if html is not None:
+            html.write_text(_html_page(png, table, label, model, structure, method))
+            typer.echo(f"wrote {html}")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot(grid, curve, lw=1.0)
-        ax.set_xlabel("wavenumber (cm$^{-1}$)")
-        ax.set_ylabel("IR intensity ((D/Å)$^2$ amu$^{-1}$ per cm$^{-1}$)")
-        fig.tight_layout()
-        fig.savefig(plot, dpi=120)
-        typer.echo(f"wrote {plot}")
+def _plot(grid, curve, label: str, method: str) -> bytes:
+    """The spectrum as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(grid, curve, lw=1.0)
+    ax.set_xlim(0, 4000)
+    ax.set_xlabel("wavenumber (cm$^{-1}$)")
+    ax.set_ylabel(f"{label} ({'broadened' if method == 'harmonic' else 'line shape'})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _html_page(png: bytes, table: str | None, label: str, model, structure, method) -> str:
+    """A self-contained HTML page: the plot (embedded) and the table of modes."""
+    import base64
+    import html
+
+    image = base64.b64encode(png).decode("ascii")
+    modes = f"<pre>{html.escape(table)}</pre>" if table else ""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>mlpot {html.escape(label)}</title></head><body>"
+        f"<h1>{html.escape(label)} spectrum ({html.escape(method)})</h1>"
+        f"<p>model {html.escape(str(model))}, structure {html.escape(str(structure))}</p>"
+        f"<img alt='spectrum' src='data:image/png;base64,{image}'>{modes}</body></html>\n"
+    )
