@@ -64,30 +64,39 @@ def hessian(atoms: Atoms, energy, *, delta: float = 0.01) -> np.ndarray:
     return finite_difference_hessian(atoms, energy, delta)
 
 
-def dipole_derivatives(atoms: Atoms, dipole, *, delta: float = 0.01) -> np.ndarray:
-    """``∂μ/∂x`` ``(3N, 3)`` e: by autograd of a :class:`DipoleModel`, or by central
-    differences (``delta`` Å) of an ASE calculator's dipole."""
-    if isinstance(dipole, DipoleModel):
-        dtype = next(dipole.parameters()).dtype
-        graph = response_graph(atoms, dipole, dtype=dtype, labelled=False, source="atoms")
+def _derivatives(atoms: Atoms, response, kind: str, delta: float) -> np.ndarray:
+    """``∂y/∂x`` ``(3N, *shape)`` of a response ``y`` of ``kind`` (``dipole`` or
+    ``polarizability``): by autograd of a response model, or by central differences
+    (``delta`` Å) of a calculator's property."""
+    if isinstance(response, DipoleModel | PolarizabilityModel):
+        dtype = next(response.parameters()).dtype
+        graph = response_graph(atoms, response, dtype=dtype, labelled=False, source="atoms")
         positions = graph["positions"].detach().requires_grad_(True)
         graph["positions"] = positions
-        mu = dipole(graph)[0]  # (3,)
+        value = response(graph)[0]
+        flat = value.reshape(-1)
         rows = [
-            torch.autograd.grad(mu[c], positions, retain_graph=c < 2)[0].reshape(-1)
-            for c in range(3)
+            torch.autograd.grad(flat[c], positions, retain_graph=c < flat.numel() - 1)[0]
+            for c in range(flat.numel())
         ]
-        return torch.stack(rows, dim=1).detach().double().numpy()  # (3N, 3)
-    out = np.empty((3 * len(atoms), 3))
+        out = torch.stack([row.reshape(-1) for row in rows], dim=1)  # (3N, C)
+        return out.detach().double().numpy().reshape(-1, *value.shape)
+    rows = []
     for j in range(3 * len(atoms)):
         values = []
         for sign in (1.0, -1.0):
             moved = atoms.copy()
             moved.positions[j // 3, j % 3] += sign * delta
-            moved.calc = dipole
-            values.append(np.asarray(moved.get_dipole_moment()))
-        out[j] = (values[0] - values[1]) / (2 * delta)
-    return out
+            moved.calc = response
+            values.append(np.asarray(response.get_property(kind, moved), dtype=np.float64))
+        rows.append((values[0] - values[1]) / (2 * delta))
+    return np.array(rows)
+
+
+def dipole_derivatives(atoms: Atoms, dipole, *, delta: float = 0.01) -> np.ndarray:
+    """``∂μ/∂x`` ``(3N, 3)`` e: by autograd of a :class:`DipoleModel`, or by central
+    differences (``delta`` Å) of an ASE calculator's dipole."""
+    return _derivatives(atoms, dipole, "dipole", delta)
 
 
 def _normal_modes(atoms: Atoms, energy, delta: float):
@@ -129,27 +138,7 @@ _POLARIZABILITY_VOLUME = 14.399645
 def polarizability_derivatives(atoms: Atoms, polarizability, *, delta: float = 0.01):
     """``∂α/∂x`` ``(3N, 3, 3)`` e·Å/V: by autograd of a :class:`PolarizabilityModel`, or by
     central differences (``delta`` Å) of a calculator's ``polarizability``."""
-    if isinstance(polarizability, PolarizabilityModel):
-        dtype = next(polarizability.parameters()).dtype
-        graph = response_graph(atoms, polarizability, dtype=dtype, labelled=False, source="atoms")
-        positions = graph["positions"].detach().requires_grad_(True)
-        graph["positions"] = positions
-        alpha = polarizability(graph)[0].reshape(-1)  # (9,)
-        rows = [
-            torch.autograd.grad(alpha[c], positions, retain_graph=c < 8)[0].reshape(-1)
-            for c in range(9)
-        ]
-        return torch.stack(rows, dim=1).detach().double().numpy().reshape(-1, 3, 3)
-    out = np.empty((3 * len(atoms), 3, 3))
-    for j in range(3 * len(atoms)):
-        values = []
-        for sign in (1.0, -1.0):
-            moved = atoms.copy()
-            moved.positions[j // 3, j % 3] += sign * delta
-            moved.calc = polarizability
-            values.append(np.asarray(polarizability.get_property("polarizability", moved)))
-        out[j] = (values[0] - values[1]) / (2 * delta)
-    return out
+    return _derivatives(atoms, polarizability, "polarizability", delta)
 
 
 def harmonic_raman(
