@@ -221,3 +221,14 @@ def test_cli_export_writes_a_model_ase_runs(tmp_path):
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "missing.pt")])
     assert missing.exit_code == 2
     assert "missing.pt" in missing.output and "Traceback" not in missing.output
+
+
+def test_exported_model_names_an_unknown_element(tmp_path):
+    path = _checkpoint(tmp_path, MPNN)
+    export_model(path, tmp_path / "exported.pt")
+    atoms = molecule("CH3CH2OH")
+    atoms.numbers[0] = 7  # nitrogen: not an element of the model
+    atoms.calc = MetatomicCalculator(str(tmp_path / "exported.pt"))
+    # metatomic checks the declared atomic types and names the one that is missing
+    with pytest.raises(Exception, match="does not support the atomic type '7'"):
+        atoms.get_potential_energy()
