@@ -250,3 +250,30 @@ def test_md_spectrum_is_red_shifted_from_the_harmonic_one(water_xtb, learned_wat
     stretch = shape.peak(3200, 4000)
     assert harmonic[0] - 120 <= bend <= harmonic[0] + shape.resolution
     assert harmonic[1] - 200 <= stretch <= harmonic[2] + shape.resolution
+
+
+def test_an_ensemble_of_dipole_models_gives_an_error_band(water_xtb, learned_water_dipole):
+    """Two dipole models (the learned one and one trained from another seed): the
+    spectrum's intensities are their mean, the spread their standard deviation."""
+    water, calc = water_xtb
+    first, _ = learned_water_dipole
+    rng = np.random.default_rng(5)
+    frames = []
+    for _ in range(60):
+        atoms = water.copy()
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = calc
+        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
+        frames.append(atoms)
+    torch.manual_seed(1)
+    second = DipoleModel(build_model({**BODY, "elements": [1, 8], "channels": 16})).double()
+    fit_response(second, frames[:50], frames[50:], epochs=100, seed=1)
+    both = harmonic_ir(water, calc, [first, second])
+    one, two = harmonic_ir(water, calc, first), harmonic_ir(water, calc, second)
+    np.testing.assert_allclose(both.intensities, (one.intensities + two.intensities) / 2)
+    expected = np.abs(one.intensities - two.intensities) / np.sqrt(2.0)
+    np.testing.assert_allclose(both.spread, expected, rtol=1e-8)
+    assert (both.spread > 0).all()
+    grid = np.linspace(1000.0, 4000.0, 301)
+    assert both.broadened_spread(grid).shape == grid.shape
+    assert "± std" in both.table()

@@ -33,27 +33,53 @@ class HarmonicSpectrum:
 
     Attributes:
         frequencies: ``(M,)`` cm⁻¹ (imaginary ones negative).
-        intensities: ``(M,)``: IR intensities (D/Å)²/amu, or Raman activities Å⁴/amu.
+        intensities: ``(M,)``: IR intensities (D/Å)²/amu, or Raman activities Å⁴/amu; for
+            an ensemble of response models, the members' mean.
         modes: ``(M, 3N)`` mass-weighted eigenvectors (rows, unit norm).
+        unit: the unit of the intensities.
+        members: ``(K, M)`` every member's intensities (an ensemble), else None.
     """
 
     frequencies: np.ndarray
     intensities: np.ndarray
     modes: np.ndarray
+    unit: str = "(D/Å)²/amu"
+    members: np.ndarray | None = None
+
+    @property
+    def spread(self) -> np.ndarray | None:
+        """``(M,)`` the members' standard deviation of each intensity (None: one model)."""
+        return None if self.members is None else self.members.std(0, ddof=1)
 
     def table(self) -> str:
-        """Frequencies and intensities (absolute and relative to the strongest band)."""
+        """Frequencies and intensities (absolute, ± the members' std for an ensemble, and
+        relative to the strongest band)."""
         strongest = max(float(self.intensities.max()), 1e-300)
-        lines = [f"{'mode':>4} {'cm^-1':>9} {'(D/Å)²/amu':>11} {'relative':>9}"]
+        spread = self.spread
+        lines = [
+            f"{'mode':>4} {'cm^-1':>9} {self.unit:>11}"
+            + (f" {'± std':>9}" if spread is not None else "")
+            + f" {'relative':>9}"
+        ]
         for k, (f, i) in enumerate(zip(self.frequencies, self.intensities, strict=True)):
-            lines.append(f"{k:>4} {f:>9.1f} {i:>11.4f} {i / strongest:>9.3f}")
+            band = f" {spread[k]:>9.4f}" if spread is not None else ""
+            lines.append(f"{k:>4} {f:>9.1f} {i:>11.4f}{band} {i / strongest:>9.3f}")
         return "\n".join(lines)
 
     def broadened(self, grid: np.ndarray, width: float = 10.0) -> np.ndarray:
         """The spectrum on ``grid`` (cm⁻¹) as Lorentzians of half width ``width`` cm⁻¹
         (areas = intensities)."""
-        lines = (width / np.pi) / ((grid[:, None] - self.frequencies[None, :]) ** 2 + width**2)
-        return lines @ self.intensities
+        return self._lines(grid, width) @ self.intensities
+
+    def broadened_spread(self, grid: np.ndarray, width: float = 10.0) -> np.ndarray | None:
+        """The members' standard deviation of the broadened spectrum at each point of
+        ``grid`` (the error band), or None for one model."""
+        if self.members is None:
+            return None
+        return (self._lines(grid, width) @ self.members.T).std(1, ddof=1)
+
+    def _lines(self, grid: np.ndarray, width: float) -> np.ndarray:
+        return (width / np.pi) / ((grid[:, None] - self.frequencies[None, :]) ** 2 + width**2)
 
 
 def hessian(atoms: Atoms, energy, *, delta: float = 0.01) -> np.ndarray:
@@ -115,20 +141,40 @@ def _vibrations_only(atoms: Atoms, frequencies: np.ndarray) -> np.ndarray:
     return np.sort(np.argsort(np.abs(frequencies))[rigid_modes(atoms) :])
 
 
+def _members(response) -> list:
+    return list(response) if isinstance(response, list | tuple) else [response]
+
+
+def _spectrum(frequencies, vectors, atoms, per_member: list[np.ndarray], unit: str):
+    """The spectrum of the vibrational modes: the mean over response members (and the
+    members themselves when there are several)."""
+    keep = _vibrations_only(atoms, frequencies)
+    members = np.array([values[keep] for values in per_member])  # (K, M)
+    return HarmonicSpectrum(
+        frequencies[keep],
+        members.mean(0),
+        vectors[:, keep].T,
+        unit,
+        members if len(members) > 1 else None,
+    )
+
+
 def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> HarmonicSpectrum:
     """Harmonic IR spectrum of ``atoms`` (a molecule at a minimum of ``energy``).
 
     Args:
         energy: an mlpot energy model or an ASE calculator (the Hessian).
-        dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``.
+        dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``; or a
+            list of them (an ensemble: mean intensities and their spread).
         delta: displacement (Å) of the finite differences, where they are used.
     """
     frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
-    d_mu = dipole_derivatives(atoms, dipole, delta=delta)  # (3N, 3) e
-    d_mu_d_q = (vectors * inverse_root[:, None]).T @ d_mu  # (3N modes, 3) e/√amu
-    intensities = (d_mu_d_q**2).sum(1) / units.Debye**2  # (D/Å)²/amu
-    keep = _vibrations_only(atoms, frequencies)
-    return HarmonicSpectrum(frequencies[keep], intensities[keep], vectors[:, keep].T)
+    per_member = []
+    for member in _members(dipole):
+        d_mu = dipole_derivatives(atoms, member, delta=delta)  # (3N, 3) e
+        d_mu_d_q = (vectors * inverse_root[:, None]).T @ d_mu  # (3N modes, 3) e/√amu
+        per_member.append((d_mu_d_q**2).sum(1) / units.Debye**2)  # (D/Å)²/amu
+    return _spectrum(frequencies, vectors, atoms, per_member, "(D/Å)²/amu")
 
 
 #: e·Å²/V -> Å³ (the polarisability volume): e²/(4πε₀) in eV·Å.
@@ -151,19 +197,21 @@ def harmonic_raman(
     polarised excitation light, summed over both scattered polarisations, and independent
     of the excitation wavelength), with ``a'`` the mean and ``γ'²`` the anisotropy invariant
     of ``∂α/∂Q_k`` in Å²/√amu. ``polarizability``: a :class:`PolarizabilityModel` or a
-    calculator that gives ``polarizability`` (e.g. the pyscf oracle).
+    calculator that gives ``polarizability`` (e.g. the pyscf oracle), or a list of them
+    (an ensemble: mean activities and their spread).
     """
     frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
-    d_alpha = polarizability_derivatives(atoms, polarizability, delta=delta)  # (3N, 3, 3)
-    d_alpha = d_alpha * _POLARIZABILITY_VOLUME  # Å³/Å
-    d_q = np.einsum("jm,jab->mab", vectors * inverse_root[:, None], d_alpha)  # (modes, 3, 3)
-    mean = np.trace(d_q, axis1=1, axis2=2) / 3.0
-    xx, yy, zz = d_q[:, 0, 0], d_q[:, 1, 1], d_q[:, 2, 2]
-    off = d_q[:, 0, 1] ** 2 + d_q[:, 1, 2] ** 2 + d_q[:, 0, 2] ** 2
-    anisotropy = 0.5 * ((xx - yy) ** 2 + (yy - zz) ** 2 + (zz - xx) ** 2 + 6.0 * off)
-    activities = 45.0 * mean**2 + 7.0 * anisotropy
-    keep = _vibrations_only(atoms, frequencies)
-    return HarmonicSpectrum(frequencies[keep], activities[keep], vectors[:, keep].T)
+    per_member = []
+    for member in _members(polarizability):
+        d_alpha = polarizability_derivatives(atoms, member, delta=delta)  # (3N, 3, 3)
+        d_alpha = d_alpha * _POLARIZABILITY_VOLUME  # Å³/Å
+        d_q = np.einsum("jm,jab->mab", vectors * inverse_root[:, None], d_alpha)  # (3N, 3, 3)
+        mean = np.trace(d_q, axis1=1, axis2=2) / 3.0
+        xx, yy, zz = d_q[:, 0, 0], d_q[:, 1, 1], d_q[:, 2, 2]
+        off = d_q[:, 0, 1] ** 2 + d_q[:, 1, 2] ** 2 + d_q[:, 0, 2] ** 2
+        anisotropy = 0.5 * ((xx - yy) ** 2 + (yy - zz) ** 2 + (zz - xx) ** 2 + 6.0 * off)
+        per_member.append(45.0 * mean**2 + 7.0 * anisotropy)
+    return _spectrum(frequencies, vectors, atoms, per_member, "Å⁴/amu")
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,10 @@ def spectrum(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Energy model (model.pt).")],
     structure: Annotated[Path, typer.Argument(metavar="STRUCTURE", help="A molecule.")],
     response: Annotated[
-        Path,
+        list[Path],
         typer.Option(
-            help="Dipole model (IR) or polarisability model (Raman), from mlpot response."
+            help="Dipole model (IR) or polarisability model (Raman), from mlpot response; "
+            "repeat it for an ensemble (mean and spread).",
         ),
     ],
     frame: Annotated[int, typer.Option(help="Frame of STRUCTURE.")] = 0,
@@ -140,7 +141,15 @@ def spectrum(
                 field="baseline",
             )
         energy = load_model(model, dtype="float64")
-        response_model = load_response_model(response, dtype="float64")
+        members = [load_response_model(path, dtype="float64") for path in response]
+        response_model = members[0]
+        if len({m.kind for m in members}) > 1:
+            raise MlpotInputError(
+                "the response models are of different kinds (dipole and polarizability)",
+                field="--response",
+            )
+        if method == "md" and len(members) > 1:
+            raise MlpotInputError("md spectra take one response model", field="--response")
         frames = _read(structure)
         if not 0 <= frame < len(frames):
             raise MlpotInputError(f"no frame {frame}", source=str(structure))
@@ -163,7 +172,8 @@ def spectrum(
             )
         else:
             harmonic = harmonic_ir if response_model.kind == "dipole" else harmonic_raman
-            result = harmonic(atoms, energy, response_model)
+            result = harmonic(atoms, energy, members)
+    band = None
     if method == "md":
         grid, curve = shape.wavenumbers, shape.intensities
         inside = (grid > 200.0) & (grid < 4500.0)
@@ -175,13 +185,17 @@ def spectrum(
         typer.echo(result.table())
         grid = np.arange(0.0, 4000.0 + 0.5, 1.0)
         curve = result.broadened(grid, width)
+        band = result.broadened_spread(grid, width)
     if csv is not None:
-        np.savetxt(csv, np.column_stack([grid, curve]), delimiter=",", header="cm-1,intensity")
+        columns, header = [grid, curve], "cm-1,intensity"
+        if band is not None:
+            columns, header = [*columns, band], header + ",std"
+        np.savetxt(csv, np.column_stack(columns), delimiter=",", header=header)
         typer.echo(f"wrote {csv}")
     label = "IR intensity" if response_model.kind == "dipole" else "Raman activity"
     table = result.table() if method == "harmonic" else None
     if plot is not None or html is not None:
-        png = _plot(grid, curve, label, method)
+        png = _plot(grid, curve, band, label, method)
         if plot is not None:
             plot.write_bytes(png)
             typer.echo(f"wrote {plot}")
@@ -190,8 +204,8 @@ def spectrum(
             typer.echo(f"wrote {html}")
 
 
-def _plot(grid, curve, label: str, method: str) -> bytes:
-    """The spectrum as PNG bytes."""
+def _plot(grid, curve, band, label: str, method: str) -> bytes:
+    """The spectrum as PNG bytes (with the ensemble's ± std band when given)."""
     import io
 
     import matplotlib
@@ -201,6 +215,9 @@ def _plot(grid, curve, label: str, method: str) -> bytes:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(grid, curve, lw=1.0)
+    if band is not None:
+        ax.fill_between(grid, curve - band, curve + band, alpha=0.3, lw=0, label="± std")
+        ax.legend()
     ax.set_xlim(0, 4000)
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
     ax.set_ylabel(f"{label} ({'broadened' if method == 'harmonic' else 'line shape'})")
