@@ -277,3 +277,57 @@ def test_an_ensemble_of_dipole_models_gives_an_error_band(water_xtb, learned_wat
     grid = np.linspace(1000.0, 4000.0, 301)
     assert both.broadened_spread(grid).shape == grid.shape
     assert "± std" in both.table()
+
+
+def test_mlpot_train_fits_a_dipole_model(water_xtb, tmp_path):
+    import json
+
+    import ase.io
+    import yaml
+    from typer.testing import CliRunner
+
+    from mlpot.cli.main import app
+
+    water, calc = water_xtb
+    rng = np.random.default_rng(2)
+    frames = []
+    for _ in range(40):
+        atoms = water.copy()
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = calc
+        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
+        frames.append(atoms)
+    ase.io.write(tmp_path / "dipoles.xyz", frames)
+    config = {
+        "data": {"train": "dipoles.xyz", "validation_fraction": 0.2, "test_fraction": 0.1},
+        "model": {"name": "dipole", "body": {"name": "mpnn", "cutoff": 4.0, "channels": 8}},
+        "training": {"epochs": 60, "batch_size": 8, "progress": False},
+        "output": "run",
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "dipole" in result.output and "me·Å" in result.output
+    model = load_response_model(tmp_path / "run" / "model.pt")
+    assert model.kind == "dipole"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0 < metrics["validation"]["dipole"]["rmse"] < 0.05  # e·Å; |μ| ≈ 0.48
+    assert metrics["test"]["dipole"]["n"] == 4
+    again = CliRunner().invoke(app, ["train", str(tmp_path / "train.yaml")])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "words"),
+    [
+        ({"name": "dipole", "bogus": 1}, {}, "bogus"),
+        ({"name": "dipole"}, {"ensemble": {"size": 3}}, "remove ensemble"),
+        ({"name": "polarizability", "radial_basis": 0}, {}, "at least 1"),
+        ({"name": "dipole", "body": {"name": "mpnn", "chanels": 8}}, {}, "chanels"),
+    ],
+)
+def test_response_config_errors_name_the_keys(model, extra, words):
+    from mlpot.training.config import parse_config
+
+    with pytest.raises(MlpotInputError, match=words):
+        parse_config({"data": {"train": "x.xyz"}, "model": model, **extra})

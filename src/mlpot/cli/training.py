@@ -161,6 +161,8 @@ def format_metrics(report: dict[str, dict]) -> str:
         "energy_per_atom": ("meV/atom", 1e3),
         "forces": ("meV/Å", 1e3),
         "stress": ("meV/Å³", 1e3),
+        "dipole": ("me·Å", 1e3),
+        "polarizability": ("me·Å²/V", 1e3),
     }
     lines = [f"{'dataset':<32} {'quantity':<16} {'MAE':>10} {'RMSE':>10}  unit"]
     for name, metrics in report.items():

@@ -60,6 +60,29 @@ class DataConfig(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
+#: ``model.name`` of the response-property models (:mod:`mlpot.models.response`).
+RESPONSE_KINDS = ("dipole", "polarizability")
+
+
+def check_response_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A response model's section: ``{name, body: {an energy model with features},
+    hidden, radial_basis}``; the body is checked like any model section."""
+    unknown = sorted(set(spec) - {"name", "body", "hidden", "radial_basis"})
+    if unknown:
+        raise ValueError(f"unknown keys for a {spec['name']} model: {', '.join(unknown)}")
+    body = spec.get("body", {"name": "mpnn"})
+    if not isinstance(body, dict):
+        raise ValueError("model.body must be a model section, e.g. {name: mpnn}")
+    check_model_spec(with_elements(body, [1]), where="model.body")
+    for key in ("hidden", "radial_basis"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"model.{key} must be a non-negative integer, got {value!r}")
+    if spec["name"] == "polarizability" and spec.get("radial_basis") == 0:
+        raise ValueError("model.radial_basis of a polarizability model must be at least 1")
+    return {**spec, "body": body}
+
+
 class TrainConfig(BaseModel):
     """The whole config file."""
 
@@ -77,9 +100,30 @@ class TrainConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _check_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        if spec.get("name") in RESPONSE_KINDS:
+            return check_response_spec(spec)
         # elements come from the data when the model takes them and they are not given
         check_model_spec(with_elements(spec, [1]))
         return spec
+
+    @model_validator(mode="after")
+    def _response_models_train_alone(self):
+        if self.model.get("name") in RESPONSE_KINDS:
+            extra = [
+                key
+                for key, unused in (
+                    ("ensemble", self.ensemble.size == 1),
+                    ("baseline", self.baseline is None),
+                    ("finetune", self.finetune is None),
+                )
+                if not unused
+            ]
+            if extra:
+                raise ValueError(
+                    f"a {self.model['name']} model trains on its own labels: remove "
+                    + ", ".join(extra)
+                )
+        return self
 
     @model_validator(mode="after")
     def _finetune_takes_its_model(self):

@@ -92,3 +92,102 @@ def fit_response(
         "train_rmse": _rmse(model, train_graphs, batch_size),
         "validation_rmse": best,
     }
+
+
+def _read_structures(paths: Sequence[str]) -> list[Atoms]:
+    import ase.io
+
+    out = []
+    for path in paths:
+        try:
+            out += ase.io.read(path, ":")
+        except FileNotFoundError:
+            raise MlpotInputError("file not found", source=str(path)) from None
+        except Exception as err:
+            raise MlpotInputError(
+                f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
+            ) from None
+    return out
+
+
+def response_metrics(model: ResponseModel, structures: Sequence[Atoms], source: str) -> dict:
+    """``{kind: {"mae", "rmse", "n"}}`` of ``model`` on labelled structures (per component,
+    e·Å or e·Å²/V)."""
+    key, _ = LABELS[model.kind]
+    dtype = next(model.parameters()).dtype
+    graphs = [
+        response_graph(a, model, dtype=dtype, source=source, frame=k)
+        for k, a in enumerate(structures)
+    ]
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(graphs), 32):
+            batch = collate(graphs[start : start + 32])
+            errors.append((model(batch) - batch[key]).reshape(-1))
+    diff = torch.cat(errors)
+    return {
+        model.kind: {
+            "mae": float(diff.abs().mean()),
+            "rmse": float(diff.pow(2).mean().sqrt()),
+            "n": len(structures),
+        }
+    }
+
+
+def train_response(config, *, train=(), validation=(), test=(), log=print):
+    """``mlpot train`` for a response model (``model.name`` dipole or polarizability):
+    structures from the config's files and/or memory, split as the config says, the model
+    fitted (:func:`fit_response` with the config's epochs, batch size, learning rate,
+    patience, seed and dtype), written to ``OUTPUT/model.pt`` with ``metrics.json``.
+    Returns ``(model, fit summary, validation metrics, test metrics or None)``. A response
+    model trains in seconds to minutes: a killed run starts afresh."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from mlpot.models.checkpoint import save_response_model, torch_dtype
+    from mlpot.models.registry import build_model, with_elements
+    from mlpot.models.response import DipoleModel, PolarizabilityModel
+
+    data, options = config.data, config.training
+    pool = _read_structures(data.train) + list(train)
+    validation = _read_structures(data.validation) + list(validation)
+    test = _read_structures(data.test) + list(test)
+    if not pool:
+        raise MlpotInputError("no training structures", field="data.train")
+    order = np.random.default_rng(data.split_seed).permutation(len(pool))
+    n_val = 0 if validation else max(1, int(round(data.validation_fraction * len(pool))))
+    n_test = 0 if test else int(round(data.test_fraction * len(pool)))
+    validation = validation or [pool[k] for k in order[:n_val]]
+    test = test or [pool[k] for k in order[n_val : n_val + n_test]]
+    train = [pool[k] for k in order[n_val + n_test :]]
+    elements = sorted({int(z) for a in train + validation + test for z in a.numbers})
+    spec = config.model
+    kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
+    torch.manual_seed(options.seed)
+    body = build_model(with_elements(dict(spec["body"]), elements))
+    sizes = {k: spec[k] for k in ("hidden", "radial_basis") if spec.get(k) is not None}
+    model = kinds[spec["name"]](body, **sizes).to(torch_dtype(options.dtype))
+    log(f"{spec['name']} model: {len(train)} training, {len(validation)} validation structures")
+    summary = fit_response(
+        model,
+        train,
+        validation,
+        epochs=options.epochs,
+        learning_rate=options.learning_rate,
+        batch_size=options.batch_size,
+        patience=options.early_stopping_patience,
+        seed=options.seed,
+        log=log if options.progress else None,
+    )
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_response_model(output / "model.pt", model, training={**summary, "n_train": len(train)})
+    metrics = {
+        "epochs": summary["epochs"],
+        "validation": response_metrics(model, validation, "validation"),
+        "test": response_metrics(model, test, "test") if test else None,
+    }
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return model, summary, metrics["validation"], metrics["test"]

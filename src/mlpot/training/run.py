@@ -24,7 +24,7 @@ from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import torch_dtype, update_checkpoint
 from mlpot.training import distributed
-from mlpot.training.config import TrainConfig
+from mlpot.training.config import RESPONSE_KINDS, TrainConfig
 from mlpot.training.delta import CACHE_FILE, delta_splits
 from mlpot.training.finetune import (
     FinetuneStart,
@@ -254,6 +254,26 @@ def _metrics(
     return summary
 
 
+def _run_response(config, train, validation, test, *, resume: bool, log) -> RunResult:
+    """A response model (dipole, polarisability): trained in one go into ``OUTPUT``."""
+    from mlpot.training.response import train_response
+
+    output = Path(config.output)
+    if (output / MODEL_FILE).exists() and not resume:
+        raise MlpotInputError(
+            "a training run is already here; resume it with --resume or choose another "
+            "output directory",
+            source=str(output),
+        )
+    if resume:
+        log("a response model trains in one go: starting afresh")
+    model, summary, val_metrics, test_metrics = train_response(
+        config, train=train, validation=validation, test=test, log=log
+    )
+    result = TrainResult(model, summary["validation_rmse"], summary["epochs"], "fitted")
+    return RunResult(output / MODEL_FILE, result, val_metrics, test_metrics)
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -287,6 +307,8 @@ def run_training(
     committee on part of the same data) that training continues from instead of from
     scratch; their reference energies and normalisation are kept.
     """
+    if config.model.get("name") in RESPONSE_KINDS:
+        return _run_response(config, train, validation, test, resume=resume, log=log)
     if warm_start is not None and config.ensemble.size < 2:
         raise ValueError("warm_start needs a committee (ensemble.size > 1)")
     if not (config.data.train or train):
