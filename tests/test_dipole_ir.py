@@ -331,3 +331,26 @@ def test_response_config_errors_name_the_keys(model, extra, words):
 
     with pytest.raises(MlpotInputError, match=words):
         parse_config({"data": {"train": "x.xyz"}, "model": model, **extra})
+
+
+def test_missing_dipole_in_a_training_file_names_file_and_frame(tmp_path):
+    import ase.io
+    import yaml
+
+    from mlpot.training.config import parse_config
+    from mlpot.training.run import run_training
+
+    frames = [molecule("H2O") for _ in range(6)]
+    for atoms in frames[:3] + frames[4:]:
+        atoms.info["dipole"] = [0.0, 0.0, 0.4]
+    ase.io.write(tmp_path / "some.xyz", frames)
+    raw = {
+        "data": {"train": "some.xyz", "validation_fraction": 0.2},
+        "model": {"name": "dipole", "body": {"name": "mpnn", "cutoff": 4.0, "channels": 8}},
+        "training": {"epochs": 2, "progress": False},
+        "output": "run",
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    config = parse_config(raw, base=tmp_path)
+    with pytest.raises(MlpotInputError, match=r"some\.xyz, frame 3, field 'dipole'"):
+        run_training(config)

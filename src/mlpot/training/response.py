@@ -21,6 +21,15 @@ from mlpot.data.graph import Graph, collate
 from mlpot.errors import MlpotInputError
 from mlpot.models.response import LABELS, ResponseModel, response_graph
 
+#: ``atoms.info`` keys of the file and frame a structure was read from (error messages).
+SOURCE, FRAME = "mlpot_source", "mlpot_frame"
+
+
+def _place(atoms: Atoms, default: str, index: int) -> dict:
+    """Where a structure came from: its file and frame when read by this module, else the
+    set's name and its position in it."""
+    return {"source": atoms.info.get(SOURCE, default), "frame": atoms.info.get(FRAME, index)}
+
 
 def _rmse(model: ResponseModel, graphs: list[Graph], batch_size: int) -> float:
     key, _ = LABELS[model.kind]
@@ -52,10 +61,10 @@ def fit_response(
         raise MlpotInputError("need training and validation structures", field="data")
     dtype = next(model.parameters()).dtype
     train_graphs = [
-        response_graph(a, model, dtype=dtype, source="train", frame=k) for k, a in enumerate(train)
+        response_graph(a, model, dtype=dtype, **_place(a, "train", k)) for k, a in enumerate(train)
     ]
     val_graphs = [
-        response_graph(a, model, dtype=dtype, source="validation", frame=k)
+        response_graph(a, model, dtype=dtype, **_place(a, "validation", k))
         for k, a in enumerate(validation)
     ]
     model.body.fit_statistics(train_graphs)
@@ -100,13 +109,16 @@ def _read_structures(paths: Sequence[str]) -> list[Atoms]:
     out = []
     for path in paths:
         try:
-            out += ase.io.read(path, ":")
+            frames = ase.io.read(path, ":")
         except FileNotFoundError:
             raise MlpotInputError("file not found", source=str(path)) from None
         except Exception as err:
             raise MlpotInputError(
                 f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
             ) from None
+        for frame, atoms in enumerate(frames):
+            atoms.info[SOURCE], atoms.info[FRAME] = str(path), frame
+        out += frames
     return out
 
 
@@ -116,7 +128,7 @@ def response_metrics(model: ResponseModel, structures: Sequence[Atoms], source: 
     key, _ = LABELS[model.kind]
     dtype = next(model.parameters()).dtype
     graphs = [
-        response_graph(a, model, dtype=dtype, source=source, frame=k)
+        response_graph(a, model, dtype=dtype, **_place(a, source, k))
         for k, a in enumerate(structures)
     ]
     errors = []
