@@ -30,13 +30,13 @@ import torch
 from ase.io import read
 from ase.optimize import BFGS
 
-from mlpot.apps.spectra import harmonic_ir, md_spectrum
 from mlpot.calculators.ase_calculator import MlpotCalculator
 from mlpot.calculators.oracles import make_oracle
 from mlpot.models.checkpoint import load_model
 from mlpot.models.registry import build_model
 from mlpot.models.response import DipoleModel
 from mlpot.training.response import fit_response
+from mlpot.validation.spectra import harmonic_ir, md_spectrum
 
 
 def labelled(atoms, oracle):

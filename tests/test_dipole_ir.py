@@ -13,12 +13,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS
 from scipy.spatial.transform import Rotation
 
-from mlpot.apps.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_spectrum
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_response_model, save_response_model
 from mlpot.models.registry import build_model
 from mlpot.models.response import DipoleModel, response_graph
 from mlpot.training.response import fit_response
+from mlpot.validation.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_spectrum
 
 BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
 
@@ -354,3 +354,44 @@ def test_missing_dipole_in_a_training_file_names_file_and_frame(tmp_path):
     config = parse_config(raw, base=tmp_path)
     with pytest.raises(MlpotInputError, match=r"some\.xyz, frame 3, field 'dipole'"):
         run_training(config)
+
+
+def test_validation_ir_check_with_a_learned_potential_and_dipole(
+    water_xtb, learned_water_dipole, tmp_path
+):
+    """`run_validation(..., response=dipole)` on a molecule with GFN2-xTB: the infrared
+    check compares the model's harmonic IR intensities (its own Hessian and minimum, the
+    learned dipole) with the oracle's, band by band."""
+    from mlpot.training.config import parse_config
+    from mlpot.training.run import run_training
+    from mlpot.validation import run_validation
+
+    water, calc = water_xtb
+    dipole, _ = learned_water_dipole
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(120):
+        atoms = water.copy()
+        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
+        atoms.calc = calc
+        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    config = parse_config(
+        {
+            "model": {"name": "mpnn", "cutoff": 4.0, "channels": 16},
+            "training": {"epochs": 150, "batch_size": 8, "progress": False},
+            "data": {"validation_fraction": 0.15},
+            "fisher": {"structures": 0},
+            "output": str(tmp_path / "energy"),
+        }
+    )
+    energy = run_training(config, train=frames, log=lambda _: None).model_path
+    report = run_validation(
+        energy, oracle="xtb", system=water, checks=["infrared"], response=dipole, progress=False
+    )
+    check = report.check("infrared")
+    assert check.status in ("pass", "fail"), check.reason
+    assert check.figures["bands_compared"] >= 2
+    assert (check.status == "pass") == (check.figures["max_relative_error"] <= 0.2)
+    assert check.status == "pass", check.figures

@@ -12,14 +12,14 @@ import torch
 from ase.build import molecule
 from scipy.spatial.transform import Rotation
 
-from mlpot.apps.spectra import (
+from mlpot.models.registry import build_model
+from mlpot.models.response import PolarizabilityModel, response_graph
+from mlpot.validation.spectra import (
     harmonic_raman,
     md_spectrum,
     polarizability_derivatives,
     polarizability_line_shape,
 )
-from mlpot.models.registry import build_model
-from mlpot.models.response import PolarizabilityModel, response_graph
 
 BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
 

@@ -126,8 +126,8 @@ def spectrum(
     """
     import numpy as np
 
-    from mlpot.apps.spectra import harmonic_ir, harmonic_raman, md_spectrum
     from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
+    from mlpot.validation.spectra import harmonic_ir, harmonic_raman, md_spectrum
 
     with exit_on_bad_input():
         use_resources(threads)

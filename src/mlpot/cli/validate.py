@@ -93,11 +93,16 @@ def validate(
     ] = 1,
     device: Device = "cpu",
     trust_code: TrustCode = False,
+    response: Annotated[
+        Path | None,
+        typer.Option(help="Dipole model (mlpot response): adds the harmonic IR check."),
+    ] = None,
 ) -> None:
     """Check a model's physics against an oracle and write a report.
 
     Runs every check that fits SYSTEM: errors against kT, NVE drift, NVT temperature, RDF,
-    defects, NEB barrier, frequencies, elastic constants, EOS, dimer curves. Writes
+    defects, NEB barrier, frequencies, IR intensities (with --response), elastic
+    constants, EOS, dimer curves. Writes
     OUTPUT/report.html and report.json. Exit status 1 when a check fails, 2 on bad input.
     """
     from mlpot.validation import QUICK, run_validation, write_report
@@ -118,6 +123,7 @@ def validate(
             progress=not as_json,
             trust_code=trust_code,
             device=device,
+            response=response,
         )
         files = write_report(report, output)
     if as_json:

@@ -9,8 +9,7 @@ print(report.passed, [(c.name, c.status) for c in report.checks])
 
 from mlpot.data.systems import BUILTIN_SYSTEMS, System, resolve_system
 from mlpot.validation.checks import CHECKS
-from mlpot.validation.checks.vibrations import finite_difference_hessian
-from mlpot.validation.hessian import model_hessian, rigid_modes
+from mlpot.validation.hessian import finite_difference_hessian, model_hessian, rigid_modes
 from mlpot.validation.report import ReportFiles, render_html, write_report
 from mlpot.validation.result import Bound, CheckResult, ValidationReport
 from mlpot.validation.runner import run_validation

@@ -53,6 +53,8 @@ class ValidationContext:
             and adds it; see :mod:`mlpot.training.delta`), None otherwise.
         trust_code: allow a baseline that names code (``module:factory``) to run.
         device: torch device of the model (and of its calculators).
+        response: a dipole model (:class:`mlpot.models.response.DipoleModel`) for the IR
+            check, or None.
     """
 
     model: EnergyModel
@@ -66,6 +68,7 @@ class ValidationContext:
     baseline: dict[str, Any] | None = None
     trust_code: bool = False
     device: str = "cpu"
+    response: Any = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def calculator(self, which: str) -> BaseCalculator:

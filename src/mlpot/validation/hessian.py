@@ -8,10 +8,13 @@ supports batched gradients.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import torch
 from ase import Atoms
-from ase.vibrations import VibrationsData
+from ase.vibrations import Vibrations, VibrationsData
 
 from mlpot.data.graph import POSITIONS, Graph, atoms_to_graph, graph_to
 from mlpot.models.base import EnergyModel, model_device
@@ -80,3 +83,13 @@ def vibrational_frequencies(data: VibrationsData, atoms: Atoms) -> np.ndarray:
     freq = signed_frequencies(data)
     drop = np.argsort(np.abs(freq))[: rigid_modes(atoms)]
     return np.sort(np.delete(freq, drop))
+
+
+def finite_difference_hessian(atoms: Atoms, calc, delta: float) -> np.ndarray:
+    """``(3N, 3N)`` Hessian, eV/Å², from ASE's central differences of ``calc``'s forces."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    with tempfile.TemporaryDirectory(prefix="mlpot-vib-") as tmp:
+        vib = Vibrations(atoms, name=str(Path(tmp) / "vib"), delta=delta)
+        vib.run()
+        return vib.get_vibrations().get_hessian_2d()

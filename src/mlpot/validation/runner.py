@@ -141,6 +141,7 @@ def run_validation(
     progress: bool = True,
     trust_code: bool = False,
     device: str = "cpu",
+    response: Any = None,
 ) -> ValidationReport:
     """Validate ``model`` against ``oracle`` on ``system``, running every check that fits.
 
@@ -166,13 +167,20 @@ def run_validation(
             one, to import and run code (only for a model or config you trust).
         device: torch device the model is evaluated on (its calculator, Hessian and
             committee spread); the figures are computed on the CPU from its results.
+        response: a dipole model (or the path of one, from ``mlpot response``) for the
+            harmonic IR check of molecules.
 
     Returns:
         A :class:`ValidationReport`; write it with :func:`mlpot.validation.write_report`.
     """
     _check_temperature(temperature)
+    if isinstance(response, str | Path):
+        from mlpot.models.checkpoint import load_response_model
+
+        response = load_response_model(response, dtype="float64")
     ctx, model_info = _context(
         model,
+        response=response,
         oracle=oracle,
         oracle_params=oracle_params,
         system=system,
@@ -216,6 +224,7 @@ def _context(
     progress: bool,
     trust_code: bool,
     device: str = "cpu",
+    response: Any = None,
 ) -> tuple[ValidationContext, dict[str, Any]]:
     """The checks' context (resolved in this order: model, system, oracle) and the model's
     description for the report."""
@@ -237,6 +246,7 @@ def _context(
         baseline=baseline,
         trust_code=trust_code,
         device=device,
+        response=response,
     )
     return ctx, model_info
 

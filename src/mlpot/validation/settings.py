@@ -92,6 +92,9 @@ class Tolerances:
         neb_perpendicular_force: largest oracle force perpendicular to the model's path,
             per atom, eV/Å.
         frequency_relative: mean |Δω|/ω of the vibrational frequencies.
+        ir_relative: largest error of the harmonic IR intensities relative to the strongest
+            band, over the bands above a tenth of it, relative to the oracle's (needs a
+            dipole model: ``response``).
         elastic_relative: largest |ΔC_ij| over the largest |C_ij| of the oracle.
         bulk_modulus_relative: |ΔB|/B.
         volume_relative: |ΔV0|/V0 of the equation of state.
@@ -111,6 +114,7 @@ class Tolerances:
     neb_smoothness: float = Field(0.25, gt=0)
     neb_perpendicular_force: float = Field(0.15, gt=0)
     frequency_relative: float = Field(0.05, gt=0)
+    ir_relative: float = Field(0.2, gt=0)
     elastic_relative: float = Field(0.1, gt=0)
     bulk_modulus_relative: float = Field(0.1, gt=0)
     volume_relative: float = Field(0.01, gt=0)

@@ -15,6 +15,7 @@ from mlpot.validation.checks import (
     dimers,
     elastic,
     eos,
+    infrared,
     neb,
     nve,
     nvt,
@@ -60,6 +61,7 @@ CHECKS: dict[str, Check] = {
         Check(defects.NAME, defects.run, "Point-defect formation energies", **DEFECT),
         Check(neb.NAME, neb.run, "Vacancy migration barrier (climbing-image NEB)", **DEFECT),
         Check(vibrations.NAME, vibrations.run, "Vibrational frequencies", min_atoms=2),
+        Check(infrared.NAME, infrared.run, "Harmonic IR intensities", min_atoms=2),
         Check(elastic.NAME, elastic.run, "Elastic constants", True, oracle_stress=True),
         Check(eos.NAME, eos.run, "Equation of state and bulk modulus", True),
         Check(dimers.NAME, dimers.run, "Dimer curves: short-range repulsion"),
@@ -78,7 +80,11 @@ def not_applicable(check: Check, ctx: ValidationContext) -> str | None:
         return f"needs at least {check.min_atoms} atoms; {system.name} has {len(system.atoms)}"
     if check.oracle_stress and not ctx.oracle.has_stress:
         return f"oracle {ctx.oracle.name} cannot compute stress"
-    if check.name == vibrations.NAME and len(system.atoms) > ctx.settings.vib_max_atoms:
+    if check.name == infrared.NAME and infrared.not_applicable(ctx) is not None:
+        return infrared.not_applicable(ctx)
+    if check.name in (vibrations.NAME, infrared.NAME) and (
+        len(system.atoms) > ctx.settings.vib_max_atoms
+    ):
         return (
             f"{len(system.atoms)} atoms: more than vib_max_atoms = {ctx.settings.vib_max_atoms}"
             " for a finite-difference Hessian"

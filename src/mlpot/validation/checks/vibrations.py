@@ -9,30 +9,21 @@ in sorted order. For a crystal the frequencies are those of the Γ point of the 
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 from ase import Atoms
-from ase.vibrations import Vibrations, VibrationsData
+from ase.vibrations import VibrationsData
 
 from mlpot.validation.context import MODEL, ORACLE, ValidationContext
-from mlpot.validation.hessian import model_hessian, vibrational_frequencies
+from mlpot.validation.hessian import (
+    finite_difference_hessian,
+    model_hessian,
+    vibrational_frequencies,
+)
 from mlpot.validation.result import Bound, CheckResult, judged
 
 NAME = "vibrations"
 FLOOR = 50.0  # cm⁻¹: modes softer than this are left out of the relative error
 IMAGINARY = 20.0  # cm⁻¹: imaginary modes weaker than this count as numerical noise
-
-
-def finite_difference_hessian(atoms: Atoms, calc, delta: float) -> np.ndarray:
-    """``(3N, 3N)`` Hessian, eV/Å², from ASE's central differences of ``calc``'s forces."""
-    atoms = atoms.copy()
-    atoms.calc = calc
-    with tempfile.TemporaryDirectory(prefix="mlpot-vib-") as tmp:
-        vib = Vibrations(atoms, name=str(Path(tmp) / "vib"), delta=delta)
-        vib.run()
-        return vib.get_vibrations().get_hessian_2d()
 
 
 def oracle_frequencies(atoms: Atoms, calc, delta: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from ase import Atoms, units
 
 from mlpot.models.base import EnergyModel
 from mlpot.models.response import DipoleModel, PolarizabilityModel, response_graph
-from mlpot.validation import finite_difference_hessian, model_hessian, rigid_modes
+from mlpot.validation.hessian import finite_difference_hessian, model_hessian, rigid_modes
 
 #: cm⁻¹ per sqrt(eV/Å²/amu): ħ·sqrt(eV/(Å² amu)) expressed as a wavenumber.
 _WAVENUMBER = 1e10 * units._hbar / np.sqrt(units._e * units._amu) / (units.invcm * 1.0)
