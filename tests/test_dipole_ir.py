@@ -395,3 +395,43 @@ def test_validation_ir_check_with_a_learned_potential_and_dipole(
     assert check.figures["bands_compared"] >= 2
     assert (check.status == "pass") == (check.figures["max_relative_error"] <= 0.2)
     assert check.status == "pass", check.figures
+
+
+def test_calibrated_dipole_ensemble_from_the_cli(water_xtb, tmp_path):
+    """`mlpot response --members 2`: one file with both members and the calibrated scale of
+    their spread; the spectrum's spread is that scale times the members' std."""
+    import ase.io
+    from typer.testing import CliRunner
+
+    from mlpot.cli.main import app
+    from mlpot.models.response import ResponseEnsemble
+    from mlpot.training.response import calibrate_ensemble
+
+    water, calc = water_xtb
+    rng = np.random.default_rng(4)
+    frames = []
+    for _ in range(40):
+        atoms = water.copy()
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = calc
+        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
+        frames.append(atoms)
+    ase.io.write(tmp_path / "dipoles.xyz", frames)
+    result = CliRunner().invoke(
+        app,
+        ["response", str(tmp_path / "dipoles.xyz"), "-o", str(tmp_path / "ens.pt"),
+         "--members", "2", "--epochs", "40"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "calibrated spread scale" in result.output
+    ensemble = load_response_model(tmp_path / "ens.pt")
+    assert isinstance(ensemble, ResponseEnsemble) and len(ensemble.members) == 2
+    scale = float(ensemble.scale)
+    assert np.isfinite(scale) and scale > 0
+    # the stored scale is the calibration on the held-out structures the CLI used
+    written = ase.io.read(tmp_path / "dipoles.xyz", ":")  # as the command read them
+    held_out = [written[k] for k in np.random.default_rng(0).permutation(40)[:6]]
+    assert calibrate_ensemble(ensemble, held_out) == pytest.approx(scale, rel=1e-9)
+    spectrum = harmonic_ir(water, calc, ensemble)
+    raw = harmonic_ir(water, calc, list(ensemble.members))
+    np.testing.assert_allclose(spectrum.spread, scale * raw.spread, rtol=1e-6)  # xTB SCF noise

@@ -37,6 +37,10 @@ def fit_response(
         typer.Option(help="Radial functions of the edge terms (dipole default 0: charges only)."),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 500,
+    members: Annotated[
+        int,
+        typer.Option(help="Models of an ensemble (seeds differ), spread calibrated.", min=1),
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the split and the weights.")] = 0,
     threads: Threads = None,
 ) -> None:
@@ -55,6 +59,7 @@ def fit_response(
     from mlpot.models.registry import build_model
     from mlpot.models.response import DipoleModel, PolarizabilityModel
     from mlpot.training.response import fit_response as fit
+    from mlpot.training.response import fit_response_ensemble as fit_ensemble
 
     with exit_on_bad_input():
         use_resources(threads)
@@ -71,13 +76,23 @@ def fit_response(
         validation = [frames[k] for k in order[:n_val]]
         train = [frames[k] for k in order[n_val:]]
         elements = sorted({int(z) for atoms in frames for z in atoms.numbers})
-        torch.manual_seed(seed)
-        body = build_model(
-            {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
-        )
         options = {} if radial_basis is None else {"radial_basis": radial_basis}
-        model = kinds[kind](body, **options).double()
-        result = fit(model, train, validation, epochs=epochs, seed=seed, log=typer.echo)
+
+        def build(k: int):
+            body = build_model(
+                {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
+            )
+            return kinds[kind](body, **options).double()
+
+        if members > 1:
+            model, result = fit_ensemble(
+                build, members, train, validation, epochs=epochs, seed=seed, log=None
+            )
+            typer.echo(f"ensemble of {members}: calibrated spread scale {result['scale']:.3g}")
+        else:
+            torch.manual_seed(seed)
+            model = build(0)
+            result = fit(model, train, validation, epochs=epochs, seed=seed, log=typer.echo)
         save_response_model(output, model, training={"data": str(data), **result})
     unit = "e·Å" if kind == "dipole" else "e·Å²/V"
     typer.echo(

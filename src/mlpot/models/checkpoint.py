@@ -301,15 +301,20 @@ RESPONSE_FORMAT = "mlpot-response"
 
 def save_response_model(path: str | Path, model, *, training: dict[str, Any] | None = None) -> None:
     """Write a response-property model (:mod:`mlpot.models.response`: dipole or
-    polarisability): its kind, its config (the body as a registry spec), weights, dtype."""
+    polarisability, or an ensemble of them): its kind, its config (the body as a registry
+    spec), every member's weights, the ensemble's calibrated scale, dtype."""
     dtype = next((p.dtype for p in model.parameters()), torch.float64)
+    members = list(getattr(model, "members", [model]))  # an ensemble, or one model
     payload = {
         "format": RESPONSE_FORMAT,
         "format_version": 1,
         "mlpot_version": package_version(),
         "kind": model.kind,
-        "config": model.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": members[0].config(),
+        "state_dict": [
+            {k: v.detach().cpu() for k, v in member.state_dict().items()} for member in members
+        ],
+        "scale": float(getattr(model, "scale", 1.0)),
         "dtype": str(dtype).removeprefix("torch."),
         "units": {"dipole": "e Å", "polarizability": "e Å^2/V", "length": "Å"},
         "training": training or {},
@@ -342,20 +347,32 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
     config = payload.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("body"), dict):
         raise MlpotInputError("must be a dict with a 'body' spec", source=source, field="config")
-    try:
-        body = build_model(config["body"])
-        model = kinds[payload["kind"]](
-            body, **{k: int(config[k]) for k in ("hidden", "radial_basis") if k in config}
-        )
-    except (MlpotInputError, ValueError, TypeError) as err:
-        raise MlpotInputError(str(err), source=source, field="config") from None
-    model = model.to(torch_dtype(payload.get("dtype", "float64"), source=source))
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as err:
-        raise MlpotInputError(
-            f"weights do not fit the model config: {err}", source=source, field="state_dict"
-        ) from None
+    states = payload.get("state_dict")
+    if not isinstance(states, list) or not states:
+        raise MlpotInputError("must be a list of weights", source=source, field="state_dict")
+    members = []
+    for state in states:
+        try:
+            body = build_model(config["body"])
+            member = kinds[payload["kind"]](
+                body, **{k: int(config[k]) for k in ("hidden", "radial_basis") if k in config}
+            )
+        except (MlpotInputError, ValueError, TypeError) as err:
+            raise MlpotInputError(str(err), source=source, field="config") from None
+        member = member.to(torch_dtype(payload.get("dtype", "float64"), source=source))
+        try:
+            member.load_state_dict(state)
+        except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+            raise MlpotInputError(
+                f"weights do not fit the model config: {err}", source=source, field="state_dict"
+            ) from None
+        members.append(member)
+    if len(members) == 1:
+        model = members[0]
+    else:
+        from mlpot.models.response import ResponseEnsemble
+
+        model = ResponseEnsemble(members, scale=float(payload.get("scale", 1.0)))
     if dtype is not None:
         model = model.to(torch_dtype(dtype, field="dtype"))
     return model.eval()

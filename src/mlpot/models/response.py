@@ -171,7 +171,7 @@ class PolarizabilityModel(torch.nn.Module):
         return out.index_add(0, structure, per_edge)  # (S, 3, 3)
 
 
-ResponseModel = DipoleModel | PolarizabilityModel
+ResponseModel = DipoleModel | PolarizabilityModel  # one model (ensembles: ResponseEnsemble)
 
 
 def response_label(
@@ -231,3 +231,32 @@ def response_graph(
         label = response_label(atoms, model.kind, source=source, frame=frame)
         graph[key] = torch.as_tensor(label, dtype=dtype)[None]
     return graph
+
+
+class ResponseEnsemble(torch.nn.Module):
+    """Several response models of one kind (e.g. trained from different seeds): their mean,
+    and their spread times a calibrated ``scale`` (the factor that makes the members'
+    standard deviation the predictive one on validation data; 1 before calibration).
+
+    Args:
+        members: the response models (the same kind).
+        scale: calibration factor of the members' standard deviation.
+    """
+
+    def __init__(self, members: list[DipoleModel | PolarizabilityModel], scale: float = 1.0):
+        super().__init__()
+        kinds = {m.kind for m in members}
+        if len(members) < 2 or len(kinds) != 1:
+            raise ValueError("an ensemble needs at least 2 response models of one kind")
+        self.members = torch.nn.ModuleList(members)
+        self.kind = kinds.pop()
+        self.cutoff = max(m.cutoff for m in members)
+        self.elements = members[0].elements
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+
+    def member_outputs(self, graph: Graph) -> torch.Tensor:
+        """Every member's response ``(K, S, ...)``."""
+        return torch.stack([member(graph) for member in self.members])
+
+    def forward(self, graph: Graph) -> torch.Tensor:
+        return self.member_outputs(graph).mean(0)

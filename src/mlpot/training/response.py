@@ -203,3 +203,59 @@ def train_response(config, *, train=(), validation=(), test=(), log=print):
     }
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return model, summary, metrics["validation"], metrics["test"]
+
+
+def calibrate_ensemble(ensemble, structures: Sequence[Atoms]) -> float:
+    """Set and return the ensemble's ``scale``: ``sqrt(mean(err² / σ²))`` over the
+    components of ``structures`` (labelled), ``err`` the error of the members' mean and
+    ``σ²`` their variance — the factor that makes the scaled spread the predictive standard
+    deviation (Gaussian errors)."""
+    key, _ = LABELS[ensemble.kind]
+    dtype = next(ensemble.parameters()).dtype
+    graphs = [
+        response_graph(a, ensemble, dtype=dtype, **_place(a, "calibration", k))
+        for k, a in enumerate(structures)
+    ]
+    ratios = []
+    with torch.no_grad():
+        for start in range(0, len(graphs), 32):
+            batch = collate(graphs[start : start + 32])
+            members = ensemble.member_outputs(batch)  # (K, S, ...)
+            error = members.mean(0) - batch[key]
+            variance = members.var(0)
+            keep = variance > 0
+            ratios.append((error[keep] ** 2 / variance[keep]).reshape(-1))
+    scale = float(torch.cat(ratios).mean().sqrt())
+    ensemble.scale.fill_(scale)
+    return scale
+
+
+def fit_response_ensemble(build, members: int, train, validation, *, seed: int = 0, **fit):
+    """Train ``members`` response models (``build(k)`` makes member ``k``, trained with
+    seed ``seed + k``) and calibrate their spread on ``validation``. Returns the
+    :class:`~mlpot.models.response.ResponseEnsemble` and a summary."""
+    from mlpot.models.response import ResponseEnsemble
+
+    models, summaries = [], []
+    for k in range(members):
+        torch.manual_seed(seed + k)
+        model = build(k)
+        summaries.append(fit_response(model, train, validation, seed=seed + k, **fit))
+        models.append(model)
+    ensemble = ResponseEnsemble(models)
+    scale = calibrate_ensemble(ensemble, validation)
+    return ensemble, {
+        "epochs": max(s["epochs"] for s in summaries),
+        "train_rmse": _rmse(ensemble, _graphs(ensemble, train), 32),
+        "validation_rmse": _rmse(ensemble, _graphs(ensemble, validation), 32),
+        "scale": scale,
+        "members": summaries,
+    }
+
+
+def _graphs(model, structures: Sequence[Atoms]) -> list[Graph]:
+    dtype = next(model.parameters()).dtype
+    return [
+        response_graph(a, model, dtype=dtype, **_place(a, "structures", k))
+        for k, a in enumerate(structures)
+    ]

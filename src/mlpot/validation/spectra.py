@@ -20,7 +20,12 @@ import torch
 from ase import Atoms, units
 
 from mlpot.models.base import EnergyModel
-from mlpot.models.response import DipoleModel, PolarizabilityModel, response_graph
+from mlpot.models.response import (
+    DipoleModel,
+    PolarizabilityModel,
+    ResponseEnsemble,
+    response_graph,
+)
 from mlpot.validation.hessian import finite_difference_hessian, model_hessian, rigid_modes
 
 #: cm⁻¹ per sqrt(eV/Å²/amu): ħ·sqrt(eV/(Å² amu)) expressed as a wavenumber.
@@ -38,6 +43,7 @@ class HarmonicSpectrum:
         modes: ``(M, 3N)`` mass-weighted eigenvectors (rows, unit norm).
         unit: the unit of the intensities.
         members: ``(K, M)`` every member's intensities (an ensemble), else None.
+        spread_scale: calibration factor of the members' spread (an ensemble's ``scale``).
     """
 
     frequencies: np.ndarray
@@ -45,11 +51,15 @@ class HarmonicSpectrum:
     modes: np.ndarray
     unit: str = "(D/Å)²/amu"
     members: np.ndarray | None = None
+    spread_scale: float = 1.0
 
     @property
     def spread(self) -> np.ndarray | None:
-        """``(M,)`` the members' standard deviation of each intensity (None: one model)."""
-        return None if self.members is None else self.members.std(0, ddof=1)
+        """``(M,)`` the members' standard deviation of each intensity times the calibrated
+        ``spread_scale`` (None: one model)."""
+        if self.members is None:
+            return None
+        return self.spread_scale * self.members.std(0, ddof=1)
 
     def table(self) -> str:
         """Frequencies and intensities (absolute, ± the members' std for an ensemble, and
@@ -76,7 +86,7 @@ class HarmonicSpectrum:
         ``grid`` (the error band), or None for one model."""
         if self.members is None:
             return None
-        return (self._lines(grid, width) @ self.members.T).std(1, ddof=1)
+        return self.spread_scale * (self._lines(grid, width) @ self.members.T).std(1, ddof=1)
 
     def _lines(self, grid: np.ndarray, width: float) -> np.ndarray:
         return (width / np.pi) / ((grid[:, None] - self.frequencies[None, :]) ** 2 + width**2)
@@ -141,11 +151,17 @@ def _vibrations_only(atoms: Atoms, frequencies: np.ndarray) -> np.ndarray:
     return np.sort(np.argsort(np.abs(frequencies))[rigid_modes(atoms) :])
 
 
-def _members(response) -> list:
-    return list(response) if isinstance(response, list | tuple) else [response]
+def _members(response) -> tuple[list, float]:
+    """The response members and the calibration factor of their spread: a list as given
+    (uncalibrated), a :class:`ResponseEnsemble`'s members and scale, or one model."""
+    if isinstance(response, ResponseEnsemble):
+        return list(response.members), float(response.scale)
+    if isinstance(response, list | tuple):
+        return list(response), 1.0
+    return [response], 1.0
 
 
-def _spectrum(frequencies, vectors, atoms, per_member: list[np.ndarray], unit: str):
+def _spectrum(frequencies, vectors, atoms, per_member, unit: str, spread_scale: float):
     """The spectrum of the vibrational modes: the mean over response members (and the
     members themselves when there are several)."""
     keep = _vibrations_only(atoms, frequencies)
@@ -156,6 +172,7 @@ def _spectrum(frequencies, vectors, atoms, per_member: list[np.ndarray], unit: s
         vectors[:, keep].T,
         unit,
         members if len(members) > 1 else None,
+        spread_scale,
     )
 
 
@@ -164,17 +181,19 @@ def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> Harmoni
 
     Args:
         energy: an mlpot energy model or an ASE calculator (the Hessian).
-        dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``; or a
-            list of them (an ensemble: mean intensities and their spread).
+        dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``; or an
+            ensemble (a :class:`ResponseEnsemble`, whose calibrated scale multiplies the
+            spread, or a list): mean intensities and their spread.
         delta: displacement (Å) of the finite differences, where they are used.
     """
     frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
     per_member = []
-    for member in _members(dipole):
+    members, scale = _members(dipole)
+    for member in members:
         d_mu = dipole_derivatives(atoms, member, delta=delta)  # (3N, 3) e
         d_mu_d_q = (vectors * inverse_root[:, None]).T @ d_mu  # (3N modes, 3) e/√amu
         per_member.append((d_mu_d_q**2).sum(1) / units.Debye**2)  # (D/Å)²/amu
-    return _spectrum(frequencies, vectors, atoms, per_member, "(D/Å)²/amu")
+    return _spectrum(frequencies, vectors, atoms, per_member, "(D/Å)²/amu", scale)
 
 
 #: e·Å²/V -> Å³ (the polarisability volume): e²/(4πε₀) in eV·Å.
@@ -202,7 +221,8 @@ def harmonic_raman(
     """
     frequencies, vectors, inverse_root = _normal_modes(atoms, energy, delta)
     per_member = []
-    for member in _members(polarizability):
+    members, scale = _members(polarizability)
+    for member in members:
         d_alpha = polarizability_derivatives(atoms, member, delta=delta)  # (3N, 3, 3)
         d_alpha = d_alpha * _POLARIZABILITY_VOLUME  # Å³/Å
         d_q = np.einsum("jm,jab->mab", vectors * inverse_root[:, None], d_alpha)  # (3N, 3, 3)
@@ -211,7 +231,7 @@ def harmonic_raman(
         off = d_q[:, 0, 1] ** 2 + d_q[:, 1, 2] ** 2 + d_q[:, 0, 2] ** 2
         anisotropy = 0.5 * ((xx - yy) ** 2 + (yy - zz) ** 2 + (zz - xx) ** 2 + 6.0 * off)
         per_member.append(45.0 * mean**2 + 7.0 * anisotropy)
-    return _spectrum(frequencies, vectors, atoms, per_member, "Å⁴/amu")
+    return _spectrum(frequencies, vectors, atoms, per_member, "Å⁴/amu", scale)
 
 
 @dataclass(frozen=True)
@@ -239,7 +259,7 @@ class MDSpectrum:
 def _response_of(response, atoms: Atoms) -> np.ndarray:
     """The dipole ``(3,)`` or polarisability ``(3, 3)`` of ``atoms`` from a response model
     or, for a calculator, its ``dipole``."""
-    if isinstance(response, DipoleModel | PolarizabilityModel):
+    if isinstance(response, DipoleModel | PolarizabilityModel | ResponseEnsemble):
         dtype = next(response.parameters()).dtype
         with torch.no_grad():
             graph = response_graph(atoms, response, dtype=dtype, labelled=False, source="atoms")
@@ -344,6 +364,6 @@ def md_spectrum(
             nve.run(1)
             mu.append(record())
         series.append(np.array(mu))
-    if isinstance(response, PolarizabilityModel):
+    if getattr(response, "kind", None) == "polarizability":
         return polarizability_line_shape(series, timestep_fs)
     return dipole_line_shape(series, timestep_fs)
