@@ -43,7 +43,9 @@ class HarmonicSpectrum:
         modes: ``(M, 3N)`` mass-weighted eigenvectors (rows, unit norm).
         unit: the unit of the intensities.
         members: ``(K, M)`` every member's intensities (an ensemble), else None.
-        spread_scale: calibration factor of the members' spread (an ensemble's ``scale``).
+        spread_scale: calibration factor of the members' spread (an ensemble's ``scale``,
+            fitted on the response values; applied to the intensities' spread to first
+            order, their deviations being linear in the members' response deviations).
     """
 
     frequencies: np.ndarray
@@ -236,7 +238,7 @@ def harmonic_raman(
 
 @dataclass(frozen=True)
 class MDSpectrum:
-    """An IR absorption line shape from dipole time series.
+    """An IR (dipole) or Raman (polarisability) line shape from MD time series.
 
     Attributes:
         wavenumbers: ``(F,)`` cm⁻¹.
