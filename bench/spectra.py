@@ -11,7 +11,11 @@ For a molecule (the first frame of a data file, relaxed with the oracle):
 3. with ``--energy-model``: harmonic frequencies of a trained mlpot energy model (at its
    own minimum) against the oracle's: the fraction within max(1 %, 10 cm⁻¹);
 4. with ``--md-trajectories``: MD line shape on the oracle's surface with the learned
-   dipole, the strongest peaks against the nearest harmonic bands.
+   dipole, the strongest peaks against the nearest harmonic bands;
+5. with ``--raman N``: Raman activities against PySCF's (``--raman-method``, default
+   HF/STO-3G, finite-field polarisabilities): a polarisability model learned from N rattled
+   copies of the molecule relaxed with PySCF, activities with PySCF's Hessian, compared band
+   by band like the IR intensities.
 
     python bench/spectra.py --data ../shared/data/aspirin_gfn2/aspirin_test_300K.xyz \\
         [--energy-model MODEL.pt] [--md-trajectories 2] [--json out.json]
@@ -34,9 +38,9 @@ from mlpot.calculators.ase_calculator import MlpotCalculator
 from mlpot.calculators.oracles import make_oracle
 from mlpot.models.checkpoint import load_model
 from mlpot.models.registry import build_model
-from mlpot.models.response import DipoleModel
+from mlpot.models.response import DipoleModel, PolarizabilityModel
 from mlpot.training.response import fit_response
-from mlpot.validation.spectra import harmonic_ir, md_spectrum
+from mlpot.validation.spectra import harmonic_ir, harmonic_raman, md_spectrum
 
 
 def labelled(atoms, oracle):
@@ -70,6 +74,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--energy-model", default=None)
     parser.add_argument("--md-trajectories", type=int, default=0)
+    parser.add_argument("--raman", type=int, default=0, help="labelled structures (0: skip)")
+    parser.add_argument("--raman-method", default="hf/sto-3g", help="functional/basis")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -153,6 +159,43 @@ def main() -> None:
         print(
             f"MD peaks minus harmonic (5 strongest bands, resolution {shape.resolution:.0f}): "
             + ", ".join(f"{s:+.0f}" for s in shifts)
+        )
+    if args.raman:
+        functional, basis = args.raman_method.split("/")
+        pyscf = make_oracle("pyscf", functional=functional, basis=basis)
+        molecule = frames[0].copy()
+        molecule.calc = pyscf
+        BFGS(molecule, logfile=None).run(fmax=1e-3, steps=500)
+        t = time.perf_counter()
+        reference = harmonic_raman(molecule, pyscf, pyscf)
+        labelled_alpha = []
+        for _ in range(args.raman):
+            atoms = molecule.copy()
+            atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+            atoms.info["polarizability"] = pyscf.get_property("polarizability", atoms)
+            labelled_alpha.append(atoms)
+        n_val = len(labelled_alpha) // 8
+        torch.manual_seed(0)
+        body = build_model(
+            {"name": "mpnn", "elements": elements, "cutoff": 4.0, "channels": args.channels}
+        )
+        alpha = PolarizabilityModel(body).double()
+        fit = fit_response(
+            alpha, labelled_alpha[n_val:], labelled_alpha[:n_val], epochs=args.epochs
+        )
+        learned = harmonic_raman(molecule, pyscf, alpha)
+        figures["raman"] = {
+            "method": args.raman_method,
+            **fit,
+            **band_errors(reference, learned),
+            "s": time.perf_counter() - t,
+        }
+        row = figures["raman"]
+        print(
+            f"Raman ({args.raman_method}, {args.raman} structures): polarisability RMSE "
+            f"{fit['validation_rmse']:.2e} e·Å²/V; {row['bands']} strong bands, median "
+            f"{row['median_relative_error']:.1%}, max {row['max_relative_error']:.1%}, within "
+            f"20 % {row['within_20_percent']:.0%}"
         )
     if args.json:
         with open(args.json, "w") as fh:
