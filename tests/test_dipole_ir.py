@@ -105,6 +105,24 @@ def test_response_model_file_round_trip(tmp_path):
         load_response_model(tmp_path / "junk.pt")
 
 
+def _rattled(water, calc, n: int, *, seed: int, stdev: float = 0.05, labels: str = "dipole"):
+    """``n`` copies of ``water`` rattled by ``stdev`` Å, labelled by ``calc``: the dipole,
+    or energy and forces (``labels="forces"``), in a SinglePointCalculator."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = water.copy()
+        atoms.positions += rng.normal(0.0, stdev, atoms.positions.shape)
+        atoms.calc = calc
+        if labels == "forces":
+            values = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        else:
+            values = {"dipole": atoms.get_dipole_moment()}
+        atoms.calc = SinglePointCalculator(atoms, **values)
+        frames.append(atoms)
+    return frames
+
+
 @pytest.fixture(scope="module")
 def water_xtb():
     from tblite.ase import TBLite
@@ -135,15 +153,7 @@ def test_harmonic_ir_agrees_with_ase_infrared(water_xtb, tmp_path, monkeypatch):
 def learned_water_dipole(water_xtb):
     """A dipole model trained on 170 rattled waters (GFN2-xTB dipoles)."""
     water, calc = water_xtb
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(200):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        atoms.calc = calc
-        dipole = atoms.get_dipole_moment()
-        atoms.calc = SinglePointCalculator(atoms, dipole=dipole)
-        frames.append(atoms)
+    frames = _rattled(water, calc, 200, seed=0, labels="dipole")
     torch.manual_seed(0)
     body = build_model({**BODY, "elements": [1, 8], "channels": 16})
     model = DipoleModel(body).double()
@@ -175,14 +185,7 @@ def test_cli_fits_a_dipole_and_prints_a_spectrum(water_xtb, tmp_path):
     from mlpot.models.checkpoint import save_model
 
     water, calc = water_xtb
-    rng = np.random.default_rng(1)
-    frames = []
-    for _ in range(40):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        atoms.calc = calc
-        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
-        frames.append(atoms)
+    frames = _rattled(water, calc, 40, seed=1, labels="dipole")
     ase.io.write(tmp_path / "dipoles.xyz", frames)
     runner = CliRunner()
     fitted = runner.invoke(
@@ -257,14 +260,7 @@ def test_an_ensemble_of_dipole_models_gives_an_error_band(water_xtb, learned_wat
     spectrum's intensities are their mean, the spread their standard deviation."""
     water, calc = water_xtb
     first, _ = learned_water_dipole
-    rng = np.random.default_rng(5)
-    frames = []
-    for _ in range(60):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        atoms.calc = calc
-        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
-        frames.append(atoms)
+    frames = _rattled(water, calc, 60, seed=5, labels="dipole")
     torch.manual_seed(1)
     second = DipoleModel(build_model({**BODY, "elements": [1, 8], "channels": 16})).double()
     fit_response(second, frames[:50], frames[50:], epochs=100, seed=1)
@@ -289,14 +285,7 @@ def test_mlpot_train_fits_a_dipole_model(water_xtb, tmp_path):
     from mlpot.cli.main import app
 
     water, calc = water_xtb
-    rng = np.random.default_rng(2)
-    frames = []
-    for _ in range(40):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        atoms.calc = calc
-        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
-        frames.append(atoms)
+    frames = _rattled(water, calc, 40, seed=2, labels="dipole")
     ase.io.write(tmp_path / "dipoles.xyz", frames)
     config = {
         "data": {"train": "dipoles.xyz", "validation_fraction": 0.2, "test_fraction": 0.1},
@@ -368,15 +357,7 @@ def test_validation_ir_check_with_a_learned_potential_and_dipole(
 
     water, calc = water_xtb
     dipole, _ = learned_water_dipole
-    rng = np.random.default_rng(3)
-    frames = []
-    for _ in range(120):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.06, atoms.positions.shape)
-        atoms.calc = calc
-        labels = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        frames.append(atoms)
+    frames = _rattled(water, calc, 120, seed=3, stdev=0.06, labels="forces")
     config = parse_config(
         {
             "model": {"name": "mpnn", "cutoff": 4.0, "channels": 16},
@@ -408,14 +389,7 @@ def test_calibrated_dipole_ensemble_from_the_cli(water_xtb, tmp_path):
     from mlpot.training.response import calibrate_ensemble
 
     water, calc = water_xtb
-    rng = np.random.default_rng(4)
-    frames = []
-    for _ in range(40):
-        atoms = water.copy()
-        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
-        atoms.calc = calc
-        atoms.calc = SinglePointCalculator(atoms, dipole=atoms.get_dipole_moment())
-        frames.append(atoms)
+    frames = _rattled(water, calc, 40, seed=4, labels="dipole")
     ase.io.write(tmp_path / "dipoles.xyz", frames)
     result = CliRunner().invoke(
         app,

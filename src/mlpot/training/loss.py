@@ -160,7 +160,17 @@ def compute_loss(
     entries of each term to divide by (default: this batch's); data-parallel training
     passes those of the whole global batch, so that the processes' losses add up to the
     global batch's loss."""
-    sums = loss_sums(pred, batch, weights)
+    return loss_from_sums(loss_sums(pred, batch, weights), weights, counts=counts)
+
+
+def loss_from_sums(
+    sums: dict[str, tuple[torch.Tensor, int]],
+    weights: dict[str, float],
+    *,
+    counts: dict[str, int] | None = None,
+) -> LossTerms:
+    """:func:`compute_loss` from the terms' sums (:func:`loss_sums`), each divided by
+    ``counts`` (default: its own number of entries)."""
     means = {
         term: total / max(counts[term] if counts is not None else count, 1)
         for term, (total, count) in sums.items()
@@ -172,7 +182,7 @@ def compute_loss(
         + weights["net_force"] * means["net_force"]
     )
     spread = None
-    if outputs.MEMBER_ENERGY in pred and weights.get("ensemble_nll", 0.0) > 0:
+    if sums["ensemble_nll"][1] > 0 or (counts is not None and counts["ensemble_nll"] > 0):
         spread = means["ensemble_nll"]
         total = total + weights["ensemble_nll"] * spread
     return LossTerms(

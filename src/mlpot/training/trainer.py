@@ -23,7 +23,14 @@ from mlpot.models.checkpoint import atomic_save, save_model, torch_dtype
 from mlpot.models.registry import build_model, model_spec
 from mlpot.physics.derivatives import predict
 from mlpot.training import distributed
-from mlpot.training.loss import TERMS, LossWeights, compute_loss, loss_sums, predict_for_loss
+from mlpot.training.loss import (
+    TERMS,
+    LossWeights,
+    compute_loss,
+    loss_from_sums,
+    loss_sums,
+    predict_for_loss,
+)
 from mlpot.training.metrics import evaluate
 from mlpot.training.options import TrainingOptions
 
@@ -248,11 +255,12 @@ class Trainer:
             return zero.requires_grad_(), 0
         batch = graph_to(collate(shard), self.options.device)
         pred = predict_for_loss(self.model, batch, stress=stress, create_graph=True)
+        sums = loss_sums(pred, batch, self.weights)
         counts = None
         if self.ranks.parallel:
-            local = {term: n for term, (_, n) in loss_sums(pred, batch, self.weights).items()}
+            local = {term: n for term, (_, n) in sums.items()}
             counts = distributed.sum_counts(local, self.options.device)
-        loss = compute_loss(pred, batch, self.weights, counts=counts).total
+        loss = loss_from_sums(sums, self.weights, counts=counts).total
         if self.penalty is not None and self.ranks.main:  # once per global step
             loss = loss + self.penalty(self.model)
         return loss, int(batch["n_atoms"].shape[0])

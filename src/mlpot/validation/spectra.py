@@ -95,8 +95,11 @@ class HarmonicSpectrum:
 
 
 def hessian(atoms: Atoms, energy, *, delta: float = 0.01) -> np.ndarray:
-    """``(3N, 3N)`` eV/Å²: the autograd Hessian of an mlpot energy model, or central
-    differences (``delta`` Å) of an ASE calculator's forces."""
+    """``(3N, 3N)`` eV/Å²: the autograd Hessian of an mlpot energy model, central
+    differences (``delta`` Å) of an ASE calculator's forces, or ``energy`` itself when it
+    is already the Hessian (an array, e.g. one the validation computed before)."""
+    if isinstance(energy, np.ndarray):
+        return energy
     if isinstance(energy, EnergyModel):
         return model_hessian(energy, atoms)
     return finite_difference_hessian(atoms, energy, delta)
@@ -182,7 +185,7 @@ def harmonic_ir(atoms: Atoms, energy, dipole, *, delta: float = 0.01) -> Harmoni
     """Harmonic IR spectrum of ``atoms`` (a molecule at a minimum of ``energy``).
 
     Args:
-        energy: an mlpot energy model or an ASE calculator (the Hessian).
+        energy: an mlpot energy model, an ASE calculator, or the Hessian itself.
         dipole: a :class:`DipoleModel` or an ASE calculator that gives ``dipole``; or an
             ensemble (a :class:`ResponseEnsemble`, whose calibrated scale multiplies the
             spread, or a list): mean intensities and their spread.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlpot.validation.checks.vibrations import model_hessian_at, oracle_hessian
 from mlpot.validation.context import MODEL, ORACLE, ValidationContext
 from mlpot.validation.result import Bound, CheckResult, judged
 from mlpot.validation.spectra import harmonic_ir
@@ -52,9 +53,10 @@ def not_applicable(ctx: ValidationContext) -> str | None:
 def run(ctx: ValidationContext) -> CheckResult:
     model_atoms = ctx.relaxed("minimum", ctx.system.atoms, MODEL).atoms
     oracle_atoms = ctx.relaxed("minimum", ctx.system.atoms, ORACLE).atoms
-    oracle = ctx.calculator(ORACLE)
-    model = harmonic_ir(model_atoms, ctx.model, ctx.response, delta=ctx.settings.vib_delta)
-    reference = harmonic_ir(oracle_atoms, oracle, oracle, delta=ctx.settings.vib_delta)
+    oracle, delta = ctx.calculator(ORACLE), ctx.settings.vib_delta
+    # the Hessians are the vibrations check's (computed once per validation)
+    model = harmonic_ir(model_atoms, model_hessian_at(ctx, model_atoms), ctx.response)
+    reference = harmonic_ir(oracle_atoms, oracle_hessian(ctx, oracle_atoms), oracle, delta=delta)
     bands = groups(reference.frequencies)
     ref = np.array([reference.intensities[g].sum() for g in bands])
     got = np.array([model.intensities[g].sum() for g in bands])

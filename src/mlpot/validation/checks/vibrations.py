@@ -26,28 +26,36 @@ FLOOR = 50.0  # cm⁻¹: modes softer than this are left out of the relative err
 IMAGINARY = 20.0  # cm⁻¹: imaginary modes weaker than this count as numerical noise
 
 
-def oracle_frequencies(atoms: Atoms, calc, delta: float) -> np.ndarray:
-    """Frequencies (cm⁻¹) from the oracle's finite-difference Hessian."""
-    data = VibrationsData.from_2d(atoms, finite_difference_hessian(atoms, calc, delta))
-    return vibrational_frequencies(data, atoms)
+def oracle_hessian(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
+    """The oracle's finite-difference Hessian at its minimum ``atoms``, computed once per
+    validation (the infrared check uses it too)."""
+    calc, delta = ctx.calculator(ORACLE), ctx.settings.vib_delta
+    return ctx.cached("hessian/oracle", lambda: finite_difference_hessian(atoms, calc, delta))
 
 
-def model_frequencies(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
-    """Frequencies (cm⁻¹) from the model's autograd Hessian (plus, for a delta-learned
-    model, its baseline's finite-difference Hessian)."""
-    hessian = model_hessian(ctx.model, atoms)
-    baseline = ctx.baseline_calculator()
-    if baseline is not None:
-        hessian = hessian + finite_difference_hessian(atoms, baseline, ctx.settings.vib_delta)
-    data = VibrationsData.from_2d(atoms, hessian)
-    return vibrational_frequencies(data, atoms)
+def model_hessian_at(ctx: ValidationContext, atoms: Atoms) -> np.ndarray:
+    """The model's autograd Hessian at its minimum ``atoms`` (plus, for a delta-learned
+    model, its baseline's finite-difference Hessian), computed once per validation."""
+
+    def compute() -> np.ndarray:
+        hessian = model_hessian(ctx.model, atoms)
+        baseline = ctx.baseline_calculator()
+        if baseline is not None:
+            hessian = hessian + finite_difference_hessian(atoms, baseline, ctx.settings.vib_delta)
+        return hessian
+
+    return ctx.cached("hessian/model", compute)
+
+
+def _frequencies(atoms: Atoms, hessian: np.ndarray) -> np.ndarray:
+    return vibrational_frequencies(VibrationsData.from_2d(atoms, hessian), atoms)
 
 
 def run(ctx: ValidationContext) -> CheckResult:
     model_atoms = ctx.relaxed("minimum", ctx.system.atoms, MODEL).atoms
     oracle_atoms = ctx.relaxed("minimum", ctx.system.atoms, ORACLE).atoms
-    model = model_frequencies(ctx, model_atoms)
-    oracle = oracle_frequencies(oracle_atoms, ctx.calculator(ORACLE), ctx.settings.vib_delta)
+    model = _frequencies(model_atoms, model_hessian_at(ctx, model_atoms))
+    oracle = _frequencies(oracle_atoms, oracle_hessian(ctx, oracle_atoms))
     stiff = oracle >= FLOOR
     relative = np.abs(model[stiff] - oracle[stiff]) / oracle[stiff]
     imaginary = {k: int(np.sum(f < -IMAGINARY)) for k, f in ((MODEL, model), (ORACLE, oracle))}
