@@ -69,6 +69,8 @@ COMMANDS = [
     "export",
     "response",
     "spectrum",
+    "free-energy",
+    "pimd",
 ]
 # Commands that may build an oracle named in a file, a config or an option (export and
 # spectrum refuse a delta-learned checkpoint instead of running its baseline).

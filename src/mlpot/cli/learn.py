@@ -35,7 +35,7 @@ def learn(
     ] = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Run active learning end to end: label, train, explore, validate.
+    """Learn a potential end to end: label, train, explore, validate.
 
     Labels starting structures with the oracle, trains a committee, explores by MD, labels
     what the committee is unsure of and retrains until the committee passes its validation

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mlpot.cli.export import export
+from mlpot.cli.free_energy import free_energy, pimd
 from mlpot.cli.learn import learn
 from mlpot.cli.spectrum import fit_response, spectrum
 from mlpot.cli.training import evaluate, fisher, train
@@ -31,6 +32,8 @@ app.command()(fisher)
 app.command()(export)
 app.command("response")(fit_response)
 app.command()(spectrum)
+app.command("free-energy")(free_energy)
+app.command()(pimd)
 
 
 def _print_version(value: bool) -> None:

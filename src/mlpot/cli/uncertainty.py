@@ -136,7 +136,7 @@ def llpr(
     device: Device = "cpu",
     trust_code: TrustCode = False,
 ) -> None:
-    """Give a single model an uncertainty from its last layer (LLPR).
+    """Give a single model a last-layer uncertainty (LLPR).
 
     Fits the last-layer prediction rigidity on the training structures, draws MEMBERS
     last-layer weight samples from it, and writes a checkpoint whose calculator reports
