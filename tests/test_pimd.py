@@ -110,6 +110,37 @@ def test_a_restraint_on_the_centroid_holds_the_centroid(tmp_path):
     assert 0.005 < np.std(run.centroid_cv) < 0.06
 
 
+def test_an_mlpot_model_answers_all_beads_in_one_batch(tmp_path):
+    """A learned model's calculator evaluates the ring polymer in one batched pass; the run
+    is the one it would be bead by bead."""
+    import torch
+    from ase.build import molecule
+
+    from mlpot.calculators.ase_calculator import MlpotCalculator
+    from mlpot.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"name": "mpnn", "elements": [1, 6, 8], "cutoff": 3.5, "channels": 8})
+    model.energy_scale.fill_(0.02)
+    calc = MlpotCalculator(model.double())
+    atoms = molecule("CH3CH2OH")
+    structures = [atoms.copy() for _ in range(3)]
+    for k, s in enumerate(structures):
+        s.rattle(0.05, seed=k)
+    for s, (energy, forces) in zip(structures, calc.energies_and_forces(structures), strict=True):
+        s.calc = calc
+        assert energy == pytest.approx(s.get_potential_energy(), abs=1e-10)
+        np.testing.assert_allclose(forces, s.get_forces(), atol=1e-10)
+
+    class OneByOne(MlpotCalculator):
+        energies_and_forces = None  # i-PI then asks bead by bead
+
+    settings = _settings(beads=4, steps=20, equilibration_steps=0)
+    batched = run_pimd(calc, atoms, settings, tmp_path / "batched", progress=False)
+    single = run_pimd(OneByOne(model), atoms, settings, tmp_path / "single", progress=False)
+    np.testing.assert_allclose(batched.bead_potentials, single.bead_potentials, atol=1e-6)
+
+
 def _pmf(x, free, temperature=T) -> PMF:
     return PMF("distance:0,1", "Å", temperature, x, free - free.min(), np.zeros_like(x),
                np.full(len(x), 100))  # fmt: skip

@@ -49,6 +49,31 @@ class MlpotDriver(ASEDriver):
             raise KeyError(f"no calculator registered under {self.calculator_key!r}")
         self.ase_calculator = registry[self.calculator_key]
 
+    def compute(self, cell, pos):
+        """One bead, or (i-PI's batched mode) all beads at once through the calculator's
+        ``energies_and_forces`` (one batched model pass)."""
+        if not isinstance(cell, list):
+            return self.compute_structure(cell, pos)
+        import numpy as np
+        from ipi.utils.units import unit_to_internal
+
+        structures = []
+        for c, p in zip(cell, pos, strict=True):
+            c, p = self.convert_units(c, p)
+            structure = self.template_ase.copy()
+            structure.positions[:] = p
+            structure.cell[:] = c
+            structures.append(structure)
+        return [
+            (
+                np.float64(unit_to_internal("energy", "electronvolt", energy)),
+                np.asarray(unit_to_internal("force", "ev/ang", forces), np.float64),
+                np.zeros((3, 3)),
+                "",
+            )
+            for energy, forces in self.ase_calculator.energies_and_forces(structures)
+        ]
+
     def compute_structure(self, cell, pos):
         """Energy and forces of one bead in i-PI's units, zero virial."""
         import numpy as np

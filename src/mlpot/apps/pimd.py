@@ -147,25 +147,33 @@ def _beads_xml(atoms: Atoms, masses: np.ndarray, n_beads: int) -> str:
     return input_beads.write("beads") + input_cell.write("cell")
 
 
-def _forcefield_xml(name: str, template: str, key: str) -> str:
+def _forcefield_xml(name: str, template: str, key: str, batch: int = 1) -> str:
     path = ipi_driver.__file__
     return (
         f"<ffdirect name='{name}'><pes>custom</pes><pes_path>{path}</pes_path>"
+        f"<batch_size>{batch}</batch_size>"
         f"<parameters>{{template: {template}, calculator: {key}}}</parameters></ffdirect>"
     )
 
 
 def simulation_input(
-    atoms: Atoms, masses: np.ndarray, settings: PIMDSettings, key: str, restrained: bool
+    atoms: Atoms,
+    masses: np.ndarray,
+    settings: PIMDSettings,
+    key: str,
+    restrained: bool,
+    batched: bool = False,
 ) -> str:
     """The i-PI input (XML) of a PIMD run of ``atoms``; the potential is registered under
-    ``key``, the centroid restraint (if any) under ``key + '-restraint'``."""
+    ``key`` (``batched``: all beads in one request), the centroid restraint (if any) under
+    ``key + '-restraint'``."""
     T, dt, tau = settings.temperature_K, settings.timestep_fs, settings.tau_fs
     thermostat = (
         f"<thermostat mode='{settings.thermostat}'><tau units='femtosecond'>{tau}</tau>"
         "<pile_lambda>0.5</pile_lambda></thermostat>"
     )
-    forcefields = _forcefield_xml("potential", "template.xyz", key)
+    forcefields = _forcefield_xml("potential", "template.xyz", key,
+                                  settings.beads if batched else 1)  # fmt: skip
     forces = "<force forcefield='potential'></force>"
     if restrained:
         forcefields += _forcefield_xml("restraint", "template.xyz", key + "-restraint")
@@ -216,8 +224,9 @@ def run_pimd(
     progress: bool = True,
 ) -> PIMDResult:
     """Path-integral MD of ``atoms`` on ``potential`` (any ASE calculator, e.g.
-    ``load_calculator("model.pt")``) with i-PI, in ``directory`` (resumed when it holds the
-    same run). ``masses``: amu per atom (isotopes), default ``atoms.get_masses()``.
+    ``load_calculator("model.pt")``, whose ``energies_and_forces`` then evaluates all beads
+    in one batched pass) with i-PI, in ``directory`` (resumed when it holds the same run).
+    ``masses``: amu per atom (isotopes), default ``atoms.get_masses()``.
     ``restraint``: a harmonic restraint on the centroid's CV (umbrella sampling)."""
     try:
         from ipi.scripting import InteractiveSimulation
@@ -229,7 +238,9 @@ def run_pimd(
     if restraint is not None:
         restraint.cv.check_atoms(atoms)
     key = f"mlpot-{id(potential)}-{os.getpid()}"
-    xml = simulation_input(atoms, masses, settings, key, restraint is not None)
+    # a calculator that evaluates many structures at once gets all beads in one request
+    batched = callable(getattr(potential, "energies_and_forces", None))
+    xml = simulation_input(atoms, masses, settings, key, restraint is not None, batched)
     fingerprint = _fingerprint(atoms, masses, settings, restraint)
     state = _resume(directory, fingerprint)
     ipi_driver.register(key, potential)

@@ -74,8 +74,11 @@ class UmbrellaPlan:
 
     @classmethod
     def evenly(cls, cv: CollectiveVariable, start: float, stop: float, windows: int, **kwargs):
-        """``windows`` centres evenly from ``start`` to ``stop`` (inclusive)."""
-        return cls(cv, tuple(float(c) for c in np.linspace(start, stop, windows)), **kwargs)
+        """``windows`` centres evenly from ``start`` to ``stop`` (inclusive; for a dihedral
+        over a whole turn, ``stop`` is ``start`` again and is left out)."""
+        whole_turn = cv.periodic and abs(abs(stop - start) - 2 * np.pi) < 1e-6
+        centres = np.linspace(start, stop, windows, endpoint=not whole_turn)
+        return cls(cv, tuple(float(c) for c in centres), **kwargs)
 
     def restraint(self, window: int) -> HarmonicRestraint:
         return HarmonicRestraint(self.cv, self.centres[window], self.k)

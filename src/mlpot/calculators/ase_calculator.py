@@ -133,6 +133,34 @@ class MlpotCalculator(Calculator):
             self._add_baseline(atoms)
         self.extend_results(out)
 
+    def energies_and_forces(self, structures: list[Atoms]) -> list[tuple[float, np.ndarray]]:
+        """Energy (eV) and forces (eV/Å) of many structures in one batched model pass
+        (e.g. the beads of a ring polymer); no uncertainty or domain outputs. A
+        delta-learned model adds its baseline structure by structure."""
+        from mlpot.data.graph import collate
+        from mlpot.physics.derivatives import predict
+
+        graphs = [
+            atoms_to_graph(
+                a, self.model.cutoff, dtype=self.dtype, elements=self.model.elements, source="atoms"
+            )  # fmt: skip
+            for a in structures
+        ]
+        graph = {k: v.to(self.device) for k, v in collate(graphs).items()}
+        out = predict(self.model, graph, forces=True)
+        energies = out[outputs.ENERGY].detach().double().cpu().numpy()
+        forces = out[outputs.FORCES].detach().double().cpu().numpy()
+        starts = np.cumsum([0] + [len(a) for a in structures])
+        results = [(float(energies[k]), forces[starts[k] : starts[k + 1]])
+                   for k in range(len(structures))]  # fmt: skip
+        if self.baseline is not None:
+            for k, atoms in enumerate(structures):
+                copy = atoms.copy()
+                copy.calc = self.baseline
+                energy, f = results[k]
+                results[k] = (energy + copy.get_potential_energy(), f + copy.get_forces())
+        return results
+
     def extend_results(self, out: dict[str, torch.Tensor]) -> None:
         """Hook for wrappers (e.g. an exploration bias): add to ``self.results`` from the raw
         outputs ``out`` of the same evaluation, member outputs included. Does nothing here."""
