@@ -71,6 +71,7 @@ COMMANDS = [
     "spectrum",
     "free-energy",
     "pimd",
+    "growth",
 ]
 # Commands that may build an oracle named in a file, a config or an option (export and
 # spectrum refuse a delta-learned checkpoint instead of running its baseline).

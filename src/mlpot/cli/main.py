@@ -8,6 +8,7 @@ import typer
 
 from mlpot.cli.export import export
 from mlpot.cli.free_energy import free_energy, pimd
+from mlpot.cli.growth import growth
 from mlpot.cli.learn import learn
 from mlpot.cli.spectrum import fit_response, spectrum
 from mlpot.cli.training import evaluate, fisher, train
@@ -34,6 +35,7 @@ app.command("response")(fit_response)
 app.command()(spectrum)
 app.command("free-energy")(free_energy)
 app.command()(pimd)
+app.command()(growth)
 
 
 def _print_version(value: bool) -> None:
