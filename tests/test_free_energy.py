@@ -200,6 +200,16 @@ def test_windows_run_in_parallel_processes(tmp_path):
     assert load_windows(tmp_path).plan == plan
 
 
+def test_windows_run_on_a_dask_cluster(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    plan = _plan(windows=3, steps=100, equilibration_steps=10)
+    with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            run = run_umbrella(double_well_factory(0.1, 1.5, 0.3), _dimer(), plan, tmp_path,
+                               executor=client.get_executor(), progress=False)  # fmt: skip
+    assert [len(w.cv) for w in run.windows] == [20] * 3
+
+
 def _invoke(args):
     from typer.testing import CliRunner
 
