@@ -72,10 +72,14 @@ COMMANDS = [
     "free-energy",
     "pimd",
     "growth",
+    "diabatic",
+    "nac",
 ]
 # Commands that may build an oracle named in a file, a config or an option (export and
 # spectrum refuse a delta-learned checkpoint instead of running its baseline).
-RUN_ORACLES = [c for c in COMMANDS if c not in ("export", "response", "spectrum")]
+RUN_ORACLES = [
+    c for c in COMMANDS if c not in ("export", "response", "spectrum", "diabatic", "nac")
+]
 
 
 def test_bare_mlpot_prints_help_and_version_exists():

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mlpot.cli.diabatic import fit_diabatic, nac
 from mlpot.cli.export import export
 from mlpot.cli.free_energy import free_energy, pimd
 from mlpot.cli.growth import growth
@@ -36,6 +37,8 @@ app.command()(spectrum)
 app.command("free-energy")(free_energy)
 app.command()(pimd)
 app.command()(growth)
+app.command("diabatic")(fit_diabatic)
+app.command()(nac)
 
 
 def _print_version(value: bool) -> None:
