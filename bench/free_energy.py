@@ -129,10 +129,10 @@ def umbrella(potential, name: str):
 
 def features(pmf) -> dict:
     """trans (|φ| ≈ π) and gauche (|φ| ≈ π/3) free energies and the barrier between."""
-    phi = np.abs(pmf.cv)
-    trans = pmf.free_energy[phi > 2.6].min()
-    gauche = pmf.free_energy[(phi > 0.6) & (phi < 1.6)].min()
-    barrier = pmf.free_energy[(phi > 1.6) & (phi < 2.6)].max()
+    phi, f = np.abs(pmf.cv), pmf.free_energy  # NaN: a bin the reweighting left out
+    trans = np.nanmin(f[phi > 2.6])
+    gauche = np.nanmin(f[(phi > 0.6) & (phi < 1.6)])
+    barrier = np.nanmax(f[(phi > 1.6) & (phi < 2.6)])
     return {"gauche_minus_trans_eV": float(gauche - trans), "barrier_eV": float(barrier - trans)}
 
 
@@ -169,6 +169,7 @@ def main() -> int:
         figures["reweighted"] = features(result.reference) | compare(result.reference, xtb_pmf,
                                                                      kT)  # fmt: skip
         figures["reweighting"] = result.summary
+        result.reference.write_csv(ARGS.workdir / "pmf_reweighted.csv")
     except ReweightingUnreliable as err:
         figures["reweighting_refused"] = str(err)
     figures["reweighting_seconds"] = time.perf_counter() - started

@@ -12,10 +12,10 @@ Trust: the Kish effective sample size of the oracle weights, N_eff = (Σw)²/Σw
 bin of the PMF (the correction of a bin rests on its frames alone), summed over the bins.
 When ΔE fluctuates by more than ~kT between frames a few frames carry
 all the weight: below ``min_effective_samples`` the reweighting is refused with the reason
-(the remedy is a better potential there, or more frames). The model's calibrated energy
-uncertainty predicts this before any oracle call: for Gaussian ΔE with spread σ,
-N_eff/N ≈ exp(−σ²/kT²); the predicted and the measured fraction are both reported, and
-the per-bin model uncertainty is reported next to the per-bin correction.
+(the remedy is a better potential there, or more frames). For an ensemble model, the mean
+calibrated ``energy_std`` of each bin's frames is reported next to the bin's correction,
+with the rank correlation between ``energy_std`` and |ΔE| over the frames: where the
+model knows it is unsure is where the correction should matter.
 
 Oracle energies are cached in the run directory (``oracle_energies.npz``) as they come, so
 a killed reweighting resumes without repeating a calculation.
@@ -152,7 +152,6 @@ def reweight_to_oracle(
     bin_eff_ml = np.array([kish(log_w_ml[which == b]) for b in range(len(ml_pmf.cv))])
     n_eff, n_eff_ml = float(bin_eff.sum()), float(bin_eff_ml.sum())
     rms_std = float(np.sqrt(np.nanmean(model_std**2))) if np.isfinite(model_std).any() else None
-    predicted = None if rms_std is None else float(np.exp(-((rms_std / kT) ** 2)))
     summary = {
         "frames": len(frames),
         "effective_samples": n_eff,
@@ -161,7 +160,6 @@ def reweight_to_oracle(
         "delta_energy_std_eV": float(delta.std()),
         "delta_energy_std_kT": float(delta.std() / kT),
         "model_energy_std_rms_eV": rms_std,
-        "predicted_effective_fraction": predicted,
         "uncertainty_error_spearman": _spearman(model_std, np.abs(delta)),
         "min_effective_samples": min_effective_samples,
     }
