@@ -79,6 +79,12 @@ def test_a_heavier_isotope_is_more_classical(tmp_path):
         assert abs(kinetic[0] - exact) < 4 * error[0] + 0.01 * exact
     assert light.mean_kinetic_energy()[0][0] > heavy.mean_kinetic_energy()[0][0]
     assert light.mean_gyration_radius()[0][0] > 1.3 * heavy.mean_gyration_radius()[0][0]
+    langevin = "<thermostat mode='pile_l'><tau units='femtosecond'>20</tau></thermostat>"
+    block = run_pimd(Harmonic(K_SPRING, [5, 5, 5]), _proton(), _settings(beads=4, steps=100,
+                     thermostat=langevin), tmp_path / "block", progress=False)  # fmt: skip
+    assert len(block.kinetic_cv) == 50  # an i-PI thermostat block is passed through
+    with pytest.raises(MlpotInputError, match="or an i-PI <thermostat> block"):
+        _settings(thermostat="nose")
     with pytest.raises(MlpotInputError, match="one positive mass"):
         run_pimd(Harmonic(K_SPRING, [5, 5, 5]), _proton(), _settings(), tmp_path / "x",
                  masses=[1.0, 2.0])  # fmt: skip

@@ -48,7 +48,10 @@ STATE = "pimd_state.npz"
 @dataclass(frozen=True)
 class PIMDSettings:
     """Beads, temperature (K), time step (fs), steps, thermostat (``pile_l``/``pile_g``)
-    with its centroid time constant ``tau_fs`` (fs), sampling and checkpoint strides."""
+    with its centroid time constant ``tau_fs`` (fs), sampling and checkpoint strides.
+
+    ``thermostat`` may also be a whole i-PI ``<thermostat>`` block, e.g. PIGLET with the
+    A and C matrices of the GLE4MD library for the beads and temperature of the run."""
 
     beads: int = 16
     temperature_K: float = 300.0
@@ -64,15 +67,21 @@ class PIMDSettings:
     def __post_init__(self) -> None:
         if self.beads < 1:
             raise MlpotInputError(f"beads must be >= 1, got {self.beads}", field="beads")
-        if self.thermostat not in THERMOSTATS:
+        if self.thermostat not in THERMOSTATS and not _is_thermostat_block(self.thermostat):
             raise MlpotInputError(
-                f"thermostat {self.thermostat!r}: one of {', '.join(THERMOSTATS)}",
+                f"thermostat {self.thermostat!r}: one of {', '.join(THERMOSTATS)} or an "
+                "i-PI <thermostat> block",
                 field="thermostat",
             )
         if not self.temperature_K > 0 or not self.timestep_fs > 0:
             raise MlpotInputError("temperature and time step must be > 0")
         if self.steps < 1 or self.sample_every < 1 or self.checkpoint_every < 1:
             raise MlpotInputError("steps, sample_every and checkpoint_every must be >= 1")
+
+
+def _is_thermostat_block(text: str) -> bool:
+    stripped = text.strip()
+    return stripped.startswith("<thermostat") and stripped.endswith("</thermostat>")
 
 
 @dataclass
@@ -168,10 +177,12 @@ def simulation_input(
     ``key`` (``batched``: all beads in one request), the centroid restraint (if any) under
     ``key + '-restraint'``."""
     T, dt, tau = settings.temperature_K, settings.timestep_fs, settings.tau_fs
-    thermostat = (
-        f"<thermostat mode='{settings.thermostat}'><tau units='femtosecond'>{tau}</tau>"
-        "<pile_lambda>0.5</pile_lambda></thermostat>"
-    )
+    thermostat = settings.thermostat
+    if thermostat in THERMOSTATS:
+        thermostat = (
+            f"<thermostat mode='{thermostat}'><tau units='femtosecond'>{tau}</tau>"
+            "<pile_lambda>0.5</pile_lambda></thermostat>"
+        )
     forcefields = _forcefield_xml("potential", "template.xyz", key,
                                   settings.beads if batched else 1)  # fmt: skip
     forces = "<force forcefield='potential'></force>"
