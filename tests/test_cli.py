@@ -72,6 +72,7 @@ COMMANDS = [
     "free-energy",
     "pimd",
     "growth",
+    "qmml",
     "diabatic",
     "nac",
 ]

@@ -70,7 +70,8 @@ FORCES = "adiabatic_forces"
 #: File format name of a saved diabatic model.
 FORMAT = "mlpot-diabatic"
 FORMAT_VERSION = 1
-#: How the signs of coupling-vector labels relate (see :func:`mlpot.apps.diabatic_training.fit_diabatic`).
+#: How the signs of coupling-vector labels relate (see
+#: :func:`mlpot.apps.diabatic_training.fit_diabatic`).
 NAC_PHASES = ("structure", "global")
 
 

@@ -11,6 +11,7 @@ from mlpot.cli.export import export
 from mlpot.cli.free_energy import free_energy, pimd
 from mlpot.cli.growth import growth
 from mlpot.cli.learn import learn
+from mlpot.cli.qmml import qmml
 from mlpot.cli.spectrum import fit_response, spectrum
 from mlpot.cli.training import evaluate, fisher, train
 from mlpot.cli.uncertainty import calibrate, llpr, probe
@@ -37,6 +38,7 @@ app.command()(spectrum)
 app.command("free-energy")(free_energy)
 app.command()(pimd)
 app.command()(growth)
+app.command()(qmml)
 app.command("diabatic")(fit_diabatic)
 app.command()(nac)
 
