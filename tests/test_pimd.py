@@ -172,6 +172,8 @@ def test_transition_state_theory_on_a_known_pmf():
     assert h.rate_per_fs == pytest.approx(rate, rel=1e-9)
     d = barrier(_pmf(x, free), atoms, masses=[16.0, 2.014], cv=cv)
     assert h.rate_per_fs / d.rate_per_fs == pytest.approx(np.sqrt(metric / (1 / 16 + 1 / 2.014)))
+    given = barrier(_pmf(x, free), atoms, masses=[16.0, 1.008], cv=cv, transition_state=1.2)
+    assert given.rate_per_fs == pytest.approx(h.rate_per_fs, rel=1e-12)
     with pytest.raises(MlpotInputError, match="single minimum"):
         barrier(_pmf(x, (x - 1.2) ** 2), atoms, cv=cv)
 

@@ -10,7 +10,8 @@ Rates by centroid-density transition-state theory:
 
     k = sqrt(G‡ / (2π β)) · exp(−β F(ξ‡)) / ∫_reactant exp(−β F(ξ)) dξ,
 
-with ξ‡ the PMF maximum between the reactant and product minima, and G‡ = Σ_i |∇_i ξ|²/m_i
+with ξ‡ the given dividing surface (0 for a symmetric transfer) or the PMF maximum between
+the reactant and product minima, and G‡ = Σ_i |∇_i ξ|²/m_i
 at the transition-state structure (the mass-weighted metric of the coordinate; it carries
 the isotope's mass into the prefactor). The KIE is k_light/k_heavy; its uncertainty
 propagates MBAR's uncertainty of F(ξ‡) relative to the reactant minimum for both
@@ -107,14 +108,19 @@ def barrier(
     masses=None,
     reactant_side: str = "lower",
     cv=None,
+    transition_state: float | None = None,
 ) -> Barrier:
-    """TST barrier and rate of ``pmf``. The reactant is the basin on ``reactant_side``
-    (``lower``/``higher`` CV values) of the highest point between the two deepest minima.
+    """TST barrier and rate of ``pmf``. The dividing surface is ``transition_state`` (e.g.
+    0 for a symmetric transfer) or, by default, the highest point between the two deepest
+    minima; the reactant is the basin on ``reactant_side`` (``lower``/``higher`` CV values).
     ``cv``: the collective variable (for the metric G‡, evaluated on ``cv_at_ts`` or
     ``atoms`` with ``masses``)."""
     x, f, df = pmf.cv, pmf.free_energy, np.nan_to_num(pmf.uncertainty)
     beta = 1.0 / (units.kB * pmf.temperature_K)
-    ts = _transition_state(x, f)
+    if transition_state is None:
+        ts = _transition_state(x, f)
+    else:
+        ts = int(np.argmin(np.abs(x - transition_state)))
     reactant = x < x[ts] if reactant_side == "lower" else x > x[ts]
     if not reactant.any():
         raise MlpotInputError(f"no reactant basin on the {reactant_side} side of the PMF")
@@ -163,10 +169,12 @@ def kinetic_isotope_effect(
     classical: bool = True,
     bins: int = 30,
     reactant_side: str = "lower",
+    transition_state: float | None = None,
     progress: bool = True,
 ) -> IsotopeEffect:
     """Centroid umbrella sampling for the light and the heavy isotopologue (and, with
-    ``classical``, one bead), their PMFs, barriers and the KIE k_light/k_heavy."""
+    ``classical``, one bead), their PMFs, barriers and the KIE k_light/k_heavy.
+    ``transition_state``: the dividing surface (CV value) if known, e.g. 0 by symmetry."""
     potential = make_potential(potential) if isinstance(potential, str | Path) else potential
     directory = Path(directory)
     starts = starting_structures(atoms, potential, plan)
@@ -179,9 +187,10 @@ def kinetic_isotope_effect(
         run = centroid_umbrella(potential, atoms, plan, run_settings, directory / label,
                                 masses=masses, starts=starts, progress=progress)  # fmt: skip
         pmfs[label] = umbrella_pmf(run, bins=bins)
-        ts_atoms = _structure_near(atoms, starts, plan, pmfs[label])
+        ts_atoms = _structure_near(atoms, starts, plan, pmfs[label], transition_state)
         barriers[label] = barrier(pmfs[label], atoms, ts_atoms, masses=masses,
-                                  reactant_side=reactant_side, cv=plan.cv)  # fmt: skip
+                                  reactant_side=reactant_side, cv=plan.cv,
+                                  transition_state=transition_state)  # fmt: skip
     light, heavy = barriers["light"], barriers["heavy"]
     kie = light.rate_per_fs / heavy.rate_per_fs
     error = kie * float(np.hypot(light.ln_rate_uncertainty, heavy.ln_rate_uncertainty))
@@ -196,9 +205,12 @@ def kinetic_isotope_effect(
     return IsotopeEffect(pmfs, barriers, kie, error, summary)
 
 
-def _structure_near(atoms: Atoms, starts: np.ndarray, plan: UmbrellaPlan, pmf: PMF) -> Atoms:
-    """The starting structure of the window closest to the PMF's transition state."""
-    ts = pmf.cv[_transition_state(pmf.cv, pmf.free_energy)]
+def _structure_near(atoms: Atoms, starts: np.ndarray, plan: UmbrellaPlan, pmf: PMF,
+                    transition_state: float | None) -> Atoms:  # fmt: skip
+    """The starting structure of the window closest to the transition state."""
+    ts = transition_state
+    if ts is None:
+        ts = pmf.cv[_transition_state(pmf.cv, pmf.free_energy)]
     k = int(np.argmin(np.abs(np.asarray(plan.centres) - ts)))
     copy = atoms.copy()
     copy.positions = starts[k]
