@@ -100,8 +100,16 @@ def test_a_killed_pimd_run_resumes_from_its_checkpoint(tmp_path):
                  progress=False)  # fmt: skip
     with np.load(tmp_path / "pimd_state.npz") as state:
         assert int(state["step"]) == 200 and len(state["kinetic_cv"]) == 100
+    saved = dict(np.load(tmp_path / "pimd_state.npz"))
     resumed = run_pimd(DoubleWellBond(), dimer, settings, tmp_path, progress=False)
     assert len(resumed.kinetic_cv) == 150  # every sample once
+    # a run directory from elsewhere cannot make i-PI import code of its choosing
+    saved["restart"] = np.array(str(saved["restart"]).replace("<pes>custom</pes>",
+                                                              "<pes>ase</pes>"))  # fmt: skip
+    saved["step"] = np.array(200)
+    np.savez(tmp_path / "pimd_state.npz", **saved)
+    with pytest.raises(MlpotInputError, match="force fields mlpot does not write"):
+        run_pimd(DoubleWellBond(), dimer, settings, tmp_path, progress=False)
     with pytest.raises(MlpotInputError, match="other settings"):
         run_pimd(DoubleWellBond(), dimer, _settings(beads=3, steps=300), tmp_path)
 

@@ -112,15 +112,14 @@ class MBARInput:
     inefficiency: list[float]
 
 
-def mbar_input(run: UmbrellaRun, *, samples: str = "cv") -> MBARInput:
-    """Decorrelated samples of ``run`` (``samples="frames"``: the stored frames instead,
-    every one kept) and their reduced bias potentials in every window."""
+def mbar_input(run: UmbrellaRun) -> MBARInput:
+    """Decorrelated CV samples of ``run`` and their reduced bias potentials in every
+    window."""
     beta = 1.0 / (units.kB * run.plan.temperature_K)
     xs, origin, index, inefficiency = [], [], [], []
     for k, window in enumerate(run.windows):
-        series = window.cv if samples == "cv" else window.frame_cv
-        keep, g = decorrelated(series) if samples == "cv" else (np.arange(len(series)), 1.0)
-        xs.append(series[keep])
+        keep, g = decorrelated(window.cv)
+        xs.append(window.cv[keep])
         origin.append(np.full(len(keep), k))
         index.append(keep)
         inefficiency.append(g)

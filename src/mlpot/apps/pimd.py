@@ -314,13 +314,31 @@ def _resume(directory: Path, fingerprint: str) -> dict | None:
     return state
 
 
+def _safe_restart(text: str, source: str) -> str:
+    """i-PI's restart input from a run directory, refused unless its force fields are the
+    ones mlpot writes (in-process ``ffdirect`` with the ``custom`` PES), and pointed at this
+    installation's driver: i-PI imports the file a ``pes_path`` names, so a restart from
+    elsewhere must not choose it."""
+    kinds = set(re.findall(r"<(ff\w+)\b", text))
+    pes = set(re.findall(r"<pes>\s*(\S+?)\s*</pes>", text))
+    if kinds - {"ffdirect"} or pes - {"custom"}:
+        raise MlpotInputError(
+            f"the saved i-PI state names force fields mlpot does not write "
+            f"({', '.join(sorted((kinds - {'ffdirect'}) | (pes - {'custom'})))}); refusing to "
+            "resume from it",
+            source=source,
+        )
+    return re.sub(r"<pes_path>.*?</pes_path>", f"<pes_path>{ipi_driver.__file__}</pes_path>",
+                  text, flags=re.S)  # fmt: skip
+
+
 def _start(InteractiveSimulation, state: dict | None, xml: str, key: str):
     """A new i-PI simulation, or the saved one (its force fields renamed to ``key``)."""
     text = xml
     if state is not None:
         text = re.sub(r"calculator: mlpot-\d+-\d+(-restraint)?",
                       lambda m: f"calculator: {key}{m.group(1) or ''}",
-                      str(state["restart"]))  # fmt: skip
+                      _safe_restart(str(state["restart"]), STATE))  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         simulation = InteractiveSimulation(text)
     simulation.threading = False  # one system, one force field: threads only add waiting
