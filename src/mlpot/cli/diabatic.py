@@ -8,23 +8,10 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import Threads, exit_on_bad_input, use_resources
+from mlpot.cli.options import Threads, exit_on_bad_input, read_structures, use_resources
 from mlpot.errors import MlpotInputError
 
 PHASES = ("structure", "global", "track")
-
-
-def _read(path: Path):
-    import ase.io
-
-    if not path.exists():
-        raise MlpotInputError("file not found", source=str(path))
-    try:
-        return ase.io.read(path, ":")
-    except Exception as err:
-        raise MlpotInputError(
-            f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
-        ) from None
 
 
 def fit_diabatic(
@@ -79,7 +66,7 @@ def fit_diabatic(
             )
         if body not in ("bpnn", "mpnn"):
             raise MlpotInputError(f"unknown body {body!r}: bpnn or mpnn", field="--body")
-        frames = _read(data)
+        frames = read_structures(data)
         if nac_phase == "track":
             frames, nac_phase = align_nac_phases(frames, states), "global"
         order = np.random.default_rng(seed).permutation(len(frames))
@@ -133,7 +120,7 @@ def nac(
     with exit_on_bad_input():
         use_resources(threads)
         diabatic = load_diabatic(model, dtype="float64")
-        frames = _read(structures)
+        frames = read_structures(structures)
         n = diabatic.n_states
         typer.echo("frame " + " ".join(f"E_{k} (eV)" for k in range(n)) + "  |d_mn| (1/Å)")
         for index, atoms in enumerate(frames):

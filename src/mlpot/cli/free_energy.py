@@ -10,26 +10,19 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import Threads, exit_on_bad_input, parse_key_values, use_resources
+from mlpot.cli.options import (
+    Threads,
+    exit_on_bad_input,
+    parse_key_values,
+    read_structures,
+    use_resources,
+)
 from mlpot.errors import MlpotInputError
 
 Model = Annotated[Path, typer.Argument(metavar="MODEL", help="Energy model (model.pt).")]
 Structure = Annotated[
     Path, typer.Argument(metavar="STRUCTURE", help="Starting structure (any ASE format).")
 ]
-
-
-def _structure(path: Path, frame: int = 0):
-    import ase.io
-
-    if not path.is_file():
-        raise MlpotInputError("file not found", source=str(path))
-    try:
-        return ase.io.read(path, frame)
-    except Exception as err:
-        raise MlpotInputError(
-            f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
-        ) from None
 
 
 def _model_calculator(model: Path, trust_code: bool):
@@ -94,7 +87,7 @@ def free_energy(
 
     with exit_on_bad_input():
         use_resources(threads)
-        atoms = _structure(structure)
+        atoms = read_structures(structure, 0)
         plan = UmbrellaPlan.evenly(
             parse_cv(cv), start, stop, windows, k=k, temperature_K=temperature,
             timestep_fs=timestep, equilibration_steps=equilibration, steps=steps, seed=seed,
@@ -178,7 +171,7 @@ def pimd(
 
     with exit_on_bad_input():
         use_resources(threads)
-        atoms = _structure(structure)
+        atoms = read_structures(structure, 0)
         masses = atoms.get_masses()
         for index, value in parse_key_values(mass, option="--mass").items():
             if not str(index).isdigit() or not 0 <= int(index) < len(atoms):

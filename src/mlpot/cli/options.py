@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -79,6 +80,21 @@ def exit_on_bad_input() -> Iterator[None]:
     except MlpotInputError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=EXIT_BAD_INPUT) from None
+
+
+def read_structures(path, index: str | int = ":"):
+    """``ase.io.read(path, index)``; a missing or unreadable file is an input error naming
+    it (``index`` ``":"``: all frames, a list; an integer: that frame)."""
+    import ase.io
+
+    if not Path(path).is_file():
+        raise MlpotInputError("file not found", source=str(path))
+    try:
+        return ase.io.read(path, index)
+    except Exception as err:
+        raise MlpotInputError(
+            f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
+        ) from None
 
 
 def parse_key_values(pairs: list[str] | None, *, option: str = "--oracle-param") -> dict[str, Any]:

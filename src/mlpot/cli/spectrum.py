@@ -8,21 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import Threads, exit_on_bad_input, use_resources
+from mlpot.cli.options import Threads, exit_on_bad_input, read_structures, use_resources
 from mlpot.errors import MlpotInputError
-
-
-def _read(path: Path):
-    import ase.io
-
-    if not path.exists():
-        raise MlpotInputError("file not found", source=str(path))
-    try:
-        return ase.io.read(path, ":")
-    except Exception as err:
-        raise MlpotInputError(
-            f"unreadable ({err.__class__.__name__}: {err})", source=str(path)
-        ) from None
 
 
 def fit_response(
@@ -68,7 +55,7 @@ def fit_response(
             raise MlpotInputError(
                 f"unknown kind {kind!r}: dipole or polarizability", field="--kind"
             )
-        frames = _read(data)
+        frames = read_structures(data)
         if len(frames) < 4:
             raise MlpotInputError(f"only {len(frames)} structures", source=str(data))
         order = np.random.default_rng(seed).permutation(len(frames))
@@ -165,7 +152,7 @@ def spectrum(
             )
         if method == "md" and len(members) > 1:
             raise MlpotInputError("md spectra take one response model", field="--response")
-        frames = _read(structure)
+        frames = read_structures(structure)
         if not 0 <= frame < len(frames):
             raise MlpotInputError(f"no frame {frame}", source=str(structure))
         atoms = frames[frame]
