@@ -204,3 +204,26 @@ def test_proton_in_a_double_well_tunnels_more_than_deuterium(tmp_path):
     assert b["classical"].barrier == pytest.approx(0.15 - 2 * units.kB * T * np.log(1.2 / 0.95),
                                                    abs=0.02)  # fmt: skip
     assert result.kie > 1.0
+
+
+def test_pimd_command_reports_kinetic_energies_and_isotopes(tmp_path):
+    from typer.testing import CliRunner
+
+    from mlpot.cli.main import app
+    from mlpot.models.checkpoint import save_model
+    from mlpot.models.registry import build_model
+
+    model = build_model({"name": "lj", "elements": [18], "sigma": 3.4, "epsilon": 0.0104})
+    save_model(tmp_path / "lj.pt", model.double())
+    Atoms("Ar2", positions=[[0, 0, 0], [3.8, 0, 0]]).write(tmp_path / "ar2.xyz")
+    args = ["pimd", str(tmp_path / "lj.pt"), str(tmp_path / "ar2.xyz"), "-o",
+            str(tmp_path / "p"), "--beads", "4", "--steps", "40", "--equilibration", "0",
+            "--mass", "1=36.0"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "p" / "pimd.json").read_text())
+    assert [a["mass_amu"] for a in summary["atoms"]] == pytest.approx([39.948, 36.0])
+    assert summary["samples"] == 20 and summary["settings"]["beads"] == 4
+    assert all(a["kinetic_energy_eV"] > 0 for a in summary["atoms"])
+    bad = CliRunner().invoke(app, [*args[:-1], "7=2.0"])
+    assert bad.exit_code == 2 and "no atom 7" in bad.output
