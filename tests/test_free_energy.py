@@ -159,6 +159,30 @@ def test_reweighting_corrects_the_pmf_to_the_oracle(double_well_run, tmp_path):
     assert np.isnan(result.reference.free_energy[~sampled]).all()  # said, not guessed
 
 
+def test_the_ensembles_offset_free_spread_is_what_reweighting_reports():
+    """Members that differ by a constant have a large energy_std but agree on every energy
+    difference: their offset-free spread is zero. A member that disagrees on one frame only
+    shows there, scaled by the calibration."""
+    from mlpot.apps.reweight import _relative_std
+    from mlpot.apps.umbrella import UmbrellaRun, WindowSamples
+
+    n = 6
+    members = np.array([[0.0, 0.3, -0.2]] * n) + np.linspace(0, 1, n)[:, None]  # offsets
+    raw = members.std(axis=1)
+    window = WindowSamples(1.0, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, 2, 3)),
+                           np.zeros(n), np.zeros(n), 2.0 * raw, members)  # fmt: skip
+    run = UmbrellaRun(_plan(windows=2), _dimer(), [window, window])
+    frames = [(0, i) for i in range(n)]
+    np.testing.assert_allclose(_relative_std(run, frames, 2.0 * raw), 0.0, atol=1e-12)
+    members[3, 0] += 0.6  # one member disagrees about frame 3
+    window.frame_member_energy = members
+    relative = _relative_std(run, frames, 2.0 * members.std(axis=1))
+    # member 0 deviates by 0.6·5/6 at frame 3 and by −0.6/6 elsewhere (its mean moved)
+    np.testing.assert_allclose(np.delete(relative, 3), relative[3] / 5, rtol=1e-12)
+    scale = 2.0
+    assert relative[3] == pytest.approx(scale * np.std([0.5, 0.0, 0.0]), rel=1e-12)
+
+
 def test_reweighting_refuses_when_the_effective_sample_size_is_too_small(tmp_path):
     run = run_umbrella(DoubleWellBond, _dimer(), _plan(windows=5, steps=300), tmp_path,
                        progress=False)  # fmt: skip

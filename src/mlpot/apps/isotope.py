@@ -96,7 +96,7 @@ def centroid_umbrella(
         empty = np.zeros(0)
         windows.append(WindowSamples(plan.centres[k], cv, np.full(len(cv), np.nan),
                                      np.full(len(cv), np.nan), np.zeros((0, len(atoms), 3)),
-                                     empty, empty, empty))  # fmt: skip
+                                     empty, empty, empty, np.zeros((0, 0))))  # fmt: skip
     return UmbrellaRun(plan, atoms, windows, directory)
 
 

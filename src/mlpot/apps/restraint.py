@@ -6,7 +6,7 @@ difference wrapped for a dihedral. :class:`Restrained` wraps any ASE calculator:
 energy and forces are the potential's plus the restraint's (so MD with it samples the
 biased ensemble exactly), and its results keep the unbiased potential energy
 (``unbiased_energy``), the restraint energy (``bias``), the CV value (``cv``) and the
-potential's ``energy_std`` when it gives one.
+potential's ``energy_std`` and ``member_energy`` when it gives them.
 """
 
 from __future__ import annotations
@@ -95,3 +95,5 @@ class Restrained(Calculator):
         std = self.potential.results.get("energy_std")
         if std is not None:
             self.results["energy_std"] = float(std)
+        if "member_energy" in self.potential.results:
+            self.results["member_energy"] = np.asarray(self.potential.results["member_energy"])

@@ -14,8 +14,9 @@ When ΔE fluctuates by more than ~kT between frames a few frames carry
 all the weight: below ``min_effective_samples`` the reweighting is refused with the reason
 (the remedy is a better potential there, or more frames). For an ensemble model, the mean
 calibrated ``energy_std`` of each bin's frames is reported next to the bin's correction,
-with the rank correlation between ``energy_std`` and |ΔE| over the frames: where the
-model knows it is unsure is where the correction should matter.
+and so is the spread that matters here: the members' energies with each member's mean
+over the frames removed (an offset common to all frames does not change the weights), its
+RMS against the measured spread of ΔE, and the rank correlations of both with |ΔE|.
 
 Oracle energies are cached in the run directory (``oracle_energies.npz``) as they come, so
 a killed reweighting resumes without repeating a calculation.
@@ -141,6 +142,7 @@ def reweight_to_oracle(
     oracle_e = oracle_energies(run, frames, oracle, progress=progress)
     ml_e = np.array([run.windows[k].frame_energy[i] for k, i in frames])
     model_std = np.array([run.windows[k].frame_energy_std[i] for k, i in frames])
+    relative_std = _relative_std(run, frames, model_std)
     delta = oracle_e - ml_e
     delta = delta - delta.mean()
     data = _frame_input(run, frames)
@@ -161,6 +163,8 @@ def reweight_to_oracle(
         "delta_energy_std_kT": float(delta.std() / kT),
         "model_energy_std_rms_eV": rms_std,
         "uncertainty_error_spearman": _spearman(model_std, np.abs(delta)),
+        "relative_std_rms_eV": _rms(relative_std),
+        "relative_std_error_spearman": _spearman(relative_std, np.abs(delta)),
         "min_effective_samples": min_effective_samples,
     }
     if n_eff < min_effective_samples:
@@ -218,6 +222,25 @@ def _bin_corrections(which, n_bins, log_w_ml, beta_delta, model_std, *, rng_seed
         boot = logsumexp(lw[picks], axis=1) - logsumexp((lw - bd)[picks], axis=1)
         error[b] = boot.std()
     return correction, error, n_eff, std
+
+
+def _relative_std(run: UmbrellaRun, frames, model_std: np.ndarray) -> np.ndarray:
+    """Per frame, the calibrated spread of the ensemble members' energies after removing
+    each member's mean over the frames (eV; NaN without members). Reweighting depends on
+    how ΔE varies between frames, not on an offset common to all of them, which dominates
+    ``energy_std``: this is the spread that predicts ΔE's."""
+    members = [run.windows[k].frame_member_energy[i] for k, i in frames]
+    if not members or min(len(m) for m in members) < 2:
+        return np.full(len(frames), np.nan)
+    energies = np.array(members)  # (n_frames, K)
+    raw = energies.std(axis=1)
+    scale = np.nanmedian(model_std / np.where(raw > 0, raw, np.nan))  # the calibration
+    return scale * (energies - energies.mean(axis=0)).std(axis=1)
+
+
+def _rms(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(np.sqrt(np.mean(finite**2))) if len(finite) else None
 
 
 def _mean(values: np.ndarray) -> float:

@@ -16,7 +16,8 @@ checkpoint path or a picklable factory.
 
 Recorded per sample (every ``sample_every`` steps after equilibration): the CV value, the
 unbiased potential energy (eV) and, for an ensemble model, its calibrated ``energy_std``;
-every ``frame_every`` steps also the positions (Å), for reweighting to the oracle.
+every ``frame_every`` steps also the positions (Å) and the ensemble members' energies, for
+reweighting to the oracle.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class WindowSamples:
     frame_cv: np.ndarray  # (n_frames,)
     frame_energy: np.ndarray  # (n_frames,) eV
     frame_energy_std: np.ndarray  # (n_frames,) eV
+    frame_member_energy: np.ndarray  # (n_frames, K) eV, ensemble members; K = 0 without
 
 
 @dataclass
@@ -209,7 +211,7 @@ def run_window(
         step = int(state["step"])
         atoms.positions = state["positions"]
         atoms.set_momenta(state["momenta"])
-        record = {key: list(state[key]) for key in _SAMPLE_KEYS}
+        record = {key: list(state.get(key, [])) for key in _SAMPLE_KEYS}
         rng = np.random.default_rng([plan.seed, window, step])  # fresh noise after a resume
     dynamics = make_dynamics(
         atoms,
@@ -238,7 +240,7 @@ def run_window(
 
 
 _SAMPLE_KEYS = ("cv", "energy", "energy_std", "frame_positions", "frame_cv", "frame_energy",
-                "frame_energy_std")  # fmt: skip
+                "frame_energy_std", "frame_member_energy")  # fmt: skip
 
 
 def _record(record: dict[str, list], atoms: Atoms, step: int, plan: UmbrellaPlan) -> None:
@@ -256,6 +258,14 @@ def _record(record: dict[str, list], atoms: Atoms, step: int, plan: UmbrellaPlan
         record["frame_cv"].append(results["cv"])
         record["frame_energy"].append(results["unbiased_energy"])
         record["frame_energy_std"].append(std)
+        record["frame_member_energy"].append(results.get("member_energy", np.zeros(0)))
+
+
+def _rows(values: np.ndarray | None, n: int) -> np.ndarray:
+    """``values`` as ``(n, K)`` rows (``K = 0`` when there are none)."""
+    if values is None or values.size == 0:
+        return np.zeros((n, 0))
+    return values.reshape(n, -1)
 
 
 def load_windows(directory: str | Path) -> UmbrellaRun:
@@ -290,6 +300,7 @@ def load_windows(directory: str | Path) -> UmbrellaRun:
                 frame_cv=state["frame_cv"],
                 frame_energy=state["frame_energy"],
                 frame_energy_std=state["frame_energy_std"],
+                frame_member_energy=_rows(state.get("frame_member_energy"), len(state["frame_cv"])),
             )
         )
     return run

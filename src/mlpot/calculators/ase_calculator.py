@@ -124,6 +124,8 @@ class MlpotCalculator(Calculator):
         for name in (outputs.ENERGY_STD, outputs.STRESS_STD):
             if name in out:
                 self.results[name] = float(out[name][0])
+        if outputs.MEMBER_ENERGY in out:  # (K,) eV: the members' energies, uncalibrated
+            self.results[outputs.MEMBER_ENERGY] = out[outputs.MEMBER_ENERGY][:, 0].double().numpy()
         for name in (outputs.FORCES_STD, outputs.MAHALANOBIS, outputs.D_MIN, outputs.HULL_DISTANCE):
             if name in out:
                 self.results[name] = out[name].double().numpy()
