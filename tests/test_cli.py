@@ -75,6 +75,8 @@ COMMANDS = [
     "qmml",
     "diabatic",
     "nac",
+    "boyle",
+    "torsion-fit",
 ]
 # Commands that may build an oracle named in a file, a config or an option (export and
 # spectrum refuse a delta-learned checkpoint instead of running its baseline).

@@ -13,6 +13,7 @@ from mlpot.cli.growth import growth
 from mlpot.cli.learn import learn
 from mlpot.cli.qmml import qmml
 from mlpot.cli.spectrum import fit_response, spectrum
+from mlpot.cli.studies import boyle, torsion_fit
 from mlpot.cli.training import evaluate, fisher, train
 from mlpot.cli.uncertainty import calibrate, llpr, probe
 from mlpot.cli.validate import validate
@@ -41,6 +42,8 @@ app.command()(growth)
 app.command()(qmml)
 app.command("diabatic")(fit_diabatic)
 app.command()(nac)
+app.command()(boyle)
+app.command("torsion-fit")(torsion_fit)
 
 
 def _print_version(value: bool) -> None:

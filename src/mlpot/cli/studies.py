@@ -14,6 +14,7 @@ from mlpot.cli.options import (
     TrustCode,
     exit_on_bad_input,
     parse_key_values,
+    read_structures,
     use_resources,
 )
 from mlpot.errors import MlpotInputError
@@ -38,17 +39,6 @@ def _calculator(model: Path | None, oracle: str | None, params: list[str] | None
     from mlpot.calculators.oracles import make_oracle
 
     return make_oracle(oracle, trust_code=trust, **parse_key_values(params))
-
-
-def _read_molecule(path: Path):
-    import ase.io
-
-    if not path.exists():
-        raise MlpotInputError("file not found", source=str(path))
-    try:
-        return ase.io.read(path)
-    except Exception as err:
-        raise MlpotInputError(f"unreadable ({err})", source=str(path)) from None
 
 
 def boyle(
@@ -87,7 +77,7 @@ def boyle(
     trust_code: TrustCode = False,
     threads: Threads = None,
 ) -> None:
-    """Second virial coefficient B2(T) and Boyle temperature (B2 = 0) of a gas.
+    """Compute second virial coefficients and the Boyle temperature.
 
     The interaction of two atoms (or two rigid molecules, averaged over orientations) is
     tabulated from r_min to r_max with MODEL or the oracle; below r_min the Mayer function
@@ -107,7 +97,7 @@ def boyle(
             r_max = float(calc.model.cutoff)
         r = np.geomspace(r_min, r_max, points)  # denser where u changes fast
         if monomer is not None:
-            molecule = _read_molecule(monomer)
+            molecule = read_structures(monomer, -1)
             curves = virial.dimer_curves(molecule, molecule, calc, r, orientations=orientations)
         else:
             curves = virial.pair_curves(calc, (element, element), r)
@@ -155,7 +145,7 @@ def torsion_fit(
     trust_code: TrustCode = False,
     threads: Threads = None,
 ) -> None:
-    """Fit Fourier torsion terms k_n (1 + cos(nφ - δ_n)) to a relaxed scan.
+    """Fit Bayesian Fourier torsion terms to a relaxed dihedral scan.
 
     The dihedral is scanned over 360° in --step increments with everything else relaxed
     (MODEL or the oracle); energies and slopes dE/dφ are fitted by Bayesian linear
@@ -177,7 +167,7 @@ def torsion_fit(
         if not 0 < step <= 90:
             raise MlpotInputError(f"step must be in (0, 90] degrees, got {step}", field="--step")
         calc = _calculator(model, oracle, oracle_param, trust_code)
-        atoms = _read_molecule(molecule)
+        atoms = read_structures(molecule, -1)
         scan = relaxed_scan(atoms, calc, dihedral, np.arange(0.0, 360.0, step), fmax=fmax)
         fit = fit_torsion(
             scan,
