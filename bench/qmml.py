@@ -24,7 +24,7 @@ hybrid is not, energy conservation, ε_F and ΔE_max.
 The MD frames and the model are cached in ``--work``.
 
     python bench/qmml.py                                   # ~15 min on 2 CPU cores
-    python bench/qmml.py --waters 6 --train-time 60 --nve-steps 100 --work /tmp/q  # smoke
+    python bench/qmml.py --waters 6 --train-time 60 --nve-steps 100 --work qmml-smoke  # smoke
 """
 
 from __future__ import annotations
