@@ -248,8 +248,10 @@ CONFIG_DATA = "data:\n  train: train.xyz\n"
         (CONFIG_DATA + "training:\n  epochz: 3\n", "epochz"),
         (CONFIG_DATA + "model:\n  name: nosuchmodel\n", "nosuchmodel"),
         (CONFIG_DATA + "model:\n  name: lj\n  sigmaa: 2.0\n", "sigmaa"),
+        (CONFIG_DATA + "model:\n  name: bpnn\n  angular_etas: []\n", "angular_etas"),
     ],
-    ids=["unknown-section", "unknown-data-key", "unknown-training-key", "model-name", "model-arg"],
+    ids=["unknown-section", "unknown-data-key", "unknown-training-key", "model-name", "model-arg",
+         "empty-angular-etas"],  # fmt: skip
 )
 def test_bad_config_names_file_and_key(tmp_path, text, key):
     path = tmp_path / "config.yaml"

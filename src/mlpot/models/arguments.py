@@ -37,6 +37,8 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: A count or layer width >= 1.
 Count = Annotated[int, Field(ge=1)]
+#: At least one width >= 0 (ACSF angular Gaussians), Å⁻².
+Widths = Annotated[list[NonNegative], Field(min_length=1)]
 #: A count >= 0.
 NonNegativeCount = Annotated[int, Field(ge=0)]
 #: Nonlinearity of the networks (see :data:`mlpot.nn.mlp.ACTIVATIONS`).

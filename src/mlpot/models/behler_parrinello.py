@@ -23,6 +23,7 @@ from mlpot.models.arguments import (
     NonNegative,
     Positive,
     SoapOptions,
+    Widths,
 )
 from mlpot.models.base import EnergyModel, LastLayer
 from mlpot.nn.acsf import ACSF
@@ -60,7 +61,7 @@ class BehlerParrinello(EnergyModel):
         radial_count: Count = 12,
         radial_min: NonNegative = 0.5,
         angular_cutoff: Positive | None = None,
-        angular_etas: list[NonNegative] = (0.005, 0.03, 0.1),
+        angular_etas: Widths = (0.005, 0.03, 0.1),
         zetas: list[Count] = (1, 2, 4),
         lambdas: list[Lambda] = (1, -1),
         hidden: list[Count] = (64, 64),
