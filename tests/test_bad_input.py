@@ -250,8 +250,14 @@ CONFIG_DATA = "data:\n  train: train.xyz\n"
         (CONFIG_DATA + "model:\n  name: lj\n  sigmaa: 2.0\n", "sigmaa"),
         (CONFIG_DATA + "model:\n  name: bpnn\n  angular_etas: []\n", "angular_etas"),
     ],
-    ids=["unknown-section", "unknown-data-key", "unknown-training-key", "model-name", "model-arg",
-         "empty-angular-etas"],  # fmt: skip
+    ids=[
+        "unknown-section",
+        "unknown-data-key",
+        "unknown-training-key",
+        "model-name",
+        "model-arg",
+        "empty-angular-etas",
+    ],  # fmt: skip
 )
 def test_bad_config_names_file_and_key(tmp_path, text, key):
     path = tmp_path / "config.yaml"
@@ -423,3 +429,24 @@ def test_asymmetric_stress_label(tmp_path):
     ase.io.write(path, [atoms])
     with pytest.raises(MlpotInputError, match="not symmetric"):
         read_dataset(path)
+
+
+def test_frames_sharing_one_live_calculator_are_refused():
+    """A calculator shared by several frames holds the last frame's results only: reading
+    them as every frame's labels would be silently wrong."""
+    from ase.build import molecule
+    from ase.calculators.emt import EMT
+
+    from mlpot.data.dataset import samples_from_atoms
+
+    shared = EMT()
+    frames = []
+    for k in range(3):
+        atoms = molecule("CH4")
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = shared
+        atoms.get_forces()
+        frames.append(atoms)
+    with pytest.raises(MlpotInputError, match=r"frame 0: its calculator's results belong"):
+        samples_from_atoms(frames)
+    assert len(samples_from_atoms(frames[2:])) == 1  # the last one's are its own

@@ -202,6 +202,7 @@ def _sample(
     n = len(atoms)
     if n == 0:
         raise MlpotInputError("structure has no atoms", source=source, frame=frame)
+    _check_results_are_its_own(atoms, source, frame)
     energy, ekey = _lookup(atoms, extra, "energy", keys.energy)
     forces, fkey = _lookup(atoms, extra, "forces", keys.forces)
     stress, skey = _lookup(atoms, extra, "stress", keys.stress)
@@ -237,6 +238,24 @@ def _sample(
         sample.stress = _stress_3x3(stress, source=source, frame=frame, field_name=skey)
     _check_positions(atoms, source, frame)
     return sample
+
+
+def _check_results_are_its_own(atoms: Atoms, source: str, frame: int) -> None:
+    """Refuse a calculator whose results were computed for another structure (one live
+    calculator shared by several frames holds only the last one's)."""
+    calc = atoms.calc
+    results = getattr(calc, "results", None)
+    check_state = getattr(calc, "check_state", None)
+    if not results or check_state is None or getattr(calc, "atoms", None) is None:
+        return
+    if {"positions", "numbers", "cell", "pbc"} & set(check_state(atoms)):
+        raise MlpotInputError(
+            "its calculator's results belong to another structure (one calculator shared "
+            "by several frames keeps only the last one's): label each frame with its own "
+            "SinglePointCalculator",
+            source=source,
+            frame=frame,
+        )
 
 
 def _where(key: str | None, name: str) -> str:
