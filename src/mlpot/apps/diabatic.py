@@ -60,7 +60,7 @@ from ase import Atoms
 from mlpot.data.graph import BATCH, POSITIONS, Graph, atoms_to_graph, collate
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import model_dtype
-from mlpot.models.checkpoint import atomic_save, package_version, torch_dtype
+from mlpot.models.checkpoint import atomic_save, package_version, read_model_file, torch_dtype
 from mlpot.models.diabatic import DiabaticModel, build_diabatic_model
 
 #: ``atoms.info`` key of the adiabatic energies ``(n,)`` eV, ascending.
@@ -382,16 +382,7 @@ def load_diabatic(path: str | Path, *, dtype: torch.dtype | str | None = None) -
     with ``torch.load(weights_only=True)``: nothing in it is imported or run; the body is
     rebuilt from the registry."""
     source = str(path)
-    if not Path(path).exists():
-        raise MlpotInputError("model file not found", source=source)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise MlpotInputError(
-            f"not an mlpot model file ({err.__class__.__name__}: {err})", source=source
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise MlpotInputError("not an mlpot diabatic model", source=source, field="format")
+    payload = read_model_file(path, FORMAT, "diabatic model")
     if payload.get("format_version") != FORMAT_VERSION:
         raise MlpotInputError(
             f"unsupported format version {payload.get('format_version')!r} "

@@ -322,13 +322,10 @@ def save_response_model(path: str | Path, model, *, training: dict[str, Any] | N
     atomic_save(payload, path)
 
 
-def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = None):
-    """Rebuild a response-property model written by :func:`save_response_model`, in
-    evaluation mode. Like an energy checkpoint, nothing named in the file is imported or
-    run: the body comes from the registry."""
-    from mlpot.models.response import DipoleModel, PolarizabilityModel
-
-    kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
+def read_model_file(path: str | Path, file_format: str, what: str) -> dict:
+    """The payload of a model file of ``file_format`` (plain dicts and tensors, read with
+    ``torch.load(weights_only=True)``: nothing in it is imported or run); a missing file,
+    an unreadable one or another format is an input error naming the file."""
     source = str(path)
     if not Path(path).exists():
         raise MlpotInputError("model file not found", source=source)
@@ -338,8 +335,20 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
         raise MlpotInputError(
             f"not an mlpot model file ({err.__class__.__name__}: {err})", source=source
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != RESPONSE_FORMAT:
-        raise MlpotInputError("not an mlpot response-property model", source=source)
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise MlpotInputError(f"not an mlpot {what}", source=source, field="format")
+    return payload
+
+
+def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = None):
+    """Rebuild a response-property model written by :func:`save_response_model`, in
+    evaluation mode. Like an energy checkpoint, nothing named in the file is imported or
+    run: the body comes from the registry."""
+    from mlpot.models.response import DipoleModel, PolarizabilityModel
+
+    kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
+    source = str(path)
+    payload = read_model_file(path, RESPONSE_FORMAT, "response-property model")
     if payload.get("kind") not in kinds:
         raise MlpotInputError(
             f"unknown response kind {_describe(payload.get('kind'))}", source=source, field="kind"
