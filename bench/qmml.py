@@ -9,10 +9,17 @@ hybrid is not, energy conservation, ε_F and ΔE_max.
    ``--path`` points. Energies relative to the start and the force on the proton from the
    oracle (xTB on the whole cluster), the ML model alone, the hybrid (core: the donor
    and acceptor waters; switched groups: the other waters, ``--r-core``/``--r-buffer`` Å
-   from the core's centroid), and the hard buffered cluster (below; "hard": one QM cluster
-   of the core and every water inside r_buffer, all many-body QM terms, no switch).
-   "hybrid+shell" adds the waters whose O is within ``--shell`` Å of a core O to the core:
-   the hybrid's QM terms beyond core + one group (three-body) are then further out.
+   from the core's centroid; QM correction to three bodies, core + two waters), the same
+   to two bodies ("hybrid b2"), and the hard buffered cluster (below; "hard": one QM
+   cluster of the core and every water inside r_buffer, all many-body QM terms, no
+   switch). "hybrid+shell" adds the waters whose O is within ``--shell`` Å of a core O to
+   the core.
+3b. Regions: the same path in the training cluster and in a larger relaxed cluster of
+   ``--large`` waters (outer waters beyond r_buffer stay ML), for each ``--regions``
+   ``r_core:r_buffer`` pair: the largest path-energy error of the two- and three-body
+   hybrids and the hard cluster, the groups inside r_buffer, and ε_F of the interface at
+   the path's end (QM vs ML on the buffered cluster): the diagnostic a user has to choose
+   the radii, since inside the switch zone the energy is partly ML.
 4. ε_F (QM vs ML forces on the interface atoms, both methods on the whole cluster, and
    both on the hybrid's buffered QM cluster) and ΔE_max (a water driven across both
    radii, steps of 1e-4 Å) of the hybrid, and ΔE_max of the hard buffered cluster.
@@ -23,7 +30,7 @@ hybrid is not, energy conservation, ε_F and ΔE_max.
 
 The MD frames and the model are cached in ``--work``.
 
-    python bench/qmml.py                                   # ~15 min on 2 CPU cores
+    python bench/qmml.py --nve-steps 300                   # ~25 min on 2 CPU cores
     python bench/qmml.py --waters 6 --train-time 60 --nve-steps 100 --work qmml-smoke  # smoke
 """
 
@@ -160,6 +167,37 @@ def first_shell(atoms: Atoms, core: list[int], cutoff: float) -> list[int]:
     return [i for o in near for i in (o, o + 1, o + 2)]
 
 
+def region_scan(start: Atoms, ml, regions, points: int) -> list[dict]:
+    """Path-energy errors of the two- and three-body hybrids and the hard cluster for
+    each ``(r_core, r_buffer)``, and ε_F (buffered cluster) at the path's end."""
+    core, h, acceptor = reaction_site(start)
+    path = proton_path(start, core[0], h, acceptor, points)
+    rows = []
+    for r_core, r_buffer in regions:
+        options = {"qm_atoms": core, "r_core": r_core, "r_buffer": r_buffer}
+        calcs = {
+            "oracle": make_oracle("xtb"),
+            "ml": ml,
+            "b2": QMMLCalculator(make_oracle("xtb"), ml, body_order=2, **options),
+            "b3": QMMLCalculator(make_oracle("xtb"), ml, body_order=3, **options),
+            "hard": HardCluster(make_oracle("xtb"), ml, **options),
+        }
+        summary = compare_path(path, h, core, calcs)["summary"]
+        mismatch = force_mismatch(calcs["b3"], path[-1])
+        rows.append(
+            {
+                "r_core": r_core,
+                "r_buffer": r_buffer,
+                "groups_inside": len(calcs["b3"].partition(start).active_groups()),
+                "groups": len(calcs["b3"].partition(start).groups),
+                **{f"error_{k}_eV": v["max_abs_energy_error_eV"] for k, v in summary.items()},
+                "eps_F_rms_end": mismatch.rms,
+                "eps_F_max_end": mismatch.max,
+            }
+        )
+    return rows
+
+
 def compare_path(path, h, core, calcs) -> dict:
     rows, energies, forces = [], {}, {}
     for name, calc in calcs.items():
@@ -212,6 +250,8 @@ def main() -> None:
     parser.add_argument("--r-buffer", type=float, default=5.0)
     parser.add_argument("--path", type=int, default=12)
     parser.add_argument("--shell", type=float, default=3.0, help="O-O, Å, hybrid+shell core")
+    parser.add_argument("--large", type=int, default=32, help="waters, region scan")
+    parser.add_argument("--regions", default="3.2:5.0,4.0:5.5,5.0:6.5", help="Å pairs")
     parser.add_argument("--nve-steps", type=int, default=1000)
     parser.add_argument("--timestep", type=float, default=0.5, help="fs")
     parser.add_argument("--seed", type=int, default=0)
@@ -240,7 +280,7 @@ def main() -> None:
     ml = load_calculator(model_path, force_uncertainty=False, domain_scores=False)
     core, h, acceptor = reaction_site(start)
     options = {"qm_atoms": core, "r_core": args.r_core, "r_buffer": args.r_buffer}
-    hybrid = QMMLCalculator(make_oracle("xtb"), ml, **options)
+    hybrid = QMMLCalculator(make_oracle("xtb"), ml, body_order=3, **options)
     part = hybrid.partition(start)
     print(
         f"{len(start)} atoms; core = donor and acceptor waters {core}; groups inside r_buffer: "
@@ -253,7 +293,15 @@ def main() -> None:
     wide = QMMLCalculator(make_oracle("xtb"), ml, **{**options, "qm_atoms": core + shell})
     print(f"hybrid+shell: the core and the {len(shell) // 3} waters H-bonded to it in the core")
     path = proton_path(start, core[0], h, acceptor, args.path)
-    calcs = {"oracle": oracle, "ml": ml, "hybrid": hybrid, "hybrid+shell": wide, "hard": hard}
+    pairwise = QMMLCalculator(make_oracle("xtb"), ml, body_order=2, **options)
+    calcs = {
+        "oracle": oracle,
+        "ml": ml,
+        "hybrid": hybrid,
+        "hybrid b2": pairwise,
+        "hybrid+shell": wide,
+        "hard": hard,
+    }
     bond = compare_path(path, h, core, calcs)
     print("\nproton transfer at the QM centre (energies relative to the start, eV):")
     print(" ".join(f"{name:>12}" for name in ["r(O-H) Å", *calcs]))
@@ -266,6 +314,25 @@ def main() -> None:
             f"{figures['end_energy_error_eV']:+.3f} eV; proton force RMSE "
             f"{figures['proton_force_rmse_eV_per_A']:.3f} eV/Å"
         )
+
+    regions = [tuple(float(r) for r in pair.split(":")) for pair in args.regions.split(",")]
+    large_file = work / f"cluster{args.large}.xyz"
+    if not large_file.exists():
+        ase.io.write(large_file, water_cluster(args.large, args.seed, oracle))
+    clusters = {f"{args.waters} waters": start, f"{args.large} waters": ase.io.read(large_file)}
+    scans = {}
+    for name, cluster in clusters.items():
+        scans[name] = region_scan(cluster, ml, regions, args.path)
+        print(f"\nregions, {name}: largest path-energy error (eV) and ε_F at the end (eV/Å)")
+        print("r_core r_buffer groups      ML  2-body  3-body    hard  ε_F rms  ε_F max")
+        for row in scans[name]:
+            errors = [row[f"error_{k}_eV"] for k in ("ml", "b2", "b3", "hard")]
+            print(
+                f"{row['r_core']:6.1f} {row['r_buffer']:8.1f} "
+                f"{row['groups_inside']:3d}/{row['groups']:<3d}"
+                + "".join(f"{e:8.3f}" for e in errors)
+                + f"{row['eps_F_rms_end']:9.3f}{row['eps_F_max_end']:9.3f}"
+            )
 
     report = diagnose(hybrid, start, full_qm=True)
     atom = int(part.groups[int(np.argmin(np.abs(part.distances - args.r_buffer)))][0])
@@ -306,6 +373,7 @@ def main() -> None:
     if args.json:
         figures = {
             "path": bond,
+            "regions": scans,
             "force_mismatch": vars(report.force_mismatch),
             "force_mismatch_cluster": vars(local),
             "energy_jump_max_eV": report.energy_jump_max,

@@ -115,9 +115,10 @@ def test_switch_is_c2_and_its_derivatives_are_exact():
     assert np.all(np.diff(s.value) < 0)
 
 
-def test_forces_are_the_exact_gradient_across_the_interface():
+@pytest.mark.parametrize("body_order", [2, 3])
+def test_forces_are_the_exact_gradient_across_the_interface(body_order):
     atoms, centre = _copper()
-    calc = _copper_hybrid(centre)
+    calc = _copper_hybrid(centre, body_order=body_order)
     part = calc.partition(atoms)
     interface = part.interface_atoms()
     assert len(interface) >= 6
@@ -174,9 +175,10 @@ def test_limits_pure_qm_and_pure_ml():
     np.testing.assert_allclose(f, f_ref, atol=1e-10)
 
 
-def test_per_atom_energies_add_up_and_are_ml_outside():
+@pytest.mark.parametrize("body_order", [2, 3])
+def test_per_atom_energies_add_up_and_are_ml_outside(body_order):
     atoms, centre = _copper()
-    calc = _copper_hybrid(centre)
+    calc = _copper_hybrid(centre, body_order=body_order)
     e, _, local = evaluate(calc, atoms, role="hybrid", energies=True)
     _, _, local_ml = evaluate(_ml(), atoms, role="ML", energies=True)
     assert local.sum() == pytest.approx(e, abs=1e-10)
@@ -184,9 +186,10 @@ def test_per_atom_energies_add_up_and_are_ml_outside():
     np.testing.assert_allclose(local[outside], local_ml[outside], atol=1e-12)
 
 
-def test_no_energy_jumps_where_groups_cross_the_radii():
+@pytest.mark.parametrize("body_order", [2, 3])
+def test_no_energy_jumps_where_groups_cross_the_radii(body_order):
     atoms, centre = _copper()
-    calc = _copper_hybrid(centre)
+    calc = _copper_hybrid(centre, body_order=body_order)
     report = diagnose(calc, atoms)
     assert report.energy_jump_max < 1e-9  # eV: round-off
     assert report.energy_jumps.largest_change > 1e-5  # the path does change the energy
@@ -208,6 +211,29 @@ def test_no_energy_jumps_where_groups_cross_the_radii():
     )
     atom = int(calc.partition(atoms).interface_atoms()[0])
     assert energy_jumps(hard, atoms, atom).max_jump > 1e-3  # the diagnostic sees a jump
+
+
+def test_three_body_correction_is_exact_for_a_core_and_two_groups():
+    """A water trimer with every molecule inside r_core: at three bodies the hybrid is the
+    QM energy and forces; at two bodies it misses the QM − ML three-body term, which the
+    expansion's terms give exactly."""
+    trimer = _solvated("H2O", 2, seed=3)
+    qm, ml = _xtb_pair()
+    settings = {"qm_atoms": [0, 1, 2], "r_core": 6.0, "r_buffer": 7.0}
+    e_qm, f_qm, _ = evaluate(qm, trimer, role="QM")
+    e3, f3, _ = evaluate(QMMLCalculator(qm, ml, body_order=3, **settings), trimer, role="b3")
+    e2, _, _ = evaluate(QMMLCalculator(qm, ml, body_order=2, **settings), trimer, role="b2")
+    assert e3 == pytest.approx(e_qm, abs=1e-8)
+    np.testing.assert_allclose(f3, f_qm, atol=1e-6)
+    calc = QMMLCalculator(qm, ml, body_order=2, **settings)
+    water = [np.arange(3), np.arange(3, 6), np.arange(6, 9)]
+
+    def delta(groups):
+        return calc.delta(trimer, [water[g] for g in groups])[0]
+
+    three_body = delta([1, 2]) - delta([1]) - delta([2]) + delta([])
+    assert abs(three_body) > 1e-4  # eV: the term two bodies leave out is not negligible
+    assert e3 - e2 == pytest.approx(three_body, abs=1e-8)
 
 
 def test_force_mismatch_is_zero_when_ml_equals_qm():
@@ -281,6 +307,7 @@ def test_an_mlpot_model_as_the_ml_part(tmp_path):
         ({"centre": 0, "centre_point": [0, 0, 0]}, "not both"),
         ({"qm_atoms": []}, "needs a centre"),
         ({"ml_elements": [1, 8]}, r"\[29\] are not covered"),
+        ({"body_order": 4}, "body_order must be 2 or 3"),
     ],
 )
 def test_bad_input_is_a_clear_error(options, words):
@@ -321,3 +348,5 @@ def test_the_command_line_reports_the_diagnostics(tmp_path):
     assert "12 inside r_buffer" in result.output and "ΔE_max" in result.output
     bad = CliRunner().invoke(app, ["qmml", *arguments, "--r-core", "4", "--r-buffer", "3"])
     assert bad.exit_code == 2 and "r_core < r_buffer" in bad.output
+    bad = CliRunner().invoke(app, ["qmml", *arguments, "--body-order", "5"])
+    assert bad.exit_code == 2 and "body_order must be 2 or 3" in bad.output

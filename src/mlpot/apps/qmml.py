@@ -10,36 +10,40 @@ quintic smoothstep: 1 for ``d <= r_core``, 0 for ``d >= r_buffer``, C² in betwe
 
 Energy (eV)::
 
-    E = E_ML(all) + Δ(A) + Σ_m s_m [Δ(A ∪ m) − Δ(A)],       Δ(X) = E_QM(X) − E_ML(X)
+    E = E_ML(all) + Δ(A) + Σ_m s_m δ_m + Σ_{m<n} s_m s_n δ_mn,      Δ(X) = E_QM(X) − E_ML(X)
+    δ_m = Δ(A ∪ m) − Δ(A),   δ_mn = Δ(A ∪ m ∪ n) − Δ(A ∪ m) − Δ(A ∪ n) + Δ(A)
 
 with ``E_ML(all)`` the learned potential on the whole system and ``Δ(X)`` the QM − ML
-difference on the isolated cluster ``X``; a covalent bond that ``X`` cuts is capped by a
-hydrogen link atom on the bond (at ``g = (R_i + R_H)/(R_i + R_j)`` of it, covalent radii
-``R``) seen by both QM and ML, so that cap artefacts cancel to first order (subtractive,
-ONIOM-like embedding).
+difference on the isolated cluster ``X``: a many-body expansion of the QM correction
+around the core, to three bodies (core + two groups; ``body_order=2`` stops at core + one
+group). A covalent bond that ``X`` cuts is capped by a hydrogen link atom on the bond (at
+``g = (R_i + R_H)/(R_i + R_j)`` of it, covalent radii ``R``) seen by both QM and ML, so
+that cap artefacts cancel to first order (subtractive, ONIOM-like embedding).
 
 Per-atom energies. ``E = Σ_i [s_i ε_i^QM + (1 − s_i) ε_i^ML]`` with ``s_i = 1`` in ``A`` and
 ``s_m`` in group ``m``; ``ε_i^ML`` are the learned local energies in the full system and
-the per-atom QM energies are ``ε_i^QM = ε_i^ML + δ_i``, where ``δ_i`` shares a cluster
-correction equally among the atoms that own it: ``Δ(A)/|A|`` in the core and
-``[Δ(A ∪ m) − Δ(A)]/|m|`` in group ``m``. So the QM energy of a cluster is partitioned as
-learned local energies in the real environment plus the cluster's QM correction, and the
-correction is expanded to two bodies (the core plus one group): core-group-group
-(three-body) QM corrections, and all QM effects beyond ``r_buffer`` (long-range
-electrostatics included), stay at the ML level. A larger core moves that truncation
-further out (``bench/qmml.py`` measures it on a proton transfer).
+the per-atom QM energies are ``ε_i^QM = ε_i^ML + δ_i``, where ``s_i δ_i`` shares the cluster
+corrections equally among the atoms that own them: ``Δ(A)/|A|`` in the core, ``s_m δ_m/|m|``
+in group ``m``, and half of ``s_m s_n δ_mn`` to each of the two groups. So the QM energy of
+a cluster is partitioned as learned local energies in the real environment plus the
+cluster's QM correction. QM terms beyond three bodies, and all QM effects beyond
+``r_buffer`` (long-range electrostatics included), stay at the ML level; inside the switch
+zone the energy is partly ML, so ``r_core`` should enclose the atoms where the learned
+potential is poor (ε_F in the interface measures it; ``bench/qmml.py`` maps the error of a
+proton transfer against the radii and the body order).
 
 Continuity and forces. Every cluster has a fixed composition and a weight that is a C²
 function of the positions; a group enters or leaves the sum only where ``s``, ``s'`` and
 ``s''`` vanish, so the energy has no jumps (``ΔE_max`` is at round-off or the oracle's SCF
 noise, see :func:`mlpot.apps.qmml_diagnostics.energy_jumps`). Forces are its exact negative
-gradient: ``F = F_ML + F_Δ(A) + Σ_m s_m [F_Δ(A∪m) − F_Δ(A)] − Σ_m [Δ(A∪m) − Δ(A)] s'(d_m)
-∇d_m``, the last (switch) term acting on the group's atoms and the centre atoms; a link
-atom's force goes to its two bond atoms as ``(1 − g, g)``.
+gradient: ``F = F_ML + F_Δ(A) + Σ_m (s_m F_δm − δ_m s'_m ∇d_m) + Σ_{m<n} (s_m s_n F_δmn −
+δ_mn [s_n s'_m ∇d_m + s_m s'_n ∇d_n])``, the switch terms acting on the groups' atoms and
+the centre atoms; a link atom's force goes to its two bond atoms as ``(1 − g, g)``.
 
 Limits: ``qm_atoms`` = all atoms gives ``E_QM``; no group inside ``r_buffer`` gives
-``E_ML + Δ(A)``; an empty core gives ``E_ML + Σ_m s_m Δ(m)``. Cost per call: one ML
-evaluation of the whole system and ``1 + n`` QM and ML cluster evaluations, ``n`` the
+``E_ML + Δ(A)``; a system of the core and two groups, both inside ``r_core``, gives
+``E_QM`` (three bodies). Cost per call: one ML evaluation of the whole system and
+``1 + n + n(n − 1)/2`` QM and ML cluster evaluations (``1 + n`` at two bodies), ``n`` the
 number of groups inside ``r_buffer``. Periodic cells use minimum images (``r_buffer``
 below half the cell's smallest width); stress is not offered. Link atoms suit covalent
 bonds: pass ``capping=False`` for metals (with ``groups="atoms"``).
@@ -48,6 +52,7 @@ bonds: pass ``capping=False`` for metals (with ``groups="atoms"``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -90,6 +95,8 @@ class QMMLCalculator(Calculator):
             open (dangling bonds).
         ml_elements: atomic numbers the ML model covers, checked (with H when link atoms
             are needed) on the first configuration.
+        body_order: 2 expands the QM correction to the core plus one group; 3 adds the
+            core plus each pair of groups inside ``r_buffer`` (module doc).
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class QMMLCalculator(Calculator):
         groups: str | Sequence[Sequence[int]] = "molecules",
         capping: bool = True,
         ml_elements: Sequence[int] | None = None,
+        body_order: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +121,10 @@ class QMMLCalculator(Calculator):
                 f"switch radii must satisfy 0 <= r_core < r_buffer (got r_core={r_core}, "
                 f"r_buffer={r_buffer} Å)",
                 field="r_buffer",
+            )
+        if body_order not in (2, 3):
+            raise MlpotInputError(
+                f"body_order must be 2 or 3 (got {body_order})", field="body_order"
             )
         if centre is not None and centre_point is not None:
             raise MlpotInputError("give centre (atoms) or centre_point, not both", field="centre")
@@ -136,6 +148,7 @@ class QMMLCalculator(Calculator):
         if centre is None and point is None and len(self.options["qm_atoms"]) == 0:
             raise MlpotInputError("empty qm_atoms needs a centre or centre_point", field="centre")
         self.ml_elements = None if ml_elements is None else {int(z) for z in ml_elements}
+        self.body_order = body_order
         self.implemented_properties = ["energy", "free_energy", "forces"]
         if "energies" in ml.implemented_properties:
             self.implemented_properties.append("energies")
@@ -195,15 +208,30 @@ class QMMLCalculator(Calculator):
         energy, forces = energy + delta_core, forces + force_core
         shares = np.zeros(len(atoms))  # s_i δ_i, eV
         shares[core] = delta_core / max(len(core), 1)
-        for k in part.active_groups():
-            group, s = part.groups[k], part.switch.value[k]
+        active = part.active_groups()
+        value, slope = part.switch.value, part.switch.first
+        gradients = {k: regions.distance_gradient(atoms, part, k) for k in active}
+        pair_terms = {}  # k -> (δ_k, its negative gradient)
+        for k in active:
+            group, s = part.groups[k], value[k]
             delta, force = self.delta(atoms, [group])
             delta, force = delta - delta_core, force - force_core
+            pair_terms[k] = delta, force
             energy += s * delta
-            forces += s * force - delta * part.switch.first[k] * regions.distance_gradient(
-                atoms, part, k
-            )
-            shares[group] = s * delta / len(group)
+            forces += s * force - delta * slope[k] * gradients[k]
+            shares[group] += s * delta / len(group)
+        if self.body_order == 3:
+            for k, m in combinations(active, 2):
+                delta, force = self.delta(atoms, [part.groups[k], part.groups[m]])
+                delta -= delta_core + pair_terms[k][0] + pair_terms[m][0]
+                force = force - force_core - pair_terms[k][1] - pair_terms[m][1]
+                weight = value[k] * value[m]
+                energy += weight * delta
+                forces += weight * force - delta * (
+                    value[m] * slope[k] * gradients[k] + value[k] * slope[m] * gradients[m]
+                )
+                for group in (part.groups[k], part.groups[m]):
+                    shares[group] += 0.5 * weight * delta / len(group)
         self.results = {"energy": energy, "free_energy": energy, "forces": forces}
         if want_local:
             self.results["energies"] = local + shares

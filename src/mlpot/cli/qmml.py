@@ -43,6 +43,9 @@ def qmml(
     capping: Annotated[
         bool, typer.Option(help="Cap bonds cut by a cluster with H link atoms.")
     ] = True,
+    body_order: Annotated[
+        int, typer.Option(help="QM correction: 2 (core + one group) or 3 (+ pairs).")
+    ] = 3,
     oracle: Oracle = "xtb",
     oracle_param: OracleParams = None,
     frame: Annotated[int, typer.Option(help="Frame of STRUCTURE.")] = 0,
@@ -80,6 +83,7 @@ def qmml(
             r_buffer=r_buffer,
             groups=groups,
             capping=capping,
+            body_order=body_order,
         )
         atoms.calc = calc
         energy = atoms.get_potential_energy()
