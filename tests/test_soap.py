@@ -185,3 +185,33 @@ def test_shallow_ensemble_on_soap_has_exact_member_forces():
             )
         numeric = -(energies[0] - energies[1]) / (2 * step)
         torch.testing.assert_close(forces[:, atom, axis], numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_hessian_of_a_soap_model_differentiates_its_exact_forces():
+    """featomic has no second derivatives in the positions: an autograd Hessian would miss
+    terms (featomic only warns), so the SOAP model's Hessian is the central difference of
+    its exact forces; it is symmetric and equals an independent finite difference."""
+    from mlpot.validation.hessian import has_second_derivatives, model_hessian
+
+    spec = {"name": "bpnn", "elements": [1, 6, 8], "cutoff": 4.0, "hidden": [16]}
+    torch.manual_seed(0)
+    model = build_model({**spec, "descriptor": "soap"}).double()
+    atoms = molecule("CH3OH")
+    atoms.rattle(0.05, seed=3)
+    model = fitted(model, {"methanol": atoms}, seed=2)
+    assert not has_second_derivatives(model)
+    assert has_second_derivatives(build_model(spec))
+    hessian = model_hessian(model, atoms)
+
+    def forces(moved: Atoms) -> np.ndarray:
+        graph = atoms_to_graph(moved, model.cutoff, dtype=torch.float64, elements=model.elements)
+        return predict(model, graph, forces=True)["forces"].detach().numpy().reshape(-1)
+
+    h, j = 2e-4, 4  # one column by a different step
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[j // 3, j % 3] += h
+    minus.positions[j // 3, j % 3] -= h
+    column = -(forces(plus) - forces(minus)) / (2 * h)
+    assert np.abs(hessian[:, j]).max() > 1e-2  # eV/Å²: a real curvature
+    np.testing.assert_allclose(hessian[:, j], column, atol=1e-4 * np.abs(column).max())  # O(δ²)
+    np.testing.assert_allclose(hessian, hessian.T, atol=0)

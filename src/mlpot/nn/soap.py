@@ -12,7 +12,9 @@ featomic (its TorchScript extension ``featomic.torch``) computes the features an
 exact derivatives with respect to positions and cell, and registers those with autograd:
 forces and stress remain exact gradients of the energy (nothing is differentiated by hand
 here). Second derivatives with respect to positions are *not* available (featomic does not
-compute them): an autograd Hessian of a SOAP model misses their terms.
+compute them): the module says so (``second_derivatives = False``), and
+:func:`mlpot.validation.hessian.model_hessian` then differentiates the exact forces by
+central differences instead of autograd, whose Hessian would miss those terms.
 
 The columns are the same for every centre species: pair blocks in the order of
 ``(a, b)``, each with ``(l, n₁, n₂)`` in featomic's order; for a same-species pair
@@ -76,6 +78,9 @@ class SOAP(torch.nn.Module):
         smoothing_width: width of the shifted-cosine switch that ends at ``cutoff``, Å.
         center_atom_weight: weight of the centre atom's own density.
     """
+
+    #: featomic registers first derivatives only (module docstring).
+    second_derivatives = False
 
     def __init__(
         self,

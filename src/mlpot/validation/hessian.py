@@ -3,7 +3,9 @@
 Forces come from :func:`mlpot.physics.derivatives.predict` (with ``create_graph=True``) on
 a wrapper that adds a displacement ``u`` to the positions; the Hessian is
 ``H = d²E/dx² = -dF/du``, one backward pass per row, or all rows at once when the model
-supports batched gradients.
+supports batched gradients. A model containing a module without second derivatives in the
+positions (a module with ``second_derivatives = False``: featomic's SOAP) gets central
+differences of its exact forces instead, since autograd would silently drop those terms.
 """
 
 from __future__ import annotations
@@ -36,10 +38,20 @@ class _Displaced(torch.nn.Module):
         return self.model(graph)
 
 
-def model_hessian(model: EnergyModel, atoms: Atoms) -> np.ndarray:
+def has_second_derivatives(model: torch.nn.Module) -> bool:
+    """Whether autograd gives the model's second derivatives in the positions: False when
+    a submodule declares ``second_derivatives = False``."""
+    return all(getattr(module, "second_derivatives", True) for module in model.modules())
+
+
+def model_hessian(model: EnergyModel, atoms: Atoms, *, delta: float = 1e-3) -> np.ndarray:
     """Hessian ``(3N, 3N)`` eV/Å² of the model at ``atoms`` (float64, symmetrised),
-    computed on the model's device."""
+    computed on the model's device: by autograd, or by central differences (``delta`` Å,
+    error ``O(delta²)``) of the model's exact forces where autograd has no second
+    derivatives (:func:`has_second_derivatives`)."""
     device = model_device(model)
+    if not has_second_derivatives(model):
+        return _force_differences(model, atoms, delta, device)
     graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float64, elements=model.elements)
     graph = graph_to(graph, device)
     n = 3 * len(atoms)
@@ -58,6 +70,26 @@ def model_hessian(model: EnergyModel, atoms: Atoms) -> np.ndarray:
             [torch.autograd.grad(forces[k], displacement, retain_graph=True)[0] for k in range(n)]
         )
     hessian = -rows.reshape(n, n).detach().cpu().numpy()
+    return 0.5 * (hessian + hessian.T)
+
+
+def _force_differences(model: EnergyModel, atoms: Atoms, delta: float, device) -> np.ndarray:
+    """``-(F(x + δe_j) − F(x − δe_j)) / 2δ`` row by row, symmetrised."""
+
+    def forces(moved: Atoms) -> np.ndarray:
+        graph = atoms_to_graph(moved, model.cutoff, dtype=torch.float64, elements=model.elements)
+        out = predict(model, graph_to(graph, device), forces=True)
+        return out[outputs.FORCES].detach().cpu().numpy().reshape(-1)
+
+    n = 3 * len(atoms)
+    hessian = np.empty((n, n))
+    for j in range(n):
+        pair = []
+        for sign in (1.0, -1.0):
+            moved = atoms.copy()
+            moved.positions[j // 3, j % 3] += sign * delta
+            pair.append(forces(moved))
+        hessian[j] = -(pair[0] - pair[1]) / (2.0 * delta)
     return 0.5 * (hessian + hessian.T)
 
 
