@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlpot.active.exploration import ExploreOptions
 from mlpot.active.selection import STRATEGIES
+from mlpot.calculators.oracles import RESPONSE_PROPERTIES
 from mlpot.config_io import read_yaml, validate_config
 from mlpot.errors import MlpotInputError
 from mlpot.models.registry import build_model, with_elements
@@ -223,6 +224,45 @@ class StopConfig(_Section):
     until_validated: bool = Field(True, alias="validate")
 
 
+class ResponseSection(_Section):
+    """Response labels and a response model learned alongside the potential.
+
+    With this section every oracle label also records the oracle's ``dipole`` (e·Å) and,
+    for ``kind: polarizability``, its ``polarizability`` (e·Å²/V), checked (finite, right
+    shape) and stored with the label; at the end of the run a response model of ``kind``
+    (:mod:`mlpot.models.response`, as ``mlpot response`` fits it: an ``mpnn`` body of
+    ``channels`` channels and ``cutoff`` Å, ``radial_basis`` edge functions, ``members``
+    models of an ensemble, at most ``epochs`` epochs) is trained on every stored label but
+    the held-out test set's (``validation_fraction`` of them for early stopping), its error
+    measured on the test set, and written next to the potential (``dipole.pt`` or
+    ``polarizability.pt``). A dipole model adds the ``infrared`` check to the final
+    validation. Molecules and clusters only; the oracle must give the property (xtb:
+    dipoles; pyscf: dipoles and polarisabilities, the latter by six more SCF runs a label).
+    """
+
+    kind: Literal["dipole", "polarizability"] = "dipole"
+    members: int = Field(1, ge=1)
+    epochs: int = Field(500, ge=1)
+    cutoff: float = Field(4.0, gt=0)
+    channels: int = Field(16, ge=1)
+    radial_basis: int | None = Field(None, ge=0)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _buildable(self):
+        if self.kind == "polarizability" and self.radial_basis == 0:
+            raise ValueError(
+                "radial_basis: a polarizability model's anisotropic part needs at least 1 "
+                "(None: its default, 8)"
+            )
+        return self
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        """The response properties each label records."""
+        return ("dipole",) if self.kind == "dipole" else ("dipole", "polarizability")
+
+
 class LearnConfig(_Section):
     """The whole ``mlpot learn`` config."""
 
@@ -244,6 +284,23 @@ class LearnConfig(_Section):
     #: ASE database URL of the event store, e.g. ``postgresql://user:pw@host:5432/mlpot``
     #: (one empty database per run); None: ``OUTPUT/store.db`` (SQLite)
     store: str | None = None
+    #: response labels and model (:class:`ResponseSection`); None: energy and forces only
+    response: ResponseSection | None = None
+
+
+def _check_response(config: LearnConfig) -> None:
+    """A response kind the built-in oracle cannot give, by the keys (ValueError)."""
+    if config.response is None or config.oracle.name not in RESPONSE_PROPERTIES:
+        return  # a module:factory oracle is checked once built, before any call
+    gives = RESPONSE_PROPERTIES[config.oracle.name]
+    lacking = [p for p in config.response.properties if p not in gives]
+    if lacking:
+        able = [name for name, props in RESPONSE_PROPERTIES.items() if lacking[0] in props]
+        raise ValueError(
+            f"response.kind: {config.response.kind} needs the oracle's {lacking[0]}, and "
+            f"oracle.name {config.oracle.name!r} gives none; choose an oracle that does "
+            f"({', '.join(able)}) or drop the response section"
+        )
 
 
 def _check_runnable(config: LearnConfig) -> None:
@@ -272,6 +329,7 @@ def _check_runnable(config: LearnConfig) -> None:
             f"stop.oracle_budget ({stop.oracle_budget}) must exceed initial.count "
             f"({config.initial.count}): the initial labels alone would spend it"
         )
+    _check_response(config)
     if config.label.scheduler is not None and config.label.executor != "dask":
         raise ValueError(
             f"label.scheduler is a Dask address: it needs label.executor: dask, "

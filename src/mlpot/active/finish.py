@@ -19,10 +19,12 @@ from ase import Atoms
 
 from mlpot.active.config import LearnConfig
 from mlpot.active.report import quick_validation, write_learn_report
+from mlpot.active.response_model import train_response_model
 from mlpot.active.steering import verdict_of
 from mlpot.active.store import FAILURE, REQUEST, SETUP_FAILURE, TEST, Store, hidden_oracle_fraction
 
 MODEL_FILE = "model.pt"
+INFRARED = "infrared"  # the validation check of a dipole model
 SUMMARY_FILE = "learn.json"
 REPORT_DIRECTORY = "report"
 
@@ -46,6 +48,8 @@ class LearnResult:
     failing_checks: dict = field(default_factory=dict)  # check -> figures, bounds, reason
     continue_hint: str = ""  # how to go on, when a budget stopped the run
     elapsed_s: float = 0.0  # the run's clock at its stop, s (all sessions)
+    #: the response model (config ``response``): ResponseResult's fields, or None
+    response: dict | None = None
 
 
 def finish(
@@ -62,8 +66,10 @@ def finish(
     elapsed_s: float = 0.0,
     log: Callable[[str], None] = print,
 ) -> LearnResult:
-    """Install the last model as ``model.pt``, validate it on ``system`` when the config
-    asks (``report``: the loop's validation of that model, reused), and write
+    """Install the last model as ``model.pt``, train the response model when the config
+    has a ``response`` section (:mod:`mlpot.active.response_model`), validate them on
+    ``system`` when the config asks (``report``: the loop's validation of that model,
+    reused; the ``infrared`` check of a dipole model added to it), and write
     ``learn.json``; the run stopped for ``reason``, ``budget`` (``time`` or ``oracle``)
     when a budget stopped it."""
     out = Path(config.output)
@@ -86,17 +92,27 @@ def finish(
         hidden_oracle_fraction_driver=overlap.behind_driver,
         elapsed_s=elapsed_s,
     )
+    dipole = None
+    if config.response is not None:
+        response = train_response_model(config.response, store, out, seed=config.seed, log=log)
+        result.response = response.to_dict() if response else None
+        if response is not None and response.kind == "dipole":
+            dipole = Path(response.path)
     if config.validation:
+        oracle = {
+            "oracle": config.oracle.name,
+            "oracle_params": dict(config.oracle.params),
+            "trust_code": trust_code,
+            "system": system,
+            "temperature": config.test.temperature,
+        }
         if report is None:
             log("validating the final model against the oracle ...")
-            report = quick_validation(
-                model_path,
-                oracle=config.oracle.name,
-                oracle_params=dict(config.oracle.params),
-                trust_code=trust_code,
-                system=system,
-                temperature=config.test.temperature,
-            )
+            report = quick_validation(model_path, response=dipole, **oracle)
+        elif dipole is not None:  # the loop validated this model, without the dipoles
+            log("validating the dipole model's IR intensities against the oracle ...")
+            extra = quick_validation(model_path, response=dipole, checks=[INFRARED], **oracle)
+            report.checks.extend(extra.checks)
         verdict = verdict_of(report, models[-1]["version"], config.test.temperature)
         result.validation_passed, result.failing_checks = verdict.passed, verdict.failing
         result.report_path = _write_report(config, result, report)
@@ -146,6 +162,7 @@ def read_summary(out: Path, reason: str) -> LearnResult | None:
         failing_checks=summary.get("failing_checks", {}),
         continue_hint=summary.get("continue_hint", ""),
         elapsed_s=summary.get("elapsed_s", 0.0),
+        response=summary.get("response"),
     )
 
 
@@ -173,6 +190,7 @@ def _write_report(config: LearnConfig, result: LearnResult, report) -> Path:
             "hidden_oracle_fraction": result.hidden_oracle_fraction,
             "iterations": result.iterations,
             "elapsed_s": result.elapsed_s,
+            "response": result.response,
         },
         iterations=result.iterations,
         directory=Path(config.output) / REPORT_DIRECTORY,

@@ -13,7 +13,7 @@ from mlpot.active.config import LabelConfig
 from mlpot.active.executors import LabelExecutor
 from mlpot.active.labelling import LabelOutcome, OracleSpec, label
 from mlpot.active.store import Store
-from mlpot.calculators.checked import OracleAnswerError
+from mlpot.calculators.checked import OracleAnswerError, check_answer
 
 
 class LabelQueue:
@@ -25,6 +25,8 @@ class LabelQueue:
         oracle: the oracle the workers build.
         options: retries and time limit of each label.
         log: takes one line of progress.
+        response: response properties every label must hold too (``dipole``,
+            ``polarizability``; the config's ``response`` section).
     """
 
     def __init__(
@@ -35,12 +37,14 @@ class LabelQueue:
         options: LabelConfig,
         *,
         log: Callable[[str], None] = print,
+        response: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.executor = executor
         self.oracle = oracle
         self.options = options
         self.log = log
+        self.response = tuple(response)
         self.inflight: dict[Future, tuple[str, Atoms]] = {}
 
     @property
@@ -81,6 +85,7 @@ class LabelQueue:
             self.oracle,
             retries=self.options.retries,
             timeout_s=self.options.timeout_s,
+            response=self.response,
         )
         self.inflight[future] = (uid, atoms)
 
@@ -107,6 +112,7 @@ class LabelQueue:
             outcome = LabelOutcome(uid, False, {}, f"worker error: {err!r}", 0, 0.0)
         if outcome.ok:
             try:
+                check_answer(outcome.results, len(atoms), required=self.response)
                 self.store.add_label(
                     uid,
                     atoms,

@@ -2,9 +2,9 @@
 
 :func:`label` is a top-level function of picklable arguments, so any executor (local
 processes, a Dask cluster) can run it. An oracle that raises, returns NaN or runs past
-its time limit, or answers with forces of the wrong shape, is retried with a fresh
-calculator; after the last attempt the outcome is
-a failure carrying the error text — never a silent drop.
+its time limit, or answers with forces (or a requested dipole) of the wrong shape, is
+retried with a fresh calculator; after the last attempt the outcome is a failure carrying
+the error text — never a silent drop.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +81,9 @@ def _time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _compute(calculator, atoms: Atoms, stress: bool) -> dict[str, Any]:
+def _compute(
+    calculator, atoms: Atoms, stress: bool, response: Sequence[str] = ()
+) -> dict[str, Any]:
     check_structure(atoms)
     atoms = atoms.copy()
     atoms.calc = calculator
@@ -90,8 +93,20 @@ def _compute(calculator, atoms: Atoms, stress: bool) -> dict[str, Any]:
     }
     if stress and atoms.pbc.all():
         results["stress"] = np.array(atoms.get_stress())
-    check_answer(results, len(atoms))
+    results.update(response_results(calculator, atoms, response))
+    check_answer(results, len(atoms), required=response)
     return results
+
+
+def response_results(calculator, atoms: Atoms, properties: Sequence[str]) -> dict[str, Any]:
+    """The response ``properties`` (``dipole`` e·Å, ``polarizability`` e·Å²/V) of
+    ``calculator`` for ``atoms``, from the same calculation as its energy where the
+    calculator computed them with it (an xTB or PySCF dipole); unchecked."""
+    out = {}
+    for name in properties:
+        value = calculator.get_property(name, atoms)
+        out[name] = None if value is None else np.array(value, dtype=np.float64)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def label(
@@ -102,8 +117,10 @@ def label(
     retries: int = 2,
     timeout_s: float | None = None,
     stress: bool = True,
+    response: Sequence[str] = (),
 ) -> LabelOutcome:
-    """Label ``atoms`` with up to ``1 + retries`` attempts of the oracle."""
+    """Label ``atoms`` with up to ``1 + retries`` attempts of the oracle; ``response``:
+    the response properties (``dipole``, ``polarizability``) each label must also hold."""
     key = repr(oracle)
     started = time.time()
     start = time.perf_counter()
@@ -114,7 +131,7 @@ def label(
             if key not in calculators:
                 calculators[key] = oracle.build()
             with _time_limit(timeout_s):
-                results = _compute(calculators[key], atoms, stress)
+                results = _compute(calculators[key], atoms, stress, tuple(response))
             seconds = time.perf_counter() - start
             return LabelOutcome(uid, True, results, "", attempt, seconds, started, time.time())
         except Exception as err:  # any oracle failure is recorded, then retried

@@ -38,6 +38,7 @@ from mlpot.active.finish import LearnResult, finish, read_summary
 from mlpot.active.label_queue import LabelQueue
 from mlpot.active.labelling import OracleSpec
 from mlpot.active.report import quick_validation
+from mlpot.active.response_model import check_response
 from mlpot.active.rounds import (
     BUDGET,
     CONVERGED,
@@ -79,7 +80,8 @@ class ActiveLearner:
         self.store_url = config.store or self.out / STORE_FILE
         self.log = log
         self.oracle = OracleSpec(config.oracle.name, dict(config.oracle.params), trust_code)
-        self.oracle.build()  # fail now, not in a worker, if the oracle cannot be made
+        # fail now, not in a worker, if the oracle cannot be made or give the response
+        check_response(config, self.oracle.build())
         self.out.mkdir(parents=True, exist_ok=True)
         try:
             self.store = Store(self.store_url)
@@ -129,7 +131,10 @@ class ActiveLearner:
         executor = make_executor(
             lc.executor, workers=lc.workers, scheduler=lc.scheduler, threads=lc.threads
         )
-        self.queue = LabelQueue(self.store, executor, self.oracle, lc, log=self.log)
+        response = self.config.response.properties if self.config.response else ()
+        self.queue = LabelQueue(
+            self.store, executor, self.oracle, lc, log=self.log, response=response
+        )
         try:
             starts = self.setup.starts()
             if max(len(atoms) for atoms in starts) < SMALL_SYSTEM:

@@ -7,14 +7,15 @@ frame stored; a failing call is retried from the last good state, nudged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS
 
-from mlpot.calculators.checked import CheckedOracle
+from mlpot.active.labelling import response_results
+from mlpot.calculators.checked import CheckedOracle, check_answer
 from mlpot.md import labelled_snapshot, make_dynamics, start_momenta
 
 
@@ -80,10 +81,13 @@ def oracle_md_frames(
     equilibration: int,
     timestep_fs: float,
     seed: int,
+    response: Sequence[str] = (),
 ) -> Iterator[LabelledFrame]:
     """Frames of a Langevin trajectory run on the oracle itself (held-out test data); every
     answer is checked (a bad one is a failed step, retried by :func:`_run_resilient`).
-    Frames are yielded as they are made, so a failure late in the run keeps the earlier ones."""
+    Frames are yielded as they are made, so a failure late in the run keeps the earlier ones.
+    ``response``: properties (``dipole``, ``polarizability``) each frame's labels hold too,
+    from the oracle's calculation of that frame, checked like the forces."""
     atoms = start.copy()
     atoms.calc = CheckedOracle(calculator)
     rng = np.random.default_rng(seed)
@@ -101,7 +105,9 @@ def oracle_md_frames(
         _run_resilient(dynamics, atoms, stride, temperature, rng)
         stress = bool(atoms.pbc.all()) and "stress" in atoms.calc.implemented_properties
         frame = labelled_snapshot(atoms, stress=stress)
-        results, frame.calc = frame.calc.results, None
+        results, frame.calc = dict(frame.calc.results), None
+        results.update(response_results(atoms.calc, atoms, response))
+        check_answer(results, len(frame), required=response)
         yield LabelledFrame(frame, results)
 
 

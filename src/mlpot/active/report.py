@@ -44,10 +44,14 @@ def quick_validation(
     trust_code: bool = False,
     system: Atoms,
     temperature: float,
+    response: Path | None = None,
+    checks: list[str] | None = None,
 ):
     """The quick physics validation (:data:`mlpot.validation.QUICK`) of the model at
     ``model_path`` against the oracle on ``system`` at ``temperature`` K; a
-    :class:`~mlpot.validation.ValidationReport`. Small systems run fastest on one thread."""
+    :class:`~mlpot.validation.ValidationReport`. Small systems run fastest on one thread.
+    ``response``: a dipole model file, for the ``infrared`` check; ``checks``: only these
+    (None: every check that fits)."""
     from mlpot.validation import QUICK, run_validation
 
     threads = torch.get_num_threads()
@@ -62,6 +66,8 @@ def quick_validation(
             temperature=temperature,
             settings=QUICK,
             progress=False,
+            response=response,
+            checks=checks,
         )
     finally:
         torch.set_num_threads(threads)

@@ -150,6 +150,7 @@ class RunSetup:
             equilibration=tc.equilibration,
             timestep_fs=tc.timestep_fs,
             seed=self.config.seed + 12345,
+            response=self.config.response.properties if self.config.response else (),
         )
         made = 0
         try:

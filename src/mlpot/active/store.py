@@ -9,8 +9,11 @@ shared. Rows are only ever appended. Each row has a ``kind``:
                    dimer check), or the score(s) that selected it in exploration:
                    ``forces_std``, ``t2``, ``forces_std+t2``, ``domain``), its uncertainty
                    scores, the ``model_version`` that flagged it
-``label``          the oracle's answer for ``uid`` (energy, forces, stress as calculator
-                   results), ``attempts``, ``oracle_s``, wall-clock ``started``/``ended``
+``label``          the oracle's answer for ``uid`` (energy, forces, stress and, with the
+                   config's ``response`` section, the dipole as calculator results; a
+                   polarisability in ``data["polarizability"]``, which ASE's database has
+                   no column for), ``attempts``, ``oracle_s``, wall-clock
+                   ``started``/``ended``
 ``failure``        the oracle gave up on ``uid`` after ``attempts`` tries; ``data["error"]``
 ``model``          a trained model: ``model_version``, ``iteration``, ``data["path"]``, metrics,
                    training wall-clock ``started``/``ended``, ``elapsed_s``
@@ -57,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import ase.db
+import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -73,6 +77,8 @@ ELAPSED = "elapsed_s"  # the run's clock, on model, iteration, validation and st
 INITIAL, TEST, DIMERS = "initial", "test", "dimers"
 # stages of a set-up failure
 RELAX, HESSIAN, TEST_MD = "relax", "hessian", "test_md"
+# label results kept in a row's data (ASE's database has no column for them)
+DATA_PROPERTIES = ("polarizability",)
 
 
 @dataclass
@@ -142,7 +148,9 @@ class Store:
         if uid in self._labelled_uids:
             return False
         labelled = atoms.copy()
-        labelled.calc = SinglePointCalculator(labelled, **results)
+        columns = {k: v for k, v in results.items() if k not in DATA_PROPERTIES}
+        labelled.calc = SinglePointCalculator(labelled, **columns)
+        data = {k: np.asarray(results[k], dtype=float) for k in DATA_PROPERTIES if k in results}
         self.db.write(
             labelled,
             kind=LABEL,
@@ -151,6 +159,7 @@ class Store:
             oracle_s=oracle_s,
             started=started,
             ended=ended,
+            **({"data": data} if data else {}),
         )
         self._labelled_uids.add(uid)
         return True
@@ -253,6 +262,10 @@ class Store:
             if row.uid in valid:
                 continue
             atoms = row.toatoms()
+            extra = {k: np.asarray(v) for k, v in (row.get("data") or {}).items()}
+            extra = {k: v for k, v in extra.items() if k in DATA_PROPERTIES}
+            if extra and atoms.calc is not None:
+                atoms.calc.results.update(extra)
             try:
                 check_structure(atoms)
                 results = atoms.calc.results if atoms.calc is not None else {}

@@ -9,6 +9,7 @@ exception the caller's retry logic already handles.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,14 +21,29 @@ class OracleAnswerError(RuntimeError):
     """The oracle answered, but the answer is not a usable label."""
 
 
-def check_answer(results: dict[str, Any], n_atoms: int) -> None:
+#: Allowed shapes of each checked property of an answer (``n`` stands for the atom count).
+_SHAPES = {
+    "energy": [()],
+    "forces": [("n", 3)],
+    "stress": [(6,), (3, 3)],
+    "dipole": [(3,)],
+    "polarizability": [(3, 3)],
+}
+
+
+def check_answer(results: dict[str, Any], n_atoms: int, *, required: Sequence[str] = ()) -> None:
     """Raise :class:`OracleAnswerError` unless ``results`` holds a finite scalar
-    ``energy`` (eV), finite ``forces`` of shape ``(n_atoms, 3)`` (eV/Å) and, when present,
-    a finite ``stress`` of shape ``(6,)`` (Voigt) or ``(3, 3)`` (eV/Å³)."""
-    if "energy" not in results or "forces" not in results:
-        missing = [k for k in ("energy", "forces") if k not in results]
+    ``energy`` (eV), finite ``forces`` of shape ``(n_atoms, 3)`` (eV/Å), every property
+    named in ``required`` (e.g. ``dipole``) and, when present, a finite ``stress`` of shape
+    ``(6,)`` (Voigt) or ``(3, 3)`` (eV/Å³), a finite ``dipole`` ``(3,)`` (e·Å) and a finite
+    ``polarizability`` ``(3, 3)`` (e·Å²/V)."""
+    missing = [k for k in ("energy", "forces", *required) if k not in results]
+    if missing:
         raise OracleAnswerError(f"oracle gave no {' or '.join(missing)}")
-    shapes = {"energy": [()], "forces": [(n_atoms, 3)], "stress": [(6,), (3, 3)]}
+    shapes = {
+        key: [tuple(n_atoms if d == "n" else d for d in shape) for shape in allowed]
+        for key, allowed in _SHAPES.items()
+    }
     for key, allowed in shapes.items():
         if key not in results:
             continue
@@ -51,9 +67,10 @@ def check_structure(atoms: Atoms) -> None:
 
 
 class CheckedOracle(Calculator):
-    """``calculator`` whose energy, forces (and stress) are checked by :func:`check_answer`
-    on every evaluation; a bad answer raises :class:`OracleAnswerError`, so MD, relaxation
-    and finite differences run on the oracle never integrate or store it."""
+    """``calculator`` whose energy, forces (and stress, dipole, polarizability) are checked
+    by :func:`check_answer` on every evaluation; a bad answer raises
+    :class:`OracleAnswerError`, so MD, relaxation and finite differences run on the oracle
+    never integrate or store it."""
 
     def __init__(self, calculator: Calculator) -> None:
         super().__init__()

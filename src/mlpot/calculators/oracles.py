@@ -175,6 +175,17 @@ ORACLES = {"emt": _emt, "lj": _lj, "xtb": _xtb, "pyscf": _pyscf}
 
 assert set(ORACLES) == set(BUILTIN_ORACLES)  # mlpot.trust knows the built-in names
 
+#: Response properties each built-in oracle gives besides energy and forces (its
+#: calculator's ``implemented_properties``, known without importing the calculator):
+#: ``dipole`` e·Å, ``polarizability`` e·Å²/V. A ``module:factory`` oracle says what it
+#: gives only once built.
+RESPONSE_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "emt": (),
+    "lj": (),
+    "xtb": ("dipole",),
+    "pyscf": ("dipole", "polarizability"),
+}
+
 
 def make_oracle(name: str, /, *, trust_code: bool = False, **params: Any) -> Calculator:
     """A fresh ASE calculator for oracle ``name`` (see module docstring) with ``params``.

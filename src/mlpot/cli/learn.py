@@ -40,7 +40,7 @@ def learn(
     Labels starting structures with the oracle, trains a committee, explores by MD, labels
     what the committee is unsure of and retrains until the committee passes its validation
     against the oracle (or a budget is spent). Writes OUTPUT/model.pt, the store (store.db)
-    and the report.
+    and the report; with a response section also OUTPUT/dipole.pt (or polarizability.pt).
     """
     from mlpot.active import learn as run_learn
     from mlpot.active import load_learn_config
@@ -55,6 +55,7 @@ def learn(
         result = run_learn(cfg, resume=resume, trust_code=trust_code, log=typer.echo)
     if result.already_finished:
         typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
+        _response(result)
         _verdict(result)
         return
     calls = result.oracle_calls
@@ -69,9 +70,18 @@ def learn(
         f"{result.hidden_oracle_fraction_driver:.0%})"
     )
     typer.echo(f"model: {result.model_path}\nstore: {result.store_path}")
+    _response(result)
     if result.report_path:
         typer.echo(f"report: {result.report_path}")
     _verdict(result)
+
+
+def _response(result) -> None:
+    """The response model (config ``response``) and its held-out error in a line."""
+    from mlpot.active.response_model import ResponseResult
+
+    if result.response:
+        typer.echo(f"response: {ResponseResult(**result.response).describe()}")
 
 
 def _verdict(result) -> None:
