@@ -1,19 +1,21 @@
-"""SOAP (featomic) vs ACSF descriptors for the Behler–Parrinello network, on aspirin.
+"""SOAP (featomic) vs ACSF descriptors for the Behler–Parrinello network, on aspirin or any
+data laid out the same way.
 
-Data: ``../shared/data/aspirin_gfn2`` beside the repository (``--data``; see its README).
-Elements come from the data. Both models are ``bpnn`` with the same networks (hidden
+Data: ``../shared/data/aspirin_gfn2`` beside the repository (``--data``: one
+``*train*.xyz`` and ``*test*<T>K.xyz`` files, ``bench/temperature_data.py``). Elements and
+temperatures come from the data. Both models are ``bpnn`` with the same networks (hidden
 [64, 64], silu) and cutoff (5 Å); only the descriptor differs: ACSF (defaults: 12 radial
 G2 per element, G5 with 3 η, ζ ∈ {1, 2, 4}, λ = ±1) or the SOAP power spectrum (defaults,
 or ``--max-radial``/``--max-angular``).
 
-1. Cost: energy + forces of one aspirin molecule (first frame of the 300 K test file)
+1. Cost: energy + forces of one structure (first frame of the coldest test file)
    through :func:`mlpot.physics.derivatives.predict`, float64, ``--threads`` torch threads
    (featomic's own threads: ``RAYON_NUM_THREADS``, set to the same number unless already
    set), median of ``--repeats`` calls after warm-up; also the descriptors alone, and the
    cost per structure in a batch of ``--batch`` frames (featomic's fixed cost per call is
    a few ms).
-2. With ``--train``: each model trained for ``--budget`` seconds (450 of the 500 frames at
-   300 K, 50 for validation, split with seed 0; batch 8; energy and force loss as the
+2. With ``--train``: each model trained for ``--budget`` seconds (all but 50 training
+   frames, 50 for validation, split with seed 0; batch 8; energy and force loss as the
    defaults), then the test force RMSE at 300, 600 and 1200 K (first ``--test-frames``
    frames of each test file).
 
@@ -32,8 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from temperature_data import temperature_data  # noqa: E402  (beside this script)
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspirin_gfn2"
-TEMPERATURES = (300, 600, 1200)
 
 
 def model_specs(elements: list[int], args) -> dict[str, dict]:
@@ -62,11 +65,12 @@ def cost(args, data: Path) -> None:
     from mlpot.models.registry import build_model
     from mlpot.physics.derivatives import predict
 
-    frames = ase.io.read(data / "aspirin_test_300K.xyz", index=f":{args.batch}")
+    found = temperature_data(data)
+    frames = ase.io.read(found.tests[found.temperatures[0]], index=f":{args.batch}")
     atoms = frames[0]
-    elements = sorted(set(atoms.numbers.tolist()))
+    elements = found.elements
     print(
-        f"cost: one aspirin molecule ({len(atoms)} atoms), energy + forces, float64, "
+        f"cost: one structure ({atoms.symbols}, first cold test frame), energy + forces, float64, "
         f"{args.threads} thread(s), median of {args.repeats}"
     )
     print(
@@ -94,11 +98,11 @@ def cost(args, data: Path) -> None:
 
 
 def split(data: Path, work: Path) -> dict[str, str]:
-    """450 training and 50 validation frames of the 300 K file (seed 0)."""
+    """All but 50 training and 50 validation frames of the training file (seed 0)."""
     import ase.io
     import numpy as np
 
-    frames = ase.io.read(data / "aspirin_train_300K.xyz", index=":")
+    frames = ase.io.read(temperature_data(data).train, index=":")
     order = np.random.default_rng(0).permutation(len(frames))
     paths = {"train": str(work / "train.xyz"), "validation": str(work / "validation.xyz")}
     ase.io.write(paths["validation"], [frames[k] for k in order[:50]])
@@ -110,9 +114,9 @@ def test_files(data: Path, work: Path, frames: int) -> dict[int, str]:
     import ase.io
 
     paths = {}
-    for temperature in TEMPERATURES:
+    for temperature, source in temperature_data(data).tests.items():
         path = work / f"test_{temperature}K.xyz"
-        ase.io.write(path, ase.io.read(data / f"aspirin_test_{temperature}K.xyz", f":{frames}"))
+        ase.io.write(path, ase.io.read(source, f":{frames}"))
         paths[temperature] = str(path)
     return paths
 
@@ -133,7 +137,7 @@ def train(args, data: Path) -> None:
         f"\ntraining: {args.budget:.0f} s each, batch 8, float64; test force RMSE (eV/Å) on "
         f"{args.test_frames} frames per temperature; work {work}"
     )
-    header = " ".join(f"{t:>4} K" for t in TEMPERATURES)
+    header = " ".join(f"{t:>4} K" for t in tests)
     print(f"{'descriptor':<10} {'epochs':>6} {'valid.':>7} {header}")
     for name, spec in model_specs(elements, args).items():
         config = parse_config(
@@ -152,15 +156,15 @@ def train(args, data: Path) -> None:
             }
         )
         result = run_training(config)
-        errors = evaluate_files(result.model_path, [tests[t] for t in TEMPERATURES])
-        rmse = " ".join(f"{errors[tests[t]]['forces']['rmse']:>6.3f}" for t in TEMPERATURES)
+        errors = evaluate_files(result.model_path, list(tests.values()))
+        rmse = " ".join(f"{errors[path]['forces']['rmse']:>6.3f}" for path in tests.values())
         validation = result.validation_metrics["forces"]["rmse"]
         print(f"{name:<10} {result.train.epochs_run:>6} {validation:>7.3f} {rmse}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--data", default=str(DATA), help="*train*.xyz + *test*<T>K.xyz folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=16, help="frames of the batched cost")
