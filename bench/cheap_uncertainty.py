@@ -11,11 +11,12 @@ mpnns on bootstrap resamples), ``mpnn-shallow`` (``mpnn_shallow``, ``--heads`` h
 Cost (always; untrained models, since the cost does not depend on the weights): median
 time per call, on ``--threads`` threads, of one model's energy + forces (``predict``) — the
 unit, per family — and of each uncertainty model's ``energy_std`` + ``forces_std`` (the
-shallow ensemble and the LLPR also ``energy_std`` only, and ``forces_std`` by batched
-autograd), on the first frame of the data's training file (a molecule, its elements from
-the data) and on a rattled fcc Cu cell of ``4 n³`` atoms (``--cells n``, default 5: 500
-atoms; ``--cells 0``: none). The calls take turns, so a change of machine load biases no
-ratio. The summary's cost is the molecule's ``energy_std + forces_std`` ratio.
+shallow ensemble and the LLPR also ``energy_std`` only, and, for the largest of them,
+``forces_std`` by batched autograd; ``--cost-sizes 2,4,8`` measures several numbers of
+heads and members in one run), on the first frame of the data's training file (a molecule,
+its elements from the data) and on a rattled fcc Cu cell of ``4 n³`` atoms (``--cells n``,
+default 5: 500 atoms; ``--cells 0``: none). The calls take turns, so a change of machine
+load biases no ratio. The summary's cost is the molecule's ``energy_std + forces_std`` ratio.
 
 Quality (``--train``): trains the models on the training file (a ``--validation-frames``
 split of it validates and calibrates, seeded); ``--max-time`` is each model's budget, a
@@ -58,6 +59,8 @@ with one ``*train*.xyz`` and any number of ``*test*.xyz`` extxyz files.
 Usage::
 
     python bench/cheap_uncertainty.py                         # cost only
+    python bench/cheap_uncertainty.py --models mpnn-committee,mpnn-shallow,mpnn-llpr \
+        --members 2 --cost-sizes 2,4,8                        # the mpnn's cost table
     python bench/cheap_uncertainty.py --models bpnn-shallow,bpnn-llpr --cells 0
     python bench/cheap_uncertainty.py --train --channels 32 --epochs 1000 --max-time 150 \\
         --work runs/cheap-aspirin --json runs/cheap-aspirin.json
@@ -142,15 +145,18 @@ def file_roles(args, test_files: list[Path]) -> dict:
 # --------------------------------------------------------------------------------------
 
 
-def median_times(calls: dict, repeats: int) -> dict[str, float]:
-    """Median wall time of each call, the calls taking turns (two warm-up rounds)."""
+def median_times(calls: dict, repeats: int, clock: str = "wall") -> dict[str, float]:
+    """Median time of each call, the calls taking turns (two warm-up rounds): wall time, or
+    with ``clock="cpu"`` the process's CPU time (on one thread, steadier than wall time on
+    a machine shared with other jobs, which takes the CPU away between the calls' steps)."""
+    now = time.process_time if clock == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(repeats + 2):
         for name, fn in calls.items():
-            start = time.perf_counter()
+            start = now()
             fn()
             if round_ >= 2:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(now() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -175,7 +181,8 @@ def body_spec(args, family: str) -> dict:
 
 
 def cost_models(args, family: str, elements: list[int]) -> dict:
-    """Single model, committee, shallow ensemble and LLPR (identity posterior), untrained."""
+    """Single model, committee, shallow ensembles and LLPRs (identity posterior), untrained:
+    ``shallow`` and ``llpr`` map each number of heads / members to a model."""
     import torch
 
     from mlpot.models.ensembles import Committee
@@ -185,11 +192,24 @@ def cost_models(args, family: str, elements: list[int]) -> dict:
     body = body_spec(args, family)
     single = untrained(body, elements)
     committee = Committee([untrained(body, elements) for _ in range(args.members)]).eval()
-    shallow = untrained({**body, "name": f"{family}_shallow", "heads": args.heads}, elements)
-    llpr = LLPR(untrained(body, elements), members=args.llpr_members).eval()
-    n_features = llpr.covariance.shape[0]
-    llpr.set_posterior(torch.eye(n_features, dtype=torch.float64), 1.0)
+    shallow, llpr = {}, {}
+    for heads in cost_sizes(args, "shallow"):
+        spec = {**body, "name": f"{family}_shallow", "heads": heads}
+        shallow[heads] = untrained(spec, elements)
+    for members in cost_sizes(args, "llpr"):
+        model = LLPR(untrained(body, elements), members=members).eval()
+        n_features = model.covariance.shape[0]
+        model.set_posterior(torch.eye(n_features, dtype=torch.float64), 1.0)
+        llpr[members] = model
     return {"single": single, "committee": committee, "shallow": shallow, "llpr": llpr}
+
+
+def cost_sizes(args, kind: str) -> list[int]:
+    """Numbers of heads (``shallow``) or members (``llpr``) whose cost is measured:
+    ``--cost-sizes``, else ``--heads`` / ``--llpr-members``."""
+    if args.cost_sizes:
+        return sorted({int(n) for n in args.cost_sizes.split(",") if n.strip()})
+    return [args.heads if kind == "shallow" else args.llpr_members]
 
 
 def cost_label(family: str, kind: str, args) -> str:
@@ -220,21 +240,23 @@ def inference_cost(args, atoms, families: list[str]) -> dict[str, dict[str, floa
         calls[unit] = lambda m=models["single"], g=graph: predict(m, g, forces=True)
         calls[committee] = lambda m=models["committee"], g=graph: predict_with_uncertainty(m, g)
         units[unit] = units[committee] = unit
-        for kind, label in (
-            ("shallow", f"{family} shallow, {args.heads} heads"),
-            ("llpr", f"{family} LLPR, {args.llpr_members} members"),
-        ):
-            model = models[kind]
-            names = [f"{label}: energy_std", f"{label}: + forces_std", f"{label}: + by autograd"]
-            calls[names[0]] = lambda m=model, g=graph: predict_with_uncertainty(
-                m, g, member_forces=False
-            )
-            calls[names[1]] = lambda m=model, g=graph: predict_with_uncertainty(m, g)
-            calls[names[2]] = lambda m=model, g=graph: predict_members(
-                m, g, explicit_gradients=False
-            )
-            units.update({name: unit for name in names})
-    times = median_times(calls, args.repeats)
+        for kind, unit_name in (("shallow", "heads"), ("llpr", "members")):
+            title = "shallow" if kind == "shallow" else "LLPR"
+            sizes = models[kind]
+            for size, model in sizes.items():
+                label = f"{family} {title}, {size} {unit_name}"
+                names = [f"{label}: energy_std", f"{label}: + forces_std"]
+                calls[names[0]] = lambda m=model, g=graph: predict_with_uncertainty(
+                    m, g, member_forces=False
+                )
+                calls[names[1]] = lambda m=model, g=graph: predict_with_uncertainty(m, g)
+                if size == max(sizes):  # batched autograd: the largest size only (slow)
+                    names.append(f"{label}: + by autograd")
+                    calls[names[2]] = lambda m=model, g=graph: predict_members(
+                        m, g, explicit_gradients=False
+                    )
+                units.update({name: unit for name in names})
+    times = median_times(calls, args.repeats, args.clock)
     return {
         name: {"ms": 1e3 * seconds, "ratio": seconds / times[units[name]]}
         for name, seconds in times.items()
@@ -672,8 +694,20 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--members", type=int, default=4, help="committee members")
     parser.add_argument("--llpr-members", type=int, default=8)
+    parser.add_argument(
+        "--cost-sizes",
+        default=None,
+        help="comma list of heads / LLPR members to measure the cost of (e.g. 2,4,8; "
+        "default: --heads and --llpr-members)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time the cost by wall clock or by the process's CPU time (one thread)",
+    )
     parser.add_argument("--train", action="store_true", help="also train and score")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument(
@@ -701,7 +735,10 @@ def main() -> None:
     train_file, test_files = data_files(Path(args.data))
     figures: dict = {"args": vars(args), "cost": {}}
     for system, atoms in cost_systems(args, train_file).items():
-        print(f"\ncost on {system}, {args.threads} thread(s), float64, untrained models")
+        print(
+            f"\ncost on {system}, {args.threads} thread(s), float64, untrained models, "
+            f"median {args.clock} time"
+        )
         figures["cost"][system] = rows = inference_cost(args, atoms, families)
         for name, row in rows.items():
             print(f"  {name:<52} {row['ms']:>9.1f} ms  {row['ratio']:>6.2f}x")
