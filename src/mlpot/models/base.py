@@ -103,6 +103,16 @@ class EnergyModel(torch.nn.Module):
     def fit_statistics(self, graphs: list[Graph]) -> None:
         """Set data-dependent normalisation from training graphs (labels included). No-op."""
 
+    def extend_domain(self, graphs: list[Graph]) -> None:
+        """Widen data-dependent ranges (never narrow them) so that new training ``graphs``
+        lie inside, before a trained model continues on them (warm start, fine-tuning);
+        by default, every energy model inside this one that has such ranges does it."""
+        for module in self.modules():
+            if module is self or not isinstance(module, EnergyModel):
+                continue
+            if type(module).extend_domain is not EnergyModel.extend_domain:
+                module.extend_domain(graphs)
+
     def forward(self, graph: Graph) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -8,7 +8,13 @@ Design (in the family of MACE and PaiNN, written for speed on CPUs):
   at ``r_c`` with two continuous derivatives; directions are Cartesian harmonics ``Y`` up
   to ``l_max = 2`` (``1``, ``u``, ``u uᵀ - I/3``; :mod:`mlpot.nn.cartesian`). Both are
   computed once, in a dense per-atom layout of the edges (:mod:`mlpot.nn.moments`), and
-  shared by all layers.
+  shared by all layers. The radial features see each distance through a soft floor at
+  the shortest distance of that pair of elements in the training data
+  (:func:`mlpot.nn.radial.soft_floor`, width :data:`FLOOR_WIDTH`): identical on every
+  trained distance, bounded below it, so atoms pushed closer than any training pair cannot
+  raise the features (and the 3- and 4-body products built from them) without bound; a pair
+  never seen in training is floored at the cutoff (the learned term ignores it). Short-range
+  repulsion is a physical term's job (``zbl``).
 * **Atomic moments (the density trick).** Layer ``t`` forms, for each atom::
 
       A_i[m, c] = (1 / n̄) Σ_j Y_m(u_ij) R_tc(r_ij) h_j[c],   R_tc = Σ_h W_t[h, c] φ_h
@@ -60,11 +66,13 @@ from mlpot.models.mpnn_gradients import readout_gradients
 from mlpot.nn.cartesian import CartesianHarmonics, CartesianInvariants
 from mlpot.nn.mlp import ACTIVATIONS, mlp
 from mlpot.nn.moments import NeighbourSlots, atomic_moments, neighbour_slots, pad_edges
-from mlpot.nn.radial import bessel_basis, polynomial_envelope
+from mlpot.nn.radial import bessel_basis, polynomial_envelope, soft_floor
 from mlpot.nn.species import SpeciesIndex
 
 #: rank ``l`` of each Cartesian harmonic component
 L_OF_M = (0, 1, 1, 1, 2, 2, 2, 2, 2)
+#: width ``w`` (Å) of the radial features' soft floor (module docstring)
+FLOOR_WIDTH = 0.2
 
 
 class Interaction(torch.nn.Module):
@@ -254,6 +262,9 @@ class CartesianMPNN(EnergyModel):
         self.register_buffer("inverse_neighbors", torch.tensor(1.0))
         self.register_buffer("energy_scale", torch.tensor(1.0))
         self.register_buffer("energy_shift", torch.zeros(len(self.elements)))
+        # per pair of elements, the distance below which the radial features level off
+        # (Å; fitted by fit_statistics; 0: no floor, as in files written before floors)
+        self.register_buffer("radial_floor", torch.zeros(len(self.elements), len(self.elements)))
         self._initialise()
 
     @torch.no_grad()
@@ -301,18 +312,50 @@ class CartesianMPNN(EnergyModel):
             sums.index_add_(0, species, self.network(batch))
             counts.index_add_(0, species, torch.ones_like(species, dtype=counts.dtype))
         self.energy_shift.copy_(sums / counts.clamp(min=1))
+        self.radial_floor.fill_(self.cutoff)  # unseen pairs: floored at the cutoff
+        self.extend_domain(graphs)
+
+    @torch.no_grad()
+    def extend_domain(self, graphs: list[Graph]) -> None:
+        """Lower the radial floors to the shortest distance of each pair of elements in
+        ``graphs`` (never raised), so new training data is seen unfloored."""
+        n = len(self.elements)
+        floor = self.radial_floor.flatten().clone()
+        for graph in graphs:
+            r = torch.linalg.vector_norm(edge_vectors(graph), dim=-1)  # (E,)
+            centre, neighbour = graph[EDGE_INDEX]
+            species = self.species(graph[NUMBERS])  # (N,)
+            pairs = species[centre] * n + species[neighbour]  # (E,)
+            near = r < self.cutoff
+            floor.scatter_reduce_(0, pairs[near], r[near].to(floor.dtype), "amin")
+        floor = floor.view(n, n)
+        self.radial_floor.copy_(torch.minimum(floor, floor.T))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # files written before radial floors existed: no floor, the model they describe
+        state_dict.setdefault(prefix + "radial_floor", torch.zeros_like(self.radial_floor))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def floored_distances(
+        self, r: torch.Tensor, species: torch.Tensor, slots: NeighbourSlots
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``r_eff`` and ``d r_eff / d r`` of the edge slots' distances ``r (N*W,)`` Å
+        (:func:`~mlpot.nn.radial.soft_floor` at the pair's floor)."""
+        floor = self.radial_floor.to(r.dtype)[species[:, None], species[slots.neighbours]]
+        return soft_floor(r, floor.reshape(-1), FLOOR_WIDTH)
 
     def edge_features(
-        self, graph: Graph, slots: NeighbourSlots
+        self, graph: Graph, species: torch.Tensor, slots: NeighbourSlots
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Radial features ``φ_h(r_ij)`` ``(N, W, H)`` and harmonics ``Y_m(u_ij) / n̄``
-        ``(N, W, M)`` of every edge slot (both zero beyond the cutoff / in empty slots)."""
+        """Radial features ``φ_h(r_ij)`` ``(N, W, H)`` (of the floored distances) and
+        harmonics ``Y_m(u_ij) / n̄`` ``(N, W, M)`` of every edge slot (both zero beyond the
+        cutoff / in empty slots)."""
         vectors = edge_vectors(graph)  # (E, 3)
         far = vectors.new_tensor([2.0 * self.cutoff, 0.0, 0.0])  # dummy edge of empty slots
         vectors = pad_edges(vectors, slots, far).view(-1, 3)  # (N*W, 3)
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (N*W,)
         y = self.harmonics(vectors / r[:, None]) * self.inverse_neighbors  # (N*W, M)
-        radial = self.radial_features(r)  # (N*W, H)
+        radial = self.radial_features(self.floored_distances(r, species, slots)[0])  # (N*W, H)
         shape = (slots.n_atoms, slots.width)
         return radial.view(*shape, radial.shape[1]), y.view(*shape, y.shape[1])
 
@@ -327,7 +370,7 @@ class CartesianMPNN(EnergyModel):
         species = self.species(graph[NUMBERS])  # (N,)
         centre, neighbour = graph[EDGE_INDEX]  # (E,), (E,)
         slots = neighbour_slots(centre, neighbour, species)
-        radial, harmonics = self.edge_features(graph, slots)  # (N, W, H), (N, W, M)
+        radial, harmonics = self.edge_features(graph, species, slots)  # (N, W, H), (N, W, M)
         h, vectors = self.embedding[species], None  # (N, C)
         features = []
         for interaction in self.interactions:

@@ -222,7 +222,9 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
         unit = vectors / r[:, None]  # (N*W, 3)
         harmonics = model.harmonics(unit) * model.inverse_neighbors  # (N*W, M)
         harmonics = harmonics.view(n_atoms, width, harmonics.shape[-1])  # (N, W, M)
-        phi = radial_features_and_slopes(model, r.view(n_atoms, width))  # (H, N, 2, W)
+        r_eff, stretch = model.floored_distances(r, species, slots)  # (N*W,) x 2
+        phi = radial_features_and_slopes(model, r_eff.view(n_atoms, width))  # (H, N, 2, W)
+        phi[:, :, 1].mul_(stretch.view(n_atoms, width))  # dφ/dr = dφ/dr_eff · dr_eff/dr
         phi = phi.flatten(1)  # (H, N*2*W)
         h = model.embedding[species]  # (N, C)
         layers = []

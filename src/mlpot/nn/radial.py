@@ -15,6 +15,19 @@ them start with well-scaled activations.
 ``u(0) = 1``; ``u``, ``u'`` and ``u''`` vanish at ``x = 1``, and ``u = 0`` beyond, so
 anything multiplied by it goes to zero at the cutoff with a continuous force and a
 continuous force constant.
+
+``soft_floor`` keeps a learned radial function inside the distances it was trained on::
+
+    r_eff = r                                   for r >= f
+    r_eff = f − w g((f − r) / w)                for r <  f,    g(x) = x / (1 + x⁴)^¼
+
+with ``f`` the shortest distance seen in training (per pair of elements) and ``w`` a width:
+the identity above the floor (trained distances are untouched), within ``x⁵/4`` of it just
+below (so distances a little shorter than the data, as in hotter MD, are nearly as given),
+continuous with four derivatives at ``f``, and bounded below by ``f − w``, so that a
+network of ``r_eff`` follows its own slope a little below the data and then levels off
+instead of growing without bound at short range (where a physical repulsion, e.g. ZBL,
+takes over).
 """
 
 from __future__ import annotations
@@ -45,3 +58,14 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, power: int = 6) -> torch
         - 0.5 * p * (p + 1.0) * xp * x * x
     )
     return torch.where(r < cutoff, value, torch.zeros_like(r))
+
+
+def soft_floor(
+    r: torch.Tensor, floor: torch.Tensor, width: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``r_eff`` (Å, shape of ``r``) of the module docstring and its derivative
+    ``d r_eff / d r``; ``floor`` broadcasts against ``r`` (a floor of 0 leaves ``r`` as is)."""
+    x = (floor - r).clamp(min=0.0) / width
+    root = (1.0 + x**4) ** -0.25  # (1 + x⁴)^(-1/4)
+    r_eff = torch.where(r < floor, floor - width * x * root, r)
+    return r_eff, torch.where(r < floor, root**5, torch.ones_like(r))

@@ -61,6 +61,7 @@ def train_one(
             train_set, model, dtype, "train graphs", progress=config.training.progress
         )
         refit_offsets(model, train_set, train_graphs)
+        model.extend_domain(train_graphs)
     else:
         model, train_graphs = build_initial_model(config, train_set)
     val_graphs = to_graphs(
@@ -245,6 +246,7 @@ def finetune(
     )
     old_graphs = to_graphs(old, model, dtype, "old graphs", progress=config.training.progress)
     before = {"new_validation": _errors(model, val_graphs), "old": _errors(model, old_graphs)}
+    model.extend_domain(graphs)  # after "before": the errors of the model as it was given
     replay = None
     if tune.method == "replay":
         replay = ReplaySampler(
