@@ -21,7 +21,7 @@ def fit_response(
     channels: Annotated[int, typer.Option(help="Channels of the mpnn body.")] = 16,
     radial_basis: Annotated[
         int | None,
-        typer.Option(help="Radial functions of the edge terms (dipole default 0: charges only)."),
+        typer.Option(help="Radial functions of the edge terms (dipole: 8; 0: charges only)."),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 500,
     members: Annotated[
@@ -33,9 +33,9 @@ def fit_response(
 ) -> None:
     """Fit a dipole or polarisability model to labelled structures.
 
-    Dipole: charges that add up to the total charge (plus atomic dipoles with
-    --radial-basis K) on an mpnn body; labels: each frame's dipole (e Å) as a calculator
-    result or info 'dipole', total charge from info 'charge'. Polarisability: isotropic
+    Dipole: charges that add up to the total charge plus atomic dipoles along the edges
+    (--radial-basis 0: charges only) on an mpnn body; labels: each frame's dipole (e Å) as
+    a calculator result or info 'dipole', total charge from info 'charge'. Polarisability: isotropic
     per-atom and traceless edge terms; labels: info 'polarizability' (e Å²/V, 3x3).
     Molecules and clusters only (a periodic cell is refused).
     """
