@@ -75,10 +75,11 @@ import argparse
 import fnmatch
 import json
 import math
-import re
 import statistics
 import time
 from pathlib import Path
+
+from data_folder import data_files  # beside this script
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspirin_gfn2"  # --data
 FAMILIES = ("mpnn", "bpnn")
@@ -90,19 +91,6 @@ TARGETS = {"ece": 0.05, "spearman": 0.6, "auroc": 0.9, "in_domain": 0.9, "cost":
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
-
-
-def number(path: Path) -> float:
-    found = re.findall(r"\d+(?:\.\d+)?", path.stem)
-    return float(found[-1]) if found else 0.0
-
-
-def data_files(data: Path) -> tuple[Path, list[Path]]:
-    """The training file and the test files, ordered by the number in their names."""
-    train = sorted(data.glob("*train*.xyz"))
-    if len(train) != 1:
-        raise SystemExit(f"{data}: expected one *train*.xyz file, found {len(train)}")
-    return train[0], sorted(data.glob("*test*.xyz"), key=lambda p: (number(p), p.name))
 
 
 def matches(path: Path, patterns: str | None) -> bool:

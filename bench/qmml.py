@@ -49,10 +49,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from ase import Atoms  # noqa: E402
 from ase.build import molecule  # noqa: E402
-from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 from ase.optimize import BFGS  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
+from mlpot.active.oracle_md import oracle_md_frames  # noqa: E402
 from mlpot.apps.qmml import QMMLCalculator, evaluate  # noqa: E402
 from mlpot.apps.qmml_diagnostics import (  # noqa: E402
     diagnose,
@@ -62,7 +62,6 @@ from mlpot.apps.qmml_diagnostics import (  # noqa: E402
 )
 from mlpot.calculators.ase_calculator import load_calculator  # noqa: E402
 from mlpot.calculators.oracles import make_oracle  # noqa: E402
-from mlpot.md.dynamics import make_dynamics, start_momenta  # noqa: E402
 from mlpot.training import parse_config, run_training  # noqa: E402
 
 
@@ -98,22 +97,11 @@ def water_cluster(n: int, seed: int, oracle) -> Atoms:
 
 
 def md_frames(start: Atoms, oracle, n_frames: int, seed: int) -> list[Atoms]:
-    """GFN2-xTB Langevin MD at 300 K: ``n_frames`` frames every 10 steps after 200."""
-    atoms = start.copy()
-    atoms.calc = oracle
-    rng = np.random.default_rng(seed)
-    start_momenta(atoms, 300.0, rng=rng, zero_rotation=True)
-    dyn = make_dynamics(atoms, thermostat="langevin", timestep_fs=0.5, temperature_K=300.0, rng=rng)
-    dyn.run(200)
-    frames = []
-    for _ in range(n_frames):
-        dyn.run(10)
-        frame = atoms.copy()
-        frame.calc = SinglePointCalculator(
-            frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
-        )
-        frames.append(frame)
-    return frames
+    """GFN2-xTB Langevin MD at 300 K: ``n_frames`` frames every 10 steps after 200
+    (mlpot's checked oracle MD)."""
+    settings = {"stride": 10, "equilibration": 200, "timestep_fs": 0.5, "seed": seed}
+    run = oracle_md_frames(start, oracle, temperature=300.0, frames=n_frames, **settings)
+    return [frame.labelled() for frame in run]
 
 
 def train(frames: list[Atoms], work: Path, budget_s: float) -> Path:
@@ -184,12 +172,13 @@ def region_scan(start: Atoms, ml, regions, points: int) -> list[dict]:
         }
         summary = compare_path(path, h, core, calcs)["summary"]
         mismatch = force_mismatch(calcs["b3"], path[-1])
+        part = calcs["b3"].partition(start)
         rows.append(
             {
                 "r_core": r_core,
                 "r_buffer": r_buffer,
-                "groups_inside": len(calcs["b3"].partition(start).active_groups()),
-                "groups": len(calcs["b3"].partition(start).groups),
+                "groups_inside": len(part.active_groups()),
+                "groups": len(part.groups),
                 **{f"error_{k}_eV": v["max_abs_energy_error_eV"] for k, v in summary.items()},
                 "eps_F_rms_end": mismatch.rms,
                 "eps_F_max_end": mismatch.max,

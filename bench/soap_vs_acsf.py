@@ -2,7 +2,7 @@
 data laid out the same way.
 
 Data: ``../shared/data/aspirin_gfn2`` beside the repository (``--data``: one
-``*train*.xyz`` and ``*test*<T>K.xyz`` files, ``bench/temperature_data.py``). Elements and
+``*train*.xyz`` and ``*test*<T>K.xyz`` files, ``bench/data_folder.py``). Elements and
 temperatures come from the data. Both models are ``bpnn`` with the same networks (hidden
 [64, 64], silu) and cutoff (5 Å); only the descriptor differs: ACSF (defaults: 12 radial
 G2 per element, G5 with 3 η, ζ ∈ {1, 2, 4}, λ = ±1) or the SOAP power spectrum (defaults,
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from temperature_data import temperature_data  # noqa: E402  (beside this script)
+from data_folder import temperature_data  # noqa: E402  (beside this script)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspirin_gfn2"
 

@@ -43,13 +43,10 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from ase import units  # noqa: E402
 from ase.build import molecule  # noqa: E402
-from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
-from ase.md.langevin import Langevin  # noqa: E402
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution  # noqa: E402
 from ase.optimize import BFGS  # noqa: E402
 
+from mlpot.active.oracle_md import oracle_md_frames  # noqa: E402
 from mlpot.apps.torsion import FourierBasis, TorsionScan, coverage, fit_torsion  # noqa: E402
 from mlpot.apps.torsion_forcefield import (  # noqa: E402
     KJ_PER_MOL_PER_EV,
@@ -66,30 +63,14 @@ ANGLES = np.arange(0.0, 360.0, 20.0)
 
 
 def md_frames(oracle, count: int, temperature: float, seed: int):
-    """``count`` oracle-labelled frames of ethanol from Langevin MD (0.5 fs, every 10 steps
-    after 200 steps of equilibration)."""
+    """``count`` oracle-labelled frames of relaxed ethanol's Langevin MD (0.5 fs, every 10
+    steps after 200 steps of equilibration; mlpot's checked oracle MD)."""
     atoms = molecule("CH3CH2OH")
     atoms.calc = oracle
     BFGS(atoms, logfile=None).run(fmax=0.02)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
-    dynamics = Langevin(
-        atoms,
-        0.5 * units.fs,
-        temperature_K=temperature,
-        friction=0.02,
-        fixcm=False,
-        rng=np.random.default_rng(seed),
-    )
-    dynamics.run(200)
-    frames = []
-    for _ in range(count):
-        dynamics.run(10)
-        frame = atoms.copy()
-        frame.calc = SinglePointCalculator(
-            frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
-        )
-        frames.append(frame)
-    return frames
+    settings = {"stride": 10, "equilibration": 200, "timestep_fs": 0.5, "seed": seed}
+    run = oracle_md_frames(atoms, oracle, temperature=temperature, frames=count, **settings)
+    return [frame.labelled() for frame in run]
 
 
 def train(args, oracle) -> Path:

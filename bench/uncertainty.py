@@ -2,7 +2,7 @@
 way: calibration, ranking, out-of-domain detection, and the cost of it all.
 
 Data: ``--data`` (default ``../shared/data/aspirin_gfn2`` beside the repository): one
-``*train*.xyz`` file and ``*test*<T>K.xyz`` files (``bench/temperature_data.py``; elements and
+``*train*.xyz`` file and ``*test*<T>K.xyz`` files (``bench/data_folder.py``; elements and
 temperatures come from the files). The training frames are split (seed 0) into all but 50
 training and 50 validation frames; the validation frames calibrate.
 Models (BPNN defaults: cutoff 5 Å, 144 ACSF features, hidden [64, 64], float64):
@@ -46,7 +46,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from temperature_data import temperature_data  # noqa: E402  (beside this script)
+from data_folder import temperature_data  # noqa: E402  (beside this script)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aspirin_gfn2"  # --data
 TARGETS = {"ece_cold": 0.05, "spearman_hot": 0.6, "auroc": 0.9, "shallow_cost": 1.3}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.optimize import BFGS
 
 from mlpot.active.labelling import response_results
@@ -69,6 +70,12 @@ def relax(
 class LabelledFrame:
     atoms: Atoms
     results: dict
+
+    def labelled(self) -> Atoms:
+        """A copy of the frame carrying its oracle labels (a SinglePointCalculator)."""
+        atoms = self.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, **self.results)
+        return atoms
 
 
 def oracle_md_frames(
