@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from ase.cluster import Icosahedron
 from ase.io import write
@@ -75,6 +76,7 @@ def _raw(tmp_path: Path, *, model: dict, **overrides) -> dict:
 
 def test_a_committee_that_passes_its_validation_stops_validated(tmp_path):
     raw = _raw(tmp_path, model={"name": "sum", "terms": [BPNN, ZBL]})
+    raw["stop"]["target_force_rmse"] = 1.0  # met: judged beside the checks
     raw["train"]["workers"] = 2  # the members train at once, in processes of their own
     result = learn(parse_learn_config(raw), **QUIET)
     assert result.stop_reason.startswith("validated")
@@ -84,7 +86,7 @@ def test_a_committee_that_passes_its_validation_stops_validated(tmp_path):
     assert validations[-1]["passed"] and validations[-1]["failing"] == {}
     assert validations[-1]["version"] == store.models()[-1]["version"]
     judged = {name.split(".")[0] for name in validations[-1]["figures"]}
-    assert judged == {"errors", "nvt", "nve", "rdf", "vibrations", "dimers"}
+    assert judged == {"errors", "nvt", "nve", "rdf", "vibrations", "dimers", "target_force_rmse"}
     assert store.stopped()["reason"] == result.stop_reason
     assert result.report_path.exists()  # the loop's validation of the final model, written
 
@@ -112,6 +114,40 @@ def test_a_failing_dimer_check_sends_short_distances_to_the_oracle(tmp_path):
     # the dimers are trained on: the next committee has more labels than the first
     models = store.models()
     assert len(models) >= 2 and models[1]["metrics"]["n_train"] > models[0]["metrics"]["n_train"]
+
+
+def test_a_committee_above_the_force_target_is_not_validated_and_learning_goes_on(tmp_path):
+    """The same committee as above, with a test force RMSE target it cannot reach: no
+    committee is validated during the run (the target fails first), the loop goes on past
+    ``max_iterations`` exploring at the test temperature until the oracle budget, and the
+    final verdict names the target with the figure and how to go on."""
+    raw = _raw(
+        tmp_path,
+        model={"name": "sum", "terms": [BPNN, ZBL]},
+        stop={
+            "oracle_budget": 40,
+            "max_iterations": 1,
+            "patience_steps": 200,
+            "target_force_rmse": 1e-4,
+        },
+    )
+    lines: list[str] = []
+    result = learn(parse_learn_config(raw), log=lines.append)
+    store = Store(result.store_path)
+    models = store.models()
+    assert result.stop_reason == "oracle budget of 40 labels" and len(models) >= 3
+    assert store.validations() == []  # judged by the target only: no oracle MD spent
+    assert sum("above the target 0: learning on" in line for line in lines) >= 2
+    assert not result.validation_passed and "target_force_rmse" in result.failing_checks
+    missed = result.failing_checks["target_force_rmse"]["figures"]["test_force_rmse"]
+    assert missed["bound"] == "<= 0.0001"
+    assert missed["value"] == pytest.approx(models[-1]["metrics"]["test_force_rmse"])
+    assert "--resume" in result.continue_hint
+
+
+def test_the_embedded_default_asks_for_60_meV_per_angstrom():
+    assert parse_learn_config(None).stop.target_force_rmse == 0.06
+    assert parse_learn_config({}).stop.target_force_rmse is None  # a config's own default
 
 
 def _command(config: Path, *extra: str) -> list[str]:

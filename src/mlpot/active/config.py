@@ -5,6 +5,7 @@ Validated in full before any oracle is called. Unknown keys are errors.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -212,7 +213,13 @@ class StopConfig(_Section):
     ``validation`` on) the quick validation of the current committee against the oracle is
     the stopping rule there: the run stops when every applicable check passes (reason
     ``validated``), and otherwise goes on, steered by the failing checks, validating again
-    after each retraining (:mod:`mlpot.active.steering`).
+    after each retraining (:mod:`mlpot.active.steering`). ``target_force_rmse`` is then
+    part of the rule: a committee above it is not validated and the run goes on (exploring
+    at the test temperature), so a run that stops ``validated`` has met it too.
+
+    The embedded default (``mlpot learn`` without a config, :data:`EMBEDDED_DEFAULT`) asks
+    for ``target_force_rmse: 0.06``; a config's own default is no target (what a force
+    error is worth depends on the system; the validation's relative error applies to all).
     """
 
     oracle_budget: int = Field(256, ge=1)
@@ -337,11 +344,20 @@ def _check_runnable(config: LearnConfig) -> None:
         )
 
 
+#: What ``mlpot learn`` without a config runs, over the field defaults (ethanol, GFN2-xTB):
+#: a potential that passes its validation and has a test force RMSE at 600 K of at most
+#: 60 meV/Å, within the default budgets.
+EMBEDDED_DEFAULT: dict[str, Any] = {"stop": {"target_force_rmse": 0.06}}
+
+
 def parse_learn_config(
     raw: dict[str, Any] | None, *, source: str = "config", base: Path | None = None
 ) -> LearnConfig:
-    """Validate a learn config dict (``None``: the embedded default)."""
-    config = validate_config(LearnConfig, raw or {}, source=source)
+    """Validate a learn config dict (``None``: the embedded default,
+    :data:`EMBEDDED_DEFAULT`)."""
+    config = validate_config(
+        LearnConfig, copy.deepcopy(EMBEDDED_DEFAULT) if raw is None else raw, source=source
+    )
     try:
         _check_runnable(config)
     except ValueError as err:

@@ -113,7 +113,13 @@ def finish(
             log("validating the dipole model's IR intensities against the oracle ...")
             extra = quick_validation(model_path, response=dipole, checks=[INFRARED], **oracle)
             report.checks.extend(extra.checks)
-        verdict = verdict_of(report, models[-1]["version"], config.test.temperature)
+        verdict = verdict_of(
+            report,
+            models[-1]["version"],
+            config.test.temperature,
+            test_force_rmse=models[-1]["metrics"].get("test_force_rmse"),
+            target_force_rmse=config.stop.target_force_rmse,
+        )
         result.validation_passed, result.failing_checks = verdict.passed, verdict.failing
         result.report_path = _write_report(config, result, report)
         log(f"report: {result.report_path}")

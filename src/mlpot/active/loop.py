@@ -49,7 +49,14 @@ from mlpot.active.rounds import (
     RoundEnd,
 )
 from mlpot.active.setup import RunSetup
-from mlpot.active.steering import Steering, Verdict, dimer, verdict_of
+from mlpot.active.steering import (
+    Steering,
+    Verdict,
+    dimer,
+    target_missed,
+    target_verdict,
+    verdict_of,
+)
 from mlpot.active.store import DIMERS, INITIAL, REQUEST, TEST, Store
 from mlpot.active.store_lock import StoreLock
 from mlpot.active.training_step import TrainedModel, train_iteration
@@ -301,15 +308,16 @@ class ActiveLearner:
         """The stop reason where the loop would stop for ``would``, or None to go on.
 
         Without validation as the stopping rule, ``would`` stops the run. Otherwise the
-        committee of ``iteration`` is validated (once): all checks passing stops the run
-        (``validated``); failing ones steer the rounds that follow. ``quiet``: a round found
+        committee of ``iteration`` is judged (once, :meth:`_judge`): all checks passing,
+        and ``stop.target_force_rmse`` met when set, stops the run (``validated``); what
+        fails steers the rounds that follow. ``quiet``: a round found
         nothing uncertain after the committee failed, so the selection tightens, until
         it cannot any more."""
         if not (self.config.validation and self.config.stop.until_validated):
             return would
         verdict = self._verdicts.get(iteration)
         if verdict is None:
-            verdict = self._validate(iteration, trained)
+            verdict = self._judge(iteration, trained)
             if verdict.passed:
                 return VALIDATED
             self._steer(iteration, verdict)
@@ -326,6 +334,23 @@ class ActiveLearner:
             )
         return None
 
+    def _judge(self, iteration: int, trained: TrainedModel) -> Verdict:
+        """The verdict on the committee of ``iteration``: a committee that misses
+        ``stop.target_force_rmse`` on the held-out test set fails without a validation (it
+        could not stop the run, and a validation costs oracle MD); otherwise its
+        validation."""
+        target = self.config.stop.target_force_rmse
+        rmse = trained.metrics.get("test_force_rmse")
+        if target is not None and rmse is not None and target_missed(rmse, target):
+            verdict = target_verdict(iteration, self.config.test.temperature, rmse, target)
+            self._verdicts[iteration] = verdict
+            self.log(
+                f"{self.clock.stamp()} test force RMSE {1000 * rmse:.0f} meV/Å above the "
+                f"target {1000 * target:.0f}: learning on (validation once it is reached)"
+            )
+            return verdict
+        return self._validate(iteration, trained)
+
     def _validate(self, iteration: int, trained: TrainedModel) -> Verdict:
         """The quick validation of the committee of ``iteration``, recorded and logged."""
         self.log(f"{self.clock.stamp()} validating the committee of iteration {iteration} ...")
@@ -338,7 +363,13 @@ class ActiveLearner:
             system=self.setup.starts()[0],
             temperature=config.test.temperature,
         )
-        verdict = verdict_of(report, iteration, config.test.temperature)
+        verdict = verdict_of(
+            report,
+            iteration,
+            config.test.temperature,
+            test_force_rmse=trained.metrics.get("test_force_rmse"),
+            target_force_rmse=config.stop.target_force_rmse,
+        )
         self._report = (iteration, report)
         self._verdicts[iteration] = verdict
         self.store.add_validation(

@@ -15,6 +15,10 @@ checks say what to explore next:
   minimum. Labels at the wall itself (tens to hundreds of eV/Å) would dominate a force
   loss and spoil the fit (measured on ethanol: a few of them raise the test force error 2
   to 5 times); two or three gentle ones tame the learned term's extrapolation to the wall;
+* ``target_force_rmse`` (when ``stop.target_force_rmse`` is set): the committee's force RMSE
+  on the held-out test set is above it. The target is part of what "trustworthy" means for
+  the run, so checks that all pass do not stop it before the target is met; the next round
+  explores at ``T`` (the test set is oracle MD at ``T``);
 * when a round then finds nothing over ``select.force_std`` while the committee still
   fails, the committee is surer than it is right: the selection threshold is halved for
   the rounds that follow, at most :data:`MAX_TIGHTENINGS` times.
@@ -38,6 +42,7 @@ DIMER_SPAN = 3  # distances per failing pair, up to the oracle's minimum
 DIMER_MAX_FORCE = 10.0  # eV/Å: the largest oracle dimer force labelled
 DIMER_BOX = 20.0  # Å, vacuum around a dimer (free boundary conditions)
 MAX_TIGHTENINGS = 3  # halvings of select.force_std after rounds that find nothing
+TARGET = "target_force_rmse"  # the accuracy target, judged beside the checks
 
 
 @dataclass
@@ -86,11 +91,25 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def verdict_of(report, version: int, temperature: float) -> Verdict:
+def verdict_of(
+    report,
+    version: int,
+    temperature: float,
+    *,
+    test_force_rmse: float | None = None,
+    target_force_rmse: float | None = None,
+) -> Verdict:
     """The verdict of a :class:`~mlpot.validation.ValidationReport` of model ``version``,
-    validated at ``temperature`` K, and what its failing checks steer."""
+    validated at ``temperature`` K, and what its failing checks steer. With a
+    ``target_force_rmse`` (eV/Å), the model's ``test_force_rmse`` on the held-out test set
+    is judged beside the checks (:data:`TARGET`)."""
     failing: dict[str, dict[str, Any]] = {}
     figures: dict[str, float | None] = {}
+    if target_force_rmse is not None and test_force_rmse is not None:
+        figures[f"{TARGET}.test_force_rmse"] = _finite(test_force_rmse)
+        missed = target_missed(test_force_rmse, target_force_rmse)
+        if missed:
+            failing[TARGET] = missed
     for check in report.checks:
         for key in check.tolerance:
             figures[f"{check.name}.{key}"] = _finite(check.figures.get(key, math.nan))
@@ -107,12 +126,38 @@ def verdict_of(report, version: int, temperature: float) -> Verdict:
             "reason": check.reason,
         }
     steer: dict[str, Any] = {
-        "temperature": float(temperature) if set(failing) & set(THERMAL) else None,
+        "temperature": float(temperature) if set(failing) & {*THERMAL, TARGET} else None,
         "dimers": [],
     }
     if DIMERS_CHECK in failing:
         steer["dimers"] = dimer_targets(report.check(DIMERS_CHECK))
     return Verdict(version, not failing, failing, figures, steer)
+
+
+def target_missed(test_force_rmse: float, target_force_rmse: float | None) -> dict | None:
+    """The failing entry of :data:`TARGET` when ``test_force_rmse`` is above
+    ``target_force_rmse`` (eV/Å), else None (also without a target)."""
+    if target_force_rmse is None or test_force_rmse <= target_force_rmse:
+        return None
+    return {
+        "figures": {
+            "test_force_rmse": {
+                "value": _finite(test_force_rmse),
+                "bound": f"<= {target_force_rmse:g}",
+            }
+        },
+        "reason": "the force RMSE on the held-out test set is above stop.target_force_rmse",
+    }
+
+
+def target_verdict(version: int, temperature: float, test_force_rmse: float, target: float):
+    """The verdict of model ``version`` that misses the accuracy target, judged before (and
+    instead of) a validation: only :data:`TARGET` fails, and the next round explores at the
+    test set's ``temperature``."""
+    failing = {TARGET: target_missed(test_force_rmse, target)}
+    figures = {f"{TARGET}.test_force_rmse": _finite(test_force_rmse)}
+    steer = {"temperature": float(temperature), "dimers": []}
+    return Verdict(version, False, failing, figures, steer)
 
 
 def dimer_targets(check) -> list[list]:
