@@ -57,9 +57,9 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from mlpot.data.graph import BATCH, POSITIONS, Graph, atoms_to_graph, collate
+from mlpot.data.graph import BATCH, POSITIONS, Graph, atoms_to_graph, collate, graph_to
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import model_dtype
+from mlpot.models.base import model_device, model_dtype
 from mlpot.models.checkpoint import atomic_save, package_version, read_model_file, torch_dtype
 from mlpot.models.diabatic import DiabaticModel, build_diabatic_model
 
@@ -236,9 +236,10 @@ def evaluate(
     allow_degenerate: bool = False,
 ) -> AdiabaticPrediction:
     """:func:`predict_adiabatic` on ASE structures (one, or a list evaluated as one batch):
-    energies eV, forces eV/Å, coupling vectors 1/Å."""
+    energies eV, forces eV/Å, coupling vectors 1/Å (on the model's device)."""
     frames = [structures] if isinstance(structures, Atoms) else list(structures)
     graph = collate([structure_graph(model, atoms, k) for k, atoms in enumerate(frames)])
+    graph = graph_to(graph, model_device(model))
     return predict_adiabatic(
         model, graph, forces=forces, nac=nac, min_gap=min_gap, allow_degenerate=allow_degenerate
     )
@@ -377,10 +378,12 @@ def save_diabatic(path: str | Path, model: DiabaticModel, *, training: dict | No
     atomic_save(payload, path)
 
 
-def load_diabatic(path: str | Path, *, dtype: torch.dtype | str | None = None) -> DiabaticModel:
-    """Rebuild a model written by :func:`save_diabatic`, in evaluation mode. The file is read
-    with ``torch.load(weights_only=True)``: nothing in it is imported or run; the body is
-    rebuilt from the registry."""
+def load_diabatic(
+    path: str | Path, *, dtype: torch.dtype | str | None = None, device: str = "cpu"
+) -> DiabaticModel:
+    """Rebuild a model written by :func:`save_diabatic`, on ``device``, in evaluation mode.
+    The file is read with ``torch.load(weights_only=True)``: nothing in it is imported or
+    run; the body is rebuilt from the registry."""
     source = str(path)
     payload = read_model_file(path, FORMAT, "diabatic model")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -406,4 +409,4 @@ def load_diabatic(path: str | Path, *, dtype: torch.dtype | str | None = None) -
         ) from None
     if dtype is not None:
         model = model.to(torch_dtype(dtype, field="dtype"))
-    return model.eval()
+    return model.to(device).eval()

@@ -20,9 +20,9 @@ from mlpot.apps.diabatic import (
     read_labels,
     structure_graph,
 )
-from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, POSITIONS, Graph, collate
+from mlpot.data.graph import BATCH, N_ATOMS, NUMBERS, POSITIONS, Graph, collate, graph_to
 from mlpot.errors import MlpotInputError
-from mlpot.models.base import model_dtype
+from mlpot.models.base import model_device, model_dtype
 from mlpot.models.diabatic import DiabaticModel
 
 
@@ -72,10 +72,14 @@ def _coupling_labels(label: StateLabels, n_atoms: int, pairs) -> tuple[np.ndarra
 
 
 def _batch(
-    graphs: list[Graph], labels: list[StateLabels], n_states: int, min_gap: float = 0.0
+    graphs: list[Graph],
+    labels: list[StateLabels],
+    n_states: int,
+    min_gap: float = 0.0,
+    device: torch.device | str = "cpu",
 ) -> _Batch:
-    """Collate graphs and their labels; forces and couplings of structures with a
-    labelled gap below ``min_gap`` (eV) are left out (masked)."""
+    """Collate graphs and their labels, on ``device``; forces and couplings of structures
+    with a labelled gap below ``min_gap`` (eV) are left out (masked)."""
     graph = collate(graphs)
     dtype, pairs = graph[POSITIONS].dtype, _pairs(n_states)
     forces, force_mask, couplings, coupling_mask = [], [], [], []
@@ -91,12 +95,12 @@ def _batch(
         couplings.append(values)
         coupling_mask.append(mask & separated)
     return _Batch(
-        graph,
-        torch.as_tensor(np.stack([lab.energies for lab in labels]), dtype=dtype),
-        torch.as_tensor(np.concatenate(forces, axis=1), dtype=dtype),
-        torch.as_tensor(np.concatenate(force_mask)),
-        torch.as_tensor(np.concatenate(couplings, axis=1), dtype=dtype),
-        torch.as_tensor(np.stack(coupling_mask, axis=1)),
+        graph_to(graph, device),
+        torch.as_tensor(np.stack([lab.energies for lab in labels]), dtype=dtype, device=device),
+        torch.as_tensor(np.concatenate(forces, axis=1), dtype=dtype, device=device),
+        torch.as_tensor(np.concatenate(force_mask), device=device),
+        torch.as_tensor(np.concatenate(couplings, axis=1), dtype=dtype, device=device),
+        torch.as_tensor(np.stack(coupling_mask, axis=1), device=device),
     )
 
 
@@ -197,6 +201,7 @@ def fit_diabatic(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     log_every: int = 200,
+    device: str = "cpu",
 ) -> DiabaticFit:
     """Train ``model`` in place on adiabatic labels (module docstring): energies, and the
     forces and coupling vectors where given, with Adam and a cosine learning-rate decay.
@@ -222,6 +227,7 @@ def fit_diabatic(
             differentiable and the couplings are singular.
         seed: seed of the batch order.
         log: called with a progress line every ``log_every`` epochs.
+        device: torch device of the training (the normalisation is set on the CPU first).
     """
     if not train:
         raise MlpotInputError("no training structures", field="train")
@@ -234,9 +240,10 @@ def fit_diabatic(
     energies = torch.as_tensor(np.stack([lab.energies for lab in labels]))
     model.fit_statistics(graphs, energies.to(model_dtype(model)))
     scales = _scales(_batch(graphs, labels, n_states, min_gap), model)
+    model.to(device)
     weights = (float(energy_weight), float(force_weight), float(nac_weight))
     size = len(graphs) if batch_size is None else max(1, int(batch_size))
-    batches = None if size < len(graphs) else [_batch(graphs, labels, n_states, min_gap)]
+    batches = None if size < len(graphs) else [_batch(graphs, labels, n_states, min_gap, device)]
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, max(1, epochs), eta_min=0.01 * learning_rate
@@ -248,7 +255,13 @@ def fit_diabatic(
         if batches is None or size < len(graphs):
             order = torch.randperm(len(graphs), generator=generator).tolist()
             batches = [
-                _batch([graphs[k] for k in chunk], [labels[k] for k in chunk], n_states, min_gap)
+                _batch(
+                    [graphs[k] for k in chunk],
+                    [labels[k] for k in chunk],
+                    n_states,
+                    min_gap,
+                    device,
+                )
                 for chunk in (order[i : i + size] for i in range(0, len(order), size))
             ]
         total = 0.0
@@ -288,7 +301,7 @@ def diabatic_errors(
     """RMS errors of ``model`` against labels: ``energy_rmse`` eV, ``force_rmse`` eV/Å
     and ``nac_rmse`` 1/Å (per component, degenerate pairs skipped; the labels' signs
     chosen per structure or per pair as in :func:`fit_diabatic`), where labelled."""
-    batch = _batch(graphs, labels, model.n_states)
+    batch = _batch(graphs, labels, model.n_states, device=model_device(model))
     prediction = predict_adiabatic(model, batch.graph, nac=True, allow_degenerate=True)
     out = {"energy_rmse": float((prediction.energies - batch.energies).pow(2).mean().sqrt())}
     if batch.force_mask.any():

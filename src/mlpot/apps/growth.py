@@ -166,9 +166,9 @@ def barrier_path(
     )
 
 
-def calculator_factory(spec, *, trust_code: bool = False) -> CalculatorFactory:
-    """A factory of fresh calculators from ``spec``: a model file (loaded with
-    :func:`mlpot.calculators.load_calculator`), an oracle name (``"emt"``) or
+def calculator_factory(spec, *, trust_code: bool = False, device: str = "cpu") -> CalculatorFactory:
+    """A factory of fresh calculators from ``spec``: a model file (loaded on ``device``
+    with :func:`mlpot.calculators.load_calculator`), an oracle name (``"emt"``) or
     ``{"name": ..., "params": {...}}``, a factory (e.g. the class ``EMT``), or one ASE
     calculator (then shared by every structure). ``trust_code``: allow a ``module:factory``
     oracle, or a checkpoint's baseline that names one, to import and run code."""
@@ -183,7 +183,11 @@ def calculator_factory(spec, *, trust_code: bool = False) -> CalculatorFactory:
         if not Path(spec).is_file():
             raise MlpotInputError("model file not found", source=str(spec))
         return lambda: load_calculator(
-            spec, trust_code=trust_code, force_uncertainty=False, domain_scores=False
+            spec,
+            trust_code=trust_code,
+            force_uncertainty=False,
+            domain_scores=False,
+            device=device,
         )
     if isinstance(spec, str):
         spec = {"name": spec}
@@ -337,6 +341,7 @@ def attachment_barriers(
     relax_fmax: float = 0.02,
     steps: int = 500,
     trust_code: bool = False,
+    device: str = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> GrowthBarriers:
     """Barriers of adatom processes on a stepped surface, ``model`` against ``oracle``.
@@ -350,11 +355,12 @@ def attachment_barriers(
         fmax: NEB convergence, eV/Å; relax_fmax: end-point relaxation, eV/Å.
         steps: most optimiser steps of each relaxation and of each band.
         trust_code: see :func:`calculator_factory`.
+        device: torch device of a model file's calculator.
         log: called with a line after each process.
     """
     _check_options(images, fmax, relax_fmax, steps)
-    model_factory = calculator_factory(model, trust_code=trust_code)
-    oracle_factory = calculator_factory(oracle, trust_code=trust_code)
+    model_factory = calculator_factory(model, trust_code=trust_code, device=device)
+    oracle_factory = calculator_factory(oracle, trust_code=trust_code, device=device)
     surface = surface or stepped_surface()
     options = {"images": images, "fmax": fmax, "relax_fmax": relax_fmax, "steps": steps}
     rows = []

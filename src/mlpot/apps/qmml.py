@@ -266,15 +266,18 @@ def load_qmml_calculator(
     oracle: str = "xtb",
     oracle_params: dict[str, Any] | None = None,
     trust_code: bool = False,
+    device: str = "cpu",
     **options: Any,
 ) -> QMMLCalculator:
-    """The hybrid of a saved model (``model.pt``, the ML part) and an oracle named as in
-    :func:`mlpot.calculators.oracles.make_oracle` (the QM part); ``options`` are
-    :class:`QMMLCalculator`'s keywords (``qm_atoms``, ``r_core``, ``r_buffer``, ...)."""
+    """The hybrid of a saved model (``model.pt``, the ML part, evaluated on ``device``) and
+    an oracle named as in :func:`mlpot.calculators.oracles.make_oracle` (the QM part);
+    ``options`` are :class:`QMMLCalculator`'s keywords (``qm_atoms``, ``r_core``, ...)."""
     from mlpot.calculators.ase_calculator import load_calculator
     from mlpot.calculators.oracles import make_oracle
 
-    ml = load_calculator(model, trust_code=trust_code, force_uncertainty=False, domain_scores=False)
+    ml = load_calculator(
+        model, trust_code=trust_code, force_uncertainty=False, domain_scores=False, device=device
+    )
     qm = make_oracle(oracle, trust_code=trust_code, **(oracle_params or {}))
     options.setdefault("ml_elements", list(ml.model.elements))
     return QMMLCalculator(qm, ml, **options)

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import Threads, exit_on_bad_input, read_structures, use_resources
+from mlpot.cli.options import (
+    Device,
+    Threads,
+    exit_on_bad_input,
+    read_structures,
+    use_resources,
+)
 from mlpot.errors import MlpotInputError
 
 PHASES = ("structure", "global", "track")
@@ -41,6 +47,7 @@ def fit_diabatic(
     batch_size: Annotated[int | None, typer.Option(help="Structures per step (all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the weights.")] = 0,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Fit a multi-state diabatic model to adiabatic energies.
 
@@ -59,7 +66,7 @@ def fit_diabatic(
     from mlpot.models.registry import build_model
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         if nac_phase not in PHASES:
             raise MlpotInputError(
                 f"unknown nac phase {nac_phase!r}: one of {', '.join(PHASES)}", field="--nac-phase"
@@ -87,6 +94,7 @@ def fit_diabatic(
             nac_phase=nac_phase,
             seed=seed,
             log=typer.echo,
+            device=device,
         )
         figures = {"train": result.train, "validation": result.validation}
         save_diabatic(output, model, training={"data": str(data), **figures})
@@ -107,6 +115,7 @@ def nac(
         ),
     ] = None,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Predict adiabatic states and their nonadiabatic couplings.
 
@@ -118,20 +127,21 @@ def nac(
     from mlpot.apps.diabatic import ENERGIES, FORCES, evaluate, load_diabatic, nac_key
 
     with exit_on_bad_input():
-        use_resources(threads)
-        diabatic = load_diabatic(model, dtype="float64")
+        use_resources(threads, device)
+        diabatic = load_diabatic(model, dtype="float64", device=device)
         frames = read_structures(structures)
         n = diabatic.n_states
         typer.echo("frame " + " ".join(f"E_{k} (eV)" for k in range(n)) + "  |d_mn| (1/Å)")
         for index, atoms in enumerate(frames):
             result = evaluate(diabatic, atoms, allow_degenerate=True)
-            energies = result.energies[0].numpy()
+            energies = result.energies[0].cpu().numpy()
+            forces = result.forces.permute(1, 0, 2).reshape(len(atoms), 3 * n)
             atoms.info[ENERGIES] = energies
-            atoms.arrays[FORCES] = result.forces.permute(1, 0, 2).reshape(len(atoms), 3 * n).numpy()
+            atoms.arrays[FORCES] = forces.cpu().numpy()
             norms = []
             for m in range(n):
                 for k in range(m + 1, n):
-                    vectors = result.nac[m, k].numpy()
+                    vectors = result.nac[m, k].cpu().numpy()
                     atoms.arrays[nac_key(m, k)] = vectors
                     norms.append(f"{m}{k}: {np.linalg.norm(vectors):.4g}")
             text = " ".join(f"{e:.6f}" for e in energies)

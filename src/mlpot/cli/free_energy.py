@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from mlpot.cli.options import (
+    Device,
     Threads,
     exit_on_bad_input,
     parse_key_values,
@@ -25,13 +26,15 @@ Structure = Annotated[
 ]
 
 
-def _model_calculator(model: Path, trust_code: bool):
+def _model_calculator(model: Path, trust_code: bool, device: str = "cpu"):
+    """The calculator of ``model`` on ``device`` (picklable as a partial: it travels to
+    the worker processes of free-energy windows)."""
     from mlpot.calculators.ase_calculator import load_calculator
 
     if not model.is_file():
         raise MlpotInputError("file not found", source=str(model))
     return load_calculator(model, trust_code=trust_code, force_uncertainty=False,
-                           domain_scores=False)  # fmt: skip
+                           domain_scores=False, device=device)  # fmt: skip
 
 
 def free_energy(
@@ -72,6 +75,7 @@ def free_energy(
         bool, typer.Option(help="Allow a checkpoint whose baseline names code.")
     ] = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Compute a free-energy profile by umbrella sampling and MBAR.
 
@@ -86,7 +90,7 @@ def free_energy(
     from mlpot.apps.umbrella import UmbrellaPlan, run_umbrella
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         atoms = read_structures(structure, 0)
         plan = UmbrellaPlan.evenly(
             parse_cv(cv), start, stop, windows, k=k, temperature_K=temperature,
@@ -96,7 +100,7 @@ def free_energy(
         oracle_calc = _oracle(oracle, oracle_param) if oracle else None
         if not model.is_file():
             raise MlpotInputError("file not found", source=str(model))
-        potential = partial(_model_calculator, model, True) if trust_code else model
+        potential = partial(_model_calculator, model, trust_code, device)
         run = run_umbrella(potential, atoms, plan, output, workers=workers)
         pmf = umbrella_pmf(run, bins=bins)
     pmf.write_csv(output / "pmf.csv")
@@ -159,6 +163,7 @@ def pimd(
         bool, typer.Option(help="Allow a checkpoint whose baseline names code.")
     ] = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Run path-integral MD through i-PI (nuclear quantum effects).
 
@@ -170,7 +175,7 @@ def pimd(
     from mlpot.apps.pimd import PIMDSettings, run_pimd
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         atoms = read_structures(structure, 0)
         masses = atoms.get_masses()
         for index, value in parse_key_values(mass, option="--mass").items():
@@ -181,8 +186,8 @@ def pimd(
             beads=beads, temperature_K=temperature, timestep_fs=timestep, steps=steps,
             equilibration_steps=equilibration, thermostat=thermostat, tau_fs=tau, seed=seed,
         )  # fmt: skip
-        result = run_pimd(_model_calculator(model, trust_code), atoms, settings, output,
-                          masses=masses)  # fmt: skip
+        result = run_pimd(_model_calculator(model, trust_code, device), atoms, settings,
+                          output, masses=masses)  # fmt: skip
     summary = result.summary()
     (output / "pimd.json").write_text(json.dumps(summary, indent=1))
     typer.echo(f"{'atom':>5} {'mass':>7} {'K (eV)':>14} {'K/K_cl':>7} {'R_g (Å)':>14}")

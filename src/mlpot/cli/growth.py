@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlpot.cli.options import (
+    Device,
     Oracle,
     OracleParams,
     Threads,
@@ -35,6 +36,7 @@ def growth(
     markdown: Annotated[Path | None, typer.Option(help="Write the table as Markdown.")] = None,
     trust_code: TrustCode = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Compare adatom barriers on a stepped surface with the oracle's.
 
@@ -48,7 +50,7 @@ def growth(
     from mlpot.apps.growth_surface import stepped_surface
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         spec = {"name": oracle, "params": parse_key_values(oracle_param)}
         result = attachment_barriers(
             model,
@@ -59,6 +61,7 @@ def growth(
             fmax=fmax,
             relax_fmax=relax_fmax,
             trust_code=trust_code,
+            device=device,
             log=typer.echo,
         )
     typer.echo(result.table())

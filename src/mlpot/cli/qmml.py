@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mlpot.cli.options import (
+    Device,
     Oracle,
     OracleParams,
     Threads,
@@ -55,6 +56,7 @@ def qmml(
     seed: Annotated[int, typer.Option(help="Seed of the initial momenta.")] = 0,
     trust_code: TrustCode = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Evaluate a QM/ML hybrid: oracle in the core, model outside.
 
@@ -69,7 +71,7 @@ def qmml(
     from mlpot.apps.qmml_diagnostics import diagnose, nve_drift
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         if not structure.exists():
             raise MlpotInputError("file not found", source=str(structure))
         atoms = ase.io.read(structure, frame)
@@ -84,6 +86,7 @@ def qmml(
             groups=groups,
             capping=capping,
             body_order=body_order,
+            device=device,
         )
         atoms.calc = calc
         energy = atoms.get_potential_energy()

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from mlpot.cli.options import Threads, exit_on_bad_input, read_structures, use_resources
+from mlpot.cli.options import (
+    Device,
+    Threads,
+    exit_on_bad_input,
+    read_structures,
+    use_resources,
+)
 from mlpot.errors import MlpotInputError
 
 
@@ -30,6 +36,7 @@ def fit_response(
     ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the split and the weights.")] = 0,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Fit a dipole or polarisability model to labelled structures.
 
@@ -49,7 +56,7 @@ def fit_response(
     from mlpot.training.response import fit_response_ensemble as fit_ensemble
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
         if kind not in kinds:
             raise MlpotInputError(
@@ -73,13 +80,22 @@ def fit_response(
 
         if members > 1:
             model, result = fit_ensemble(
-                build, members, train, validation, epochs=epochs, seed=seed, log=None
+                build,
+                members,
+                train,
+                validation,
+                epochs=epochs,
+                seed=seed,
+                log=None,
+                device=device,
             )
             typer.echo(f"ensemble of {members}: calibrated spread scale {result['scale']:.3g}")
         else:
             torch.manual_seed(seed)
             model = build(0)
-            result = fit(model, train, validation, epochs=epochs, seed=seed, log=typer.echo)
+            result = fit(
+                model, train, validation, epochs=epochs, seed=seed, log=typer.echo, device=device
+            )
         save_response_model(output, model, training={"data": str(data), **result})
     unit = "e·Å" if kind == "dipole" else "e·Å²/V"
     typer.echo(
@@ -117,6 +133,7 @@ def spectrum(
     trajectories: Annotated[int, typer.Option(help="md: NVE trajectories.")] = 4,
     steps: Annotated[int, typer.Option(help="md: NVE steps of 0.5 fs each.")] = 4000,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Compute the IR or Raman spectrum of a molecule.
 
@@ -124,15 +141,17 @@ def spectrum(
     harmonic: normal modes from MODEL's autograd Hessian; prints frequencies (cm^-1) and
     IR intensities ((D/Å)²/amu) or Raman activities (Å⁴/amu, 45a'² + 7γ'²), absolute and
     relative to the strongest. md: the line shape of the learned dipole (polarisability)
-    along NVE trajectories from a thermal ensemble (Hann window).
+    along NVE trajectories from a thermal ensemble (Hann window). MODEL and the response
+    models run on --device.
     """
     import numpy as np
 
+    from mlpot.calculators.ase_calculator import MlpotCalculator
     from mlpot.models.checkpoint import load_checkpoint, load_model, load_response_model
     from mlpot.validation.spectra import harmonic_ir, harmonic_raman, md_spectrum
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         if method not in ("harmonic", "md"):
             raise MlpotInputError(f"unknown method {method!r}: harmonic or md", field="--method")
         if load_checkpoint(model).get("baseline") is not None:
@@ -142,8 +161,8 @@ def spectrum(
                 source=str(model),
                 field="baseline",
             )
-        energy = load_model(model, dtype="float64")
-        members = [load_response_model(path, dtype="float64") for path in response]
+        energy = load_model(model, dtype="float64", device=device)
+        members = [load_response_model(path, dtype="float64").to(device) for path in response]
         response_model = members[0]
         if len({m.kind for m in members}) > 1:
             raise MlpotInputError(
@@ -159,14 +178,12 @@ def spectrum(
         if relax:
             from ase.optimize import BFGS
 
-            from mlpot.calculators.ase_calculator import MlpotCalculator
-
-            atoms.calc = MlpotCalculator(energy)
+            atoms.calc = MlpotCalculator(energy, device=device)
             BFGS(atoms, logfile=None).run(fmax=1e-3, steps=500)
         if method == "md":
             shape = md_spectrum(
                 atoms,
-                energy,
+                MlpotCalculator(energy, device=device),
                 response_model,
                 temperature_K=temperature,
                 trajectories=trajectories,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mlpot.cli.options import (
+    Device,
     OracleParams,
     Threads,
     TrustCode,
@@ -28,14 +29,16 @@ OracleInstead = Annotated[
 ]
 
 
-def _calculator(model: Path | None, oracle: str | None, params: list[str] | None, trust: bool):
-    """The ASE calculator of ``model`` or of ``oracle`` (exactly one)."""
+def _calculator(
+    model: Path | None, oracle: str | None, params: list[str] | None, trust: bool, device: str
+):
+    """The ASE calculator of ``model`` (on ``device``) or of ``oracle`` (exactly one)."""
     if (model is None) == (oracle is None):
         raise MlpotInputError("give a MODEL or --oracle NAME (one of them)", field="MODEL")
     if model is not None:
         from mlpot.calculators.ase_calculator import load_calculator
 
-        return load_calculator(model, trust_code=trust, domain_scores=False)
+        return load_calculator(model, trust_code=trust, domain_scores=False, device=device)
     from mlpot.calculators.oracles import make_oracle
 
     return make_oracle(oracle, trust_code=trust, **parse_key_values(params))
@@ -76,6 +79,7 @@ def boyle(
     ] = 1e-4,
     trust_code: TrustCode = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Compute second virial coefficients and the Boyle temperature.
 
@@ -89,8 +93,8 @@ def boyle(
     from mlpot.apps import virial
 
     with exit_on_bad_input():
-        use_resources(threads)
-        calc = _calculator(model, oracle, oracle_param, trust_code)
+        use_resources(threads, device)
+        calc = _calculator(model, oracle, oracle_param, trust_code, device)
         if r_max is None:
             if model is None:
                 raise MlpotInputError("give --r-max with an oracle", field="--r-max")
@@ -144,6 +148,7 @@ def torsion_fit(
     openmm: Annotated[Path | None, typer.Option(help="Write OpenMM XML here.")] = None,
     trust_code: TrustCode = False,
     threads: Threads = None,
+    device: Device = "cpu",
 ) -> None:
     """Fit Bayesian Fourier torsion terms to a relaxed dihedral scan.
 
@@ -163,10 +168,10 @@ def torsion_fit(
     from mlpot.apps.torsion_scan import relaxed_scan
 
     with exit_on_bad_input():
-        use_resources(threads)
+        use_resources(threads, device)
         if not 0 < step <= 90:
             raise MlpotInputError(f"step must be in (0, 90] degrees, got {step}", field="--step")
-        calc = _calculator(model, oracle, oracle_param, trust_code)
+        calc = _calculator(model, oracle, oracle_param, trust_code, device)
         atoms = read_structures(molecule, -1)
         scan = relaxed_scan(atoms, calc, dihedral, np.arange(0.0, 360.0, step), fmax=fmax)
         fit = fit_torsion(

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 import torch
 from ase import Atoms
 
-from mlpot.data.graph import Graph, collate
+from mlpot.data.graph import Graph, collate, graph_to
 from mlpot.errors import MlpotInputError
+from mlpot.models.base import model_device
 from mlpot.models.response import LABELS, ResponseModel, response_graph
 
 #: ``atoms.info`` keys of the file and frame a structure was read from (error messages).
@@ -33,10 +34,10 @@ def _place(atoms: Atoms, default: str, index: int) -> dict:
 
 def _rmse(model: ResponseModel, graphs: list[Graph], batch_size: int) -> float:
     key, _ = LABELS[model.kind]
-    squared, count = 0.0, 0
+    squared, count, device = 0.0, 0, model_device(model)
     with torch.no_grad():
         for start in range(0, len(graphs), batch_size):
-            batch = collate(graphs[start : start + batch_size])
+            batch = graph_to(collate(graphs[start : start + batch_size]), device)
             squared += float(((model(batch) - batch[key]) ** 2).sum())
             count += batch[key].numel()
     return (squared / max(count, 1)) ** 0.5
@@ -53,10 +54,12 @@ def fit_response(
     patience: int = 60,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Fit ``model`` (in place) and return ``{"epochs", "train_rmse", "validation_rmse"}``
     (e·Å for a dipole, e·Å²/V for a polarisability). The body's normalisation is fitted on
-    the training structures first."""
+    the training structures first (``model`` on the CPU), then ``model`` is moved to
+    ``device`` and trained there."""
     if not train or not validation:
         raise MlpotInputError("need training and validation structures", field="data")
     dtype = next(model.parameters()).dtype
@@ -68,6 +71,7 @@ def fit_response(
         for k, a in enumerate(validation)
     ]
     model.body.fit_statistics(train_graphs)
+    model.to(device)
     key, _ = LABELS[model.kind]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -79,6 +83,7 @@ def fit_response(
         order = torch.randperm(len(train_graphs), generator=generator).tolist()
         for start in range(0, len(order), batch_size):
             batch = collate([train_graphs[k] for k in order[start : start + batch_size]])
+            batch = graph_to(batch, device)
             loss = ((model(batch) - batch[key]) ** 2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -216,10 +221,10 @@ def calibrate_ensemble(ensemble, structures: Sequence[Atoms]) -> float:
         response_graph(a, ensemble, dtype=dtype, **_place(a, "calibration", k))
         for k, a in enumerate(structures)
     ]
-    ratios = []
+    ratios, device = [], model_device(ensemble)
     with torch.no_grad():
         for start in range(0, len(graphs), 32):
-            batch = collate(graphs[start : start + 32])
+            batch = graph_to(collate(graphs[start : start + 32]), device)
             members = ensemble.member_outputs(batch)  # (K, S, ...)
             error = members.mean(0) - batch[key]
             variance = members.var(0)

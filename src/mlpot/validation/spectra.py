@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
+from mlpot.data.graph import graph_to
 from mlpot.models.base import EnergyModel
 from mlpot.models.response import (
     DipoleModel,
@@ -110,8 +111,11 @@ def _derivatives(atoms: Atoms, response, kind: str, delta: float) -> np.ndarray:
     ``polarizability``): by autograd of a response model, or by central differences
     (``delta`` Å) of a calculator's property."""
     if isinstance(response, DipoleModel | PolarizabilityModel):
-        dtype = next(response.parameters()).dtype
-        graph = response_graph(atoms, response, dtype=dtype, labelled=False, source="atoms")
+        parameter = next(response.parameters())
+        graph = response_graph(
+            atoms, response, dtype=parameter.dtype, labelled=False, source="atoms"
+        )
+        graph = graph_to(graph, parameter.device)
         positions = graph["positions"].detach().requires_grad_(True)
         graph["positions"] = positions
         value = response(graph)[0]
@@ -121,7 +125,7 @@ def _derivatives(atoms: Atoms, response, kind: str, delta: float) -> np.ndarray:
             for c in range(flat.numel())
         ]
         out = torch.stack([row.reshape(-1) for row in rows], dim=1)  # (3N, C)
-        return out.detach().double().numpy().reshape(-1, *value.shape)
+        return out.detach().double().cpu().numpy().reshape(-1, *value.shape)
     rows = []
     for j in range(3 * len(atoms)):
         values = []
@@ -265,10 +269,12 @@ def _response_of(response, atoms: Atoms) -> np.ndarray:
     """The dipole ``(3,)`` or polarisability ``(3, 3)`` of ``atoms`` from a response model
     or, for a calculator, its ``dipole``."""
     if isinstance(response, DipoleModel | PolarizabilityModel | ResponseEnsemble):
-        dtype = next(response.parameters()).dtype
+        parameter = next(response.parameters())
         with torch.no_grad():
-            graph = response_graph(atoms, response, dtype=dtype, labelled=False, source="atoms")
-            return response(graph)[0].double().numpy()
+            graph = response_graph(
+                atoms, response, dtype=parameter.dtype, labelled=False, source="atoms"
+            )
+            return response(graph_to(graph, parameter.device))[0].double().cpu().numpy()
     probe = atoms.copy()
     probe.calc = response
     return np.asarray(probe.get_dipole_moment(), dtype=np.float64)
