@@ -13,8 +13,9 @@ data-efficiency curves. Labels are read from ASE's calculator results (what ASE 
 under ``REF_energy``/``REF_forces`` for both engines (named to each explicitly).
 
 Both train with their own command line (``mlpot train`` with a YAML config, MACE's
-``mace_run_train``), in float32, as separate processes started together (by default) and
-stopped after ``--budget-s`` seconds of wall time each; each tool keeps its best
+``mace_run_train``), in float32 (``--dtype float64``: both train, are tested and timed
+in float64), as separate processes started together (by default) and stopped after
+``--budget-s`` seconds of wall time each; each tool keeps its best
 (validation) model, which is what gets tested. MACE's stopped run is turned into a model
 file by its own ``--restart_latest`` with zero further epochs (not counted).
 
@@ -239,7 +240,11 @@ def mlpot_overrides(pairs: list[str]) -> dict[str, dict]:
 
 
 def mlpot_command(
-    paths: dict[str, Path], out: Path, budget_s: float, overrides: dict | None = None
+    paths: dict[str, Path],
+    out: Path,
+    budget_s: float,
+    overrides: dict | None = None,
+    dtype: str = "float32",
 ) -> list[str]:
     import yaml
 
@@ -262,7 +267,7 @@ def mlpot_command(
             "epochs": 100000,
             "early_stopping_patience": 100000,
             "max_time_s": budget_s,
-            "dtype": "float32",
+            "dtype": dtype,
             "progress": False,
             "seed": 0,
             **overrides.get("training", {}),
@@ -274,7 +279,9 @@ def mlpot_command(
     return [str(Path(sys.executable).with_name("mlpot")), "train", str(out / "config.yaml")]
 
 
-def mace_command(paths: dict[str, Path], *, finish: bool = False) -> list[str]:
+def mace_command(
+    paths: dict[str, Path], *, finish: bool = False, dtype: str = "float32"
+) -> list[str]:
     """``mace_run_train``; ``finish`` turns the latest checkpoint into the model file."""
     args = [
         str(Path(sys.executable).with_name("mace_run_train")),
@@ -284,7 +291,7 @@ def mace_command(paths: dict[str, Path], *, finish: bool = False) -> list[str]:
         "--energy_key=REF_energy",
         "--forces_key=REF_forces",
         "--device=cpu",
-        "--default_dtype=float32",
+        f"--default_dtype={dtype}",
         *MACE_ARGS,
     ]
     if finish:
@@ -407,16 +414,17 @@ def train_engines(
     *,
     sequential: bool,
     overrides: dict | None = None,
+    dtype: str = "float32",
 ):
     """Train the engines (together, or one after the other); return their records."""
     for name in engines:  # a fresh start: MACE appends to its logs and restarts checkpoints
         shutil.rmtree(workdir / name, ignore_errors=True)
     commands = {
         "mlpot": (
-            lambda: mlpot_command(paths, workdir / "mlpot", budget_s, overrides),
+            lambda: mlpot_command(paths, workdir / "mlpot", budget_s, overrides, dtype),
             workdir / "mlpot",
         ),
-        "mace": (lambda: mace_command(paths), workdir / "mace"),
+        "mace": (lambda: mace_command(paths, dtype=dtype), workdir / "mace"),
     }
     watch = watchers(workdir)
     records, running = {}, {}
@@ -440,7 +448,7 @@ def train_engines(
         rec["model"] = None
         if list((workdir / "mace").glob("checkpoints/*.pt")):
             finish = subprocess.run(
-                mace_command(paths, finish=True),
+                mace_command(paths, finish=True, dtype=dtype),
                 cwd=workdir / "mace",
                 env=environment(threads),
                 capture_output=True,
@@ -475,14 +483,17 @@ def task(args: list[str], threads: int) -> dict:
     raise RuntimeError(f"task {args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
-def test_errors(engine: str, model: str, tests: dict[str, Path], workdir: Path, threads) -> dict:
+def test_errors(
+    engine: str, model: str, tests: dict[str, Path], workdir: Path, threads, dtype: str = "float32"
+) -> dict:
     """Energy per atom (meV/atom) and force component (meV/Å) RMSE on each test set."""
     import ase.io
 
     out = {}
     for name, path in tests.items():
         npz = workdir / f"pred_{engine}_{name}.npz"
-        task(["predict", engine, model, str(path), str(npz), "--threads", str(threads)], threads)
+        args = ["predict", engine, model, str(path), str(npz), "--threads", str(threads)]
+        task([*args, "--dtype", dtype], threads)
         pred = np.load(npz)
         frames = ase.io.read(path, index=":")
         n_atoms = np.array([len(a) for a in frames])
@@ -711,6 +722,12 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON of an earlier run on the same data and budget: its MACE figures are "
         "reused (with --engines mlpot), so variants of mlpot meet the same MACE model",
     )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="precision of both engines' training, tests and timings",
+    )
     args = parser.parse_args(argv)
 
     engines = [e for e in args.engines.split(",") if e]
@@ -732,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         molecule = json.loads(meta_file.read_text())["molecule"] if meta_file.exists() else None
         tests = sorted(workdir.glob("test_*.xyz"), key=natural_key)
         extra = ["--molecule", str(tests[0])] if tests else []
+        extra += ["--dtype", args.dtype]
         systems = [
             (molecule or "molecule") if s == "molecule" else s for s in args.systems.split(",")
         ]
@@ -760,8 +778,9 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             sequential=args.sequential,
             overrides=mlpot_overrides(args.mlpot_set),
+            dtype=args.dtype,
         )
-        extra = ["--molecule", str(next(iter(tests.values())))]
+        extra = ["--molecule", str(next(iter(tests.values()))), "--dtype", args.dtype]
         for engine in [e for e in engines if trained[e]["model"] is None]:
             results[engine]["train"] = trained[engine]
             engines.remove(engine)
@@ -770,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = {k: v for k, v in trained[engine].items() if k != "curve"}
             print(f"{engine}: trained {summary}", flush=True)
             results[engine]["test"] = test_errors(
-                engine, models[engine], tests, workdir, args.threads
+                engine, models[engine], tests, workdir, args.threads, args.dtype
             )
             if not args.no_infer:
                 systems = [molecule, "cu1000"] + (["cu864", "cu6912"] if engine == "mlpot" else [])
@@ -798,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "data": meta,
                     "mlpot_set": args.mlpot_set,
+                    "dtype": args.dtype,
                     "results": results,
                     "table": lines,
                 },

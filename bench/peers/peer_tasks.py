@@ -60,7 +60,7 @@ def structure(system: str, molecule: str | None = MOLECULE):
 # ------------------------------------------------------------------------------ mlpot
 
 
-def mlpot_model(path: str, system: str, device: str):
+def mlpot_model(path: str, system: str, device: str, dtype=None):
     """The trained model, or for Cu an untrained one with the same hyper-parameters."""
     import torch
 
@@ -68,22 +68,21 @@ def mlpot_model(path: str, system: str, device: str):
     from mlpot.models.registry import build_model
 
     if not is_cu(system):
-        return load_model(path, dtype=torch.float32, device=device)
+        return load_model(path, dtype=dtype or torch.float32, device=device)
     spec = load_checkpoint(path)["model"]
     learned = [t for t in spec.get("terms", [spec]) if t["name"] != "offsets"][0]
     torch.manual_seed(SEED)
     model = build_model({**learned, "elements": [29]})
-    return model.to(device=device, dtype=torch.float32).eval()
+    return model.to(device=device, dtype=dtype or torch.float32).eval()
 
 
 def mlpot_step(model, atoms, device: str):
     """A closure computing energy + forces of ``atoms``, and the number of edges."""
-    import torch
 
     from mlpot.data.graph import EDGE_INDEX, atoms_to_graph, graph_to
     from mlpot.physics.derivatives import predict
 
-    graph = atoms_to_graph(atoms, model.cutoff, dtype=torch.float32)
+    graph = atoms_to_graph(atoms, model.cutoff, dtype=next(model.parameters()).dtype)
     graph = graph_to(graph, device)
 
     def step():
@@ -96,7 +95,7 @@ def mlpot_step(model, atoms, device: str):
 # ------------------------------------------------------------------------------ MACE
 
 
-def mace_model(path: str, system: str, device: str):
+def mace_model(path: str, system: str, device: str, dtype=None):
     """MACE's saved model, or for Cu the same architecture, untrained, for Cu only."""
     import numpy as np
     import torch
@@ -108,7 +107,7 @@ def mace_model(path: str, system: str, device: str):
         config.update(atomic_numbers=[29], num_elements=1, atomic_energies=np.zeros(1))
         torch.manual_seed(SEED)
         model = type(model)(**config)
-    model = model.to(device=device, dtype=torch.float32)
+    model = model.to(device=device, dtype=dtype or torch.float32)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model.eval()
@@ -149,13 +148,14 @@ def infer(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.set_default_dtype(torch.float32)
+    dtype = getattr(torch, args.dtype)
+    torch.set_default_dtype(dtype)
     atoms = structure(args.system, args.molecule)
     if args.engine == "mlpot":
-        model = mlpot_model(args.model, args.system, args.device)
+        model = mlpot_model(args.model, args.system, args.device, dtype)
         step, n_edges = mlpot_step(model, atoms, args.device)
     else:
-        model = mace_model(args.model, args.system, args.device)
+        model = mace_model(args.model, args.system, args.device, dtype)
         step, n_edges = mace_step(model, atoms, args.device)
     n_params = sum(p.numel() for p in model.parameters())
     baseline = peak_rss_mb()
@@ -197,7 +197,8 @@ def predict_frames(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.set_default_dtype(torch.float32)
+    dtype = getattr(torch, args.dtype)
+    torch.set_default_dtype(dtype)
     frames = ase.io.read(args.data, index=":")
     energies, forces = [], []
     if args.engine == "mlpot":
@@ -205,15 +206,15 @@ def predict_frames(args) -> dict:
         from mlpot.models.checkpoint import load_model
         from mlpot.physics.derivatives import predict
 
-        model = load_model(args.model, dtype=torch.float32)
+        model = load_model(args.model, dtype=dtype)
         for start in range(0, len(frames), args.batch_size):
             chunk = frames[start : start + args.batch_size]
-            graph = collate([atoms_to_graph(a, model.cutoff, dtype=torch.float32) for a in chunk])
+            graph = collate([atoms_to_graph(a, model.cutoff, dtype=dtype) for a in chunk])
             out = predict(model, graph, forces=True)
             energies.append(out["energy"].detach().numpy())
             forces.append(out["forces"].detach().numpy())
     else:
-        model = mace_model(args.model, "molecule", "cpu")
+        model = mace_model(args.model, "molecule", "cpu", dtype)
         for batch in mace_batches(model, frames, args.batch_size, "cpu"):
             out = model(batch, training=False, compute_force=True)
             energies.append(out["energy"].detach().numpy())
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--batch-size", type=int, default=50)
+    for p in sub.choices.values():
+        p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = parser.parse_args(argv)
     result = infer(args) if args.task == "infer" else predict_frames(args)
     result["peak_rss_mb"] = peak_rss_mb()
