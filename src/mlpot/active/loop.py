@@ -310,9 +310,8 @@ class ActiveLearner:
         Without validation as the stopping rule, ``would`` stops the run. Otherwise the
         committee of ``iteration`` is judged (once, :meth:`_judge`): all checks passing,
         and ``stop.target_force_rmse`` met when set, stops the run (``validated``); what
-        fails steers the rounds that follow. ``quiet``: a round found
-        nothing uncertain after the committee failed, so the selection tightens, until
-        it cannot any more."""
+        fails steers the rounds that follow. ``quiet``: a round found nothing uncertain
+        after the committee failed, so the selection tightens, until it cannot any more."""
         if not (self.config.validation and self.config.stop.until_validated):
             return would
         verdict = self._verdicts.get(iteration)
