@@ -38,10 +38,10 @@ from mlpot.models.registry import build_model
 
 
 def cells(n: int, molecule: str | None = None) -> list:
-    out = []
+    out, first = [], read(molecule, index=0) if molecule else None
     for k in range(n):
         if molecule:
-            atoms = read(molecule, index=0)
+            atoms = first.copy()
             atoms.center(vacuum=6.0)
             atoms.pbc = False
             atoms.rattle(0.02, seed=k)
