@@ -137,7 +137,7 @@ def test_a_committee_above_the_force_target_is_not_validated_and_learning_goes_o
     models = store.models()
     assert result.stop_reason == "oracle budget of 40 labels" and len(models) >= 3
     assert store.validations() == []  # judged by the target only: no oracle MD spent
-    assert sum("above the target 0: learning on" in line for line in lines) >= 2
+    assert sum("meV/Å above the target 0.1: learning on" in line for line in lines) >= 2
     assert not result.validation_passed and "target_force_rmse" in result.failing_checks
     missed = result.failing_checks["target_force_rmse"]["figures"]["test_force_rmse"]
     assert missed["bound"] == "<= 0.0001"

@@ -344,8 +344,8 @@ class ActiveLearner:
             verdict = target_verdict(iteration, self.config.test.temperature, rmse, target)
             self._verdicts[iteration] = verdict
             self.log(
-                f"{self.clock.stamp()} test force RMSE {1000 * rmse:.0f} meV/Å above the "
-                f"target {1000 * target:.0f}: learning on (validation once it is reached)"
+                f"{self.clock.stamp()} test force RMSE {1000 * rmse:.3g} meV/Å above the "
+                f"target {1000 * target:.3g}: learning on (validation once it is reached)"
             )
             return verdict
         return self._validate(iteration, trained)
