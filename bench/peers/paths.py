@@ -37,7 +37,11 @@ fit. Per path and model:
   (0.1 eV) below zero, i.e. below its own energy at the DFT minimum, with the deepest one;
 * an ensemble: the mean ``energy_std`` (eV) along the path, and the Spearman correlation
   between ``energy_std`` and |error| over the path's frames but the reference one (does the
-  uncertainty rise where the error does?).
+  uncertainty rise where the error does?);
+* a checkpoint with domain statistics: the fraction of the path's frames ``in_domain``, the
+  largest error among them (what the domain test lets through: an error a user trusting it
+  would meet), and the Spearman correlation between each frame's largest ``d_min`` and
+  |error| (frames but the reference one).
 
 Isolated atoms (``isolated_atoms.xyz``: H, C, O and N energies): used for dimers only, to
 report DFT's binding energy at its minimum and at the longest distance, E(dimer) - E0(a)
@@ -167,21 +171,27 @@ def load(path: str):
         return MACECalculator(model_paths=path, device="cpu", default_dtype="float64"), "mace"
     from mlpot.calculators import load_calculator
 
-    calc = load_calculator(path, force_uncertainty=False, domain_scores=False)
+    calc = load_calculator(path, force_uncertainty=False)
     return calc, "mlpot"
 
 
-def predict(calc, frames) -> tuple[np.ndarray, np.ndarray | None]:
-    """Energies (eV) of the frames, and ``energy_std`` (eV) where the model gives it."""
-    energies, stds = [], []
+def predict(calc, frames) -> dict[str, np.ndarray | None]:
+    """Per frame: ``energy`` (eV); ``energy_std`` (eV) where the model gives it;
+    ``in_domain`` and the largest ``d_min`` where it has domain statistics (else None)."""
+    columns: dict[str, list] = {"energy": [], "energy_std": [], "in_domain": [], "d_min": []}
     for atoms in frames:
         copy = atoms.copy()
         copy.calc = calc
-        energies.append(copy.get_potential_energy())
-        std = calc.results.get("energy_std")
-        stds.append(np.nan if std is None else float(np.ravel(std)[0]))
-    stds = np.array(stds)
-    return np.array(energies), (None if np.all(np.isnan(stds)) else stds)
+        columns["energy"].append(copy.get_potential_energy())
+        results = calc.results
+        std, d_min = results.get("energy_std"), results.get("d_min")
+        columns["energy_std"].append(np.nan if std is None else float(np.ravel(std)[0]))
+        columns["in_domain"].append(
+            np.nan if "in_domain" not in results else float(np.ravel(results["in_domain"])[0])
+        )
+        columns["d_min"].append(np.nan if d_min is None else float(np.max(d_min)))
+    out = {key: np.array(values) for key, values in columns.items()}
+    return {key: (None if key != "energy" and np.all(np.isnan(v)) else v) for key, v in out.items()}
 
 
 def atom_energy(calc, z: int) -> float:
@@ -203,9 +213,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def analyse(path: dict, energy: np.ndarray, std, args, e0: dict, calc_e0: dict) -> dict:
-    """The figures of one model along one path (see the module docstring)."""
+def analyse(path: dict, predicted: dict, args, e0: dict, calc_e0: dict) -> dict:
+    """The figures of one model along one path (see the module docstring) from its
+    :func:`predict` columns."""
     x, dft = path["x"], path["dft"]
+    energy, std = predicted["energy"], predicted["energy_std"]
     ref = int(np.argmin(dft))
     dft_rel, model_rel = dft - dft[ref], energy - energy[ref]
     error = model_rel - dft_rel
@@ -259,6 +271,17 @@ def analyse(path: dict, energy: np.ndarray, std, args, e0: dict, calc_e0: dict) 
             mean_energy_std_ev=float(np.mean(std)),
             spearman_std_error=spearman(std[others], np.abs(error[others])),
         )
+    if predicted["in_domain"] is not None:
+        inside = predicted["in_domain"] > 0.5
+        others = np.arange(len(x)) != ref
+        out.update(
+            in_domain=inside.tolist(),
+            in_domain_fraction=float(np.mean(inside)),
+            max_error_in_domain_mev=(
+                1e3 * float(np.abs(error[inside]).max()) if inside.any() else None
+            ),
+            spearman_d_min_error=spearman(predicted["d_min"][others], np.abs(error[others])),
+        )
     return out
 
 
@@ -283,6 +306,9 @@ def table(results: dict) -> list[str]:
             "holes",
             "mean std eV",
             "rho(std,|err|)",
+            "in domain",
+            "max err in dom. meV",
+            "rho(d_min,|err|)",
         )
     ]
     for label, per_path in results.items():
@@ -306,6 +332,9 @@ def table(results: dict) -> list[str]:
                     str(r.get("holes", "-")),
                     fmt(r.get("mean_energy_std_ev"), ".3f"),
                     fmt(r.get("spearman_std_error"), ".2f"),
+                    fmt(r.get("in_domain_fraction"), ".2f"),
+                    fmt(r.get("max_error_in_domain_mev"), ".0f"),
+                    fmt(r.get("spearman_d_min_error"), ".2f"),
                 )
             )
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
@@ -389,9 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         meta[label] = {"model": model, "engine": engine, "isolated_atom_energies_ev": calc_e0}
         results[label] = {}
         for path in paths:
-            energy, std = predict(calc, path["frames"])
             name = f"{path['family']}:{path['name']}"
-            results[label][name] = analyse(path, energy, std, args, e0, calc_e0)
+            results[label][name] = analyse(path, predict(calc, path["frames"]), args, e0, calc_e0)
     lines = table(results)
     print("\n".join(lines))
     figures = plot(paths, results, args.out, args.reference)
