@@ -42,6 +42,7 @@ Usage::
     python bench/peers/mace_vs_mlpot.py --data ethanol_dft --budget-s 300 \\
         --train-frames 250 --json eth.json --plot eth.png
     python bench/peers/mace_vs_mlpot.py --budget-s 120 --test-frames 200   # quick look
+    python bench/peers/mace_vs_mlpot.py --test-only --workdir DIR --data OTHER   # re-test
     python bench/peers/mace_vs_mlpot.py --infer-only --workdir DIR --device cuda \\
         --systems aspirin,cu1000,cu6912,cu32000 --threads 4      # a GPU, the trained models
 
@@ -155,26 +156,44 @@ def discover(folder: Path, keys: dict) -> tuple[Path, dict[str, Path]]:
     return trains[0], tests
 
 
+def write_labelled(frames, path: Path, source: Path, keys: dict) -> Path:
+    """``frames`` to extxyz with their labels under ``REF_energy``/``REF_forces``."""
+    import ase.io
+
+    out = []
+    for k, atoms in enumerate(frames):
+        energy, forces = read_labels(atoms, **keys)
+        if energy is None or forces is None:
+            raise SystemExit(f"{source}: frame {k} lacks energy or forces ({keys})")
+        copy = atoms.copy()
+        copy.calc = None
+        copy.info["REF_energy"] = energy
+        copy.arrays["REF_forces"] = forces
+        out.append(copy)
+    ase.io.write(path, out, format="extxyz")
+    return path
+
+
+def write_tests(
+    workdir: Path, test_files: dict[str, Path], test_frames: int, keys: dict
+) -> dict[str, Path]:
+    """The first ``test_frames`` of each test set, labelled, as ``workdir/test_NAME.xyz``."""
+    import ase.io
+
+    return {
+        name: write_labelled(
+            ase.io.read(path, index=f":{test_frames}"), workdir / f"test_{name}.xyz", path, keys
+        )
+        for name, path in test_files.items()
+    }
+
+
 def prepare_data(
     workdir: Path, folder: Path, test_frames: int, train_frames: int | None, keys: dict
 ) -> tuple[dict[str, Path], dict[str, Path], dict]:
     """Write train/valid/test extxyz with labels under REF_energy / REF_forces; return
     the paths (train, valid), the test paths by name, and a description of the data."""
     import ase.io
-
-    def write(frames, path: Path, source: Path) -> Path:
-        out = []
-        for k, atoms in enumerate(frames):
-            energy, forces = read_labels(atoms, **keys)
-            if energy is None or forces is None:
-                raise SystemExit(f"{source}: frame {k} lacks energy or forces ({keys})")
-            copy = atoms.copy()
-            copy.calc = None
-            copy.info["REF_energy"] = energy
-            copy.arrays["REF_forces"] = forces
-            out.append(copy)
-        ase.io.write(path, out, format="extxyz")
-        return path
 
     workdir.mkdir(parents=True, exist_ok=True)
     train_file, test_files = discover(folder, keys)
@@ -187,13 +206,14 @@ def prepare_data(
             raise SystemExit(f"--train-frames {train_frames}: only {len(train)} available")
         train = train[:train_frames]  # a seeded subset: the order is a seeded permutation
     paths = {
-        "train": write([frames[k] for k in train], workdir / "train.xyz", train_file),
-        "valid": write([frames[k] for k in valid], workdir / "valid.xyz", train_file),
+        "train": write_labelled(
+            [frames[k] for k in train], workdir / "train.xyz", train_file, keys
+        ),
+        "valid": write_labelled(
+            [frames[k] for k in valid], workdir / "valid.xyz", train_file, keys
+        ),
     }
-    tests = {}
-    for name, path in test_files.items():
-        test = ase.io.read(path, index=f":{test_frames}")
-        tests[name] = write(test, workdir / f"test_{name}.xyz", path)
+    tests = write_tests(workdir, test_files, test_frames, keys)
     elements = sorted({int(z) for a in frames for z in a.numbers})
     meta = {
         "folder": str(folder),
@@ -620,6 +640,21 @@ def single_report(results: dict, engine: str) -> list[str]:
     return lines
 
 
+def test_table(results: dict, engines: list[str]) -> list[str]:
+    """Test errors only (``--test-only``): per test set each engine's figures and, with
+    both engines, the ratio mlpot/MACE."""
+    rows = [("figure", *engines, *(["mlpot/MACE"] if len(engines) == 2 else []))]
+    for name in results[engines[0]]["test"]:
+        for key, label, spec in (
+            ("energy_rmse_mev_atom", f"energy RMSE {name} (meV/atom)", ".2f"),
+            ("forces_rmse_mev_a", f"force RMSE {name} (meV/Å)", ".1f"),
+        ):
+            values = [results[e]["test"][name][key] for e in engines]
+            ratio = [f"{values[0] / values[1]:.3f}"] if len(engines) == 2 else []
+            rows.append((label, *(format(v, spec) for v in values), *ratio))
+    return table(rows)
+
+
 def throughput_table(results: dict, systems: list[str]) -> list[str]:
     """Inference only: atom-steps/s and peak memory of both models per system."""
     rows = [("system", "atoms", "mlpot atom-steps/s", "MACE atom-steps/s", "ratio", "peak memory")]
@@ -704,6 +739,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-infer", action="store_true", help="skip the throughput tasks")
     parser.add_argument(
+        "--test-only",
+        action="store_true",
+        help="only test the workdir's trained models on the test sets of --data",
+    )
+    parser.add_argument(
         "--systems", default="molecule,cu1000", help="with --infer-only (molecule: the data's)"
     )
     parser.add_argument("--device", default="cpu", help="inference device (cpu, cuda)")
@@ -763,6 +803,16 @@ def main(argv: list[str] | None = None) -> int:
             else single_report(results, engines[0])
         )
         meta = {}
+    elif args.test_only:
+        keys = {"energy_key": args.energy_key, "forces_key": args.forces_key}
+        folder = data_folder(args.data)
+        tests = write_tests(workdir, discover(folder, keys)[1], args.test_frames, keys)
+        meta = {"folder": str(folder), "test_files": {n: p.name for n, p in tests.items()}}
+        for engine in engines:
+            results[engine]["test"] = test_errors(
+                engine, models[engine], tests, workdir, args.threads, args.dtype
+            )
+        lines = test_table(results, engines)
     else:
         keys = {"energy_key": args.energy_key, "forces_key": args.forces_key}
         paths, tests, meta = prepare_data(
