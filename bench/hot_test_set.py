@@ -124,7 +124,10 @@ def label(args, out_file: Path, start) -> None:
     for k, atoms in enumerate(configurations):
         if k < done:
             continue
-        energy, forces = pyscf_labels(atoms, args.xc, args.basis)
+        try:
+            energy, forces = pyscf_labels(atoms, args.xc, args.basis)
+        except RuntimeError as error:
+            raise SystemExit(f"{out_file}: frame {k + 1}: {error}") from None
         frame = atoms.copy()
         frame.calc = SinglePointCalculator(frame, energy=energy, forces=forces)
         frame.info["config_type"] = f"md_{args.temperature:g}K"
@@ -140,7 +143,7 @@ def label(args, out_file: Path, start) -> None:
 def has_forces(atoms) -> bool:
     try:
         atoms.get_forces()
-    except Exception:  # no calculator, or one without forces
+    except (RuntimeError, NotImplementedError):  # no calculator, or one without forces
         return False
     return True
 
@@ -175,7 +178,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--xc", default="pbe")
     parser.add_argument("--basis", default="def2-svp")
-    parser.add_argument("--labelled", type=Path, help="frames labelled before: link them")
+    parser.add_argument("--labelled", type=Path, help="frames labelled before (copied in)")
     parser.add_argument("--check", type=int, default=0, help="compare PySCF on N frames, exit")
     args = parser.parse_args()
 
