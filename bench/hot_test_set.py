@@ -20,7 +20,7 @@ labelled before (``bench/data/``) instead of computing them.
 python bench/hot_test_set.py --data ../shared/data/ethanol_dft --out runs/ethanol_hot \\
     --labelled bench/data/ethanol_dft_test_MD_1200K.xyz           # the committed frames
 python bench/hot_test_set.py --data ../shared/data/ethanol_dft --out runs/ethanol_hot \\
-    --temperature 1200 --frames 120                               # label them again (~25 min)
+    --temperature 1200 --frames 120                               # label them again (~30 min)
 python bench/hot_test_set.py --data ../shared/data/ethanol_dft --check 5   # PySCF vs the data
 ```
 """
