@@ -804,6 +804,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         meta = {}
     elif args.test_only:
+        if missing := [models[e] for e in engines if not Path(models[e]).exists()]:
+            raise SystemExit(f"--test-only: no trained model at {', '.join(missing)}")
         keys = {"energy_key": args.energy_key, "forces_key": args.forces_key}
         folder = data_folder(args.data)
         tests = write_tests(workdir, discover(folder, keys)[1], args.test_frames, keys)
