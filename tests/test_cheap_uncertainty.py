@@ -66,8 +66,14 @@ def _shallow(spec=SHALLOW, seed: int = 0):
         {**SHALLOW, "heads": 4},
         {**SHALLOW, "heads": 3, "l_max": 1, "layers": 3, "readout_hidden": 0},
         {**SHALLOW, "heads": 2, "activation": "tanh", "product_channels": 5},
+        {**SHALLOW, "heads": 3, "element_mixing": False},
     ],
-    ids=["l2-hidden-readout", "l1-three-layers-linear-readout", "two-heads-tanh-narrow-products"],
+    ids=[
+        "l2-hidden-readout",
+        "l1-three-layers-linear-readout",
+        "two-heads-tanh-narrow-products",
+        "shared-mixing",
+    ],
 )
 def test_shallow_mpnn_members_are_exact(spec):
     """Mean of the heads = forward; every head's explicit forces and stress = autograd on
@@ -149,15 +155,19 @@ def _structure(kind: str):
     return collate([_cells(1), atoms_to_graph(pair, 4.5), atoms_to_graph(cluster, 4.5)])
 
 
+@pytest.mark.parametrize("element_mixing", [False, True], ids=["shared", "element-mixing"])
 @pytest.mark.parametrize("k_members", [1, 2, 5])
 @pytest.mark.parametrize("kind", ["cell", "no-edges", "batch"])
-def test_one_reverse_pass_for_all_members_equals_autograd_member_by_member(k_members, kind):
+def test_one_reverse_pass_for_all_members_equals_autograd_member_by_member(
+    k_members, kind, element_mixing
+):
     """The explicit reverse pass (all members at once, mpnn_gradients) for ``K`` read-out
     weight shifts of an mpnn: energies, position and strain derivatives equal autograd on
     each member alone to 1e-12 (float64), for one member, two, five, a structure without
-    edges and a batch."""
+    edges and a batch, with one channel mixing for all atoms or one per element."""
     torch.manual_seed(6)
-    model = build_model({**SHALLOW, "name": "mpnn"}).double()
+    spec = {**SHALLOW, "name": "mpnn", "element_mixing": element_mixing}
+    model = build_model(spec).double()
     model = fitted(model, default_structures(model.elements, 4.5, lattice_constant=3.7), seed=6)
     generator = torch.Generator().manual_seed(k_members)
     shifts = torch.randn(k_members, model.n_last_layer_features, generator=generator)

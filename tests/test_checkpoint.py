@@ -88,3 +88,34 @@ def test_weights_that_do_not_fit_fail_clearly(tmp_path):
     torch.save(payload, path)
     with pytest.raises(MlpotInputError, match="state_dict"):
         load_model(path)
+
+
+def test_files_written_before_element_mixing_load_as_written(tmp_path):
+    """Model files store the full config; one written before ``element_mixing`` existed
+    lacks the key and must load as the shared-mixing mpnn it holds, also nested (a
+    committee's members), while a config without the key gets today's default."""
+    from mlpot.calculators import MlpotCalculator
+
+    atoms = _argon()
+    spec = {"name": "mpnn", "elements": [18], "cutoff": 4.0, "channels": 4}
+    old_spec = {**spec, "element_mixing": False}
+    assert build_model(spec).element_mixing  # today's default
+    torch.manual_seed(0)
+    shared = build_model(old_spec).double()
+    committee = build_model({"name": "committee", "members": [old_spec, old_spec]}).double()
+    for name, model in (("single", shared), ("committee", committee)):
+        path = tmp_path / f"{name}.pt"
+        save_model(path, model)
+        payload = torch.load(path, weights_only=True)
+        for member in payload["model"].get("members", [payload["model"]]):
+            assert member.pop("element_mixing") is False  # as a file from before it existed
+        torch.save(payload, path)
+        loaded = load_model(path)
+        for (key, a), b in zip(
+            model.state_dict().items(), loaded.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), key
+        atoms.calc = MlpotCalculator(loaded)
+        energy = atoms.get_potential_energy()
+        atoms.calc = MlpotCalculator(model)
+        assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-12)

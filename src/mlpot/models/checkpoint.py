@@ -35,7 +35,7 @@ import torch
 
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel, model_spec
-from mlpot.models.registry import build_model
+from mlpot.models.registry import build_model_from_file
 from mlpot.trust import check_oracle_name
 
 FORMAT = "mlpot-checkpoint"
@@ -270,7 +270,7 @@ def update_checkpoint(
 
 def model_from_payload(payload: dict[str, Any], *, source: str = "checkpoint") -> EnergyModel:
     try:
-        model = build_model(payload["model"])
+        model = build_model_from_file(payload["model"])
     except MlpotInputError as err:
         raise MlpotInputError(err.reason, source=source, field=err.field or "model") from None
     model = model.to(torch_dtype(payload.get("dtype", "float64"), source=source))
@@ -362,7 +362,7 @@ def load_response_model(path: str | Path, *, dtype: torch.dtype | str | None = N
     members = []
     for state in states:
         try:
-            body = build_model(config["body"])
+            body = build_model_from_file(config["body"])
             member = kinds[payload["kind"]](
                 body, **{k: int(config[k]) for k in ("hidden", "radial_basis") if k in config}
             )

@@ -165,7 +165,7 @@ class DiabaticModel(torch.nn.Module):
 def build_diabatic_model(config: dict[str, Any]) -> DiabaticModel:
     """An untrained :class:`DiabaticModel` from its :meth:`~DiabaticModel.config` (the body
     built from its registry spec)."""
-    from mlpot.models.registry import build_model
+    from mlpot.models.registry import build_model_from_file
 
     options = {k: config[k] for k in ("n_states", "hidden", "activation") if k in config}
-    return DiabaticModel(build_model(config["body"]), **options)
+    return DiabaticModel(build_model_from_file(config["body"]), **options)

@@ -99,7 +99,8 @@ class UpdateTrace:
 
     Attributes:
         mixing: ``(2, M, K', C)`` the transposed channel mixings of each harmonic component
-            into ``U`` and ``V``.
+            into ``U`` and ``V``; with element mixing ``(S, 2, M, K', C)``, one per element.
+        species: ``(N,)`` species index of each atom (used with element mixing).
         partials: ``(half, components, invariant, ∂I/∂x)``: the invariant ``I``'s partial
             derivative ``(n, N, 1, K')`` (None: 1) with respect to the components
             ``components`` of the mixed tensors ``U`` (half 0) or ``V`` (half 1).
@@ -110,6 +111,7 @@ class UpdateTrace:
     partials: list[tuple[int, slice, int, torch.Tensor | None]]
     update: torch.nn.Sequential
     slopes: list[torch.Tensor]
+    species: torch.Tensor
 
 
 @dataclass
@@ -235,7 +237,7 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
             products = both * h.T.contiguous()[:, slots.neighbours][:, :, None]  # (C, N, 2, W)
             weights = products[:, :, 0].permute(1, 2, 0)  # (N, W, C): R ⊙ h_j
             moments = atomic_moments(harmonics, weights)  # (N, M, C)
-            outputs, update = _update_forward(interaction, h, moments)  # (N, C)
+            outputs, update = _update_forward(interaction, h, moments, species)  # (N, C)
             radial = both[:, :, 0].permute(1, 2, 0) if t > 0 else None  # (N, W, C)
             products = products.view(channels, n_atoms, 2 * width).permute(1, 2, 0)  # (N, 2W, C)
             layers.append(LayerTrace(radial, products, update, outputs))
@@ -250,19 +252,28 @@ def trace_body(model: EnergyModel, graph: Graph) -> BodyTrace:
 
 
 def _update_forward(
-    interaction: torch.nn.Module, h: torch.Tensor, moments: torch.Tensor
+    interaction: torch.nn.Module, h: torch.Tensor, moments: torch.Tensor, species: torch.Tensor
 ) -> tuple[torch.Tensor, UpdateTrace]:
     """:meth:`~mlpot.models.mpnn.Interaction.update_features` (scalar features only):
     the new features ``(N, C)`` from ``h (N, C)`` and the moments ``(N, M, C)``, and the
     partial derivatives its reverse pass needs."""
-    mixing = interaction.mixing[interaction.l_of_m]  # (M, C, 2K')
-    mixed = torch.bmm(moments.transpose(0, 1), mixing)  # (M, N, 2K')
+    mixed = interaction.mix(moments, species)  # (M, N, 2K')
     u, v = mixed.chunk(2, dim=2)  # 2 x (M, N, K')
     invariants, partials = _invariants_and_partials(interaction.invariants, u, v)
     change, slopes = mlp_forward(interaction.update, torch.cat([h, invariants], dim=1))
-    mixing = torch.stack(mixing.transpose(1, 2).chunk(2, dim=1))  # (2, M, K', C): U, V
-    trace = UpdateTrace(mixing, partials, interaction.update, slopes)
+    mixing = interaction.mixing[..., interaction.l_of_m, :, :]  # ([S,] M, C, 2K')
+    halves = mixing.transpose(-1, -2).chunk(2, dim=-2)  # U, V: 2 x ([S,] M, K', C)
+    mixing = torch.stack(halves, dim=-4)  # ([S,] 2, M, K', C)
+    trace = UpdateTrace(mixing, partials, interaction.update, slopes, species)
     return h + change, trace  # (N, C)
+
+
+def _mixing_pull_back(g_u: torch.Tensor, g_v: torch.Tensor, mixing: torch.Tensor) -> torch.Tensor:
+    """Cotangents ``(M, R, K')`` of ``U`` and ``V`` back to the moments ``(M, R, C)``
+    through one channel mixing ``(2, M, K', C)``."""
+    g_moments = torch.bmm(g_u, mixing[0])  # (M, R, C)
+    g_moments[1:].baddbmm_(g_v[1:], mixing[1, 1:])  # no invariant reads V_0
+    return g_moments
 
 
 def _invariants_and_partials(
@@ -308,7 +319,7 @@ def _update_pull_back(
     """``K`` cotangents ``(N, K, C)`` of a layer's new features to its moments
     ``(N, M, K, C)`` and, with ``inputs``, to its input features ``(N, K, C)``."""
     n_atoms, k_members, channels = cotangents.shape
-    _, m_size, half_width, _ = trace.mixing.shape  # 2, M, K'
+    m_size, half_width = trace.mixing.shape[-3:-1]  # M, K'
     g_x = mlp_pull_back(trace.update, trace.slopes, cotangents)  # (N, K, C + n_inv K')
     g_invariants = g_x[..., channels:].unflatten(-1, (-1, half_width))  # (N, K, n_inv, K')
     g_mixed = cotangents.new_empty(2, m_size, n_atoms, k_members, half_width)  # U, V
@@ -323,9 +334,16 @@ def _update_pull_back(
         else:
             torch.mul(g_i, partial, out=target)
         written.add((half, components.start))
-    g_u, g_v = g_mixed.view(2, m_size, n_atoms * k_members, half_width)  # 2 x (M, N*K, K')
-    g_moments = torch.bmm(g_u, trace.mixing[0])  # (M, N*K, C)
-    g_moments[1:].baddbmm_(g_v[1:], trace.mixing[1, 1:])  # no invariant reads V_0
+    if trace.mixing.dim() == 4:  # one mixing for all atoms
+        g_u, g_v = g_mixed.view(2, m_size, n_atoms * k_members, half_width)  # (M, N*K, K')
+        g_moments = _mixing_pull_back(g_u, g_v, trace.mixing)  # (M, N*K, C)
+    else:  # each element's atoms through their own mixing
+        g_moments = cotangents.new_empty(m_size, n_atoms, k_members, channels)
+        for s, mixing in enumerate(trace.mixing):
+            rows = (trace.species == s).nonzero().squeeze(1)  # (N_s,)
+            g_u, g_v = g_mixed[:, :, rows].flatten(2, 3)  # 2 x (M, N_s*K, K')
+            g_s = _mixing_pull_back(g_u, g_v, mixing)  # (M, N_s*K, C)
+            g_moments[:, rows] = g_s.view(m_size, -1, k_members, channels)
     g_moments = g_moments.view(m_size, n_atoms, k_members, channels).transpose(0, 1)
     g_inputs = cotangents + g_x[..., :channels] if inputs else None  # (N, K, C)
     return g_moments.contiguous(), g_inputs  # (N, M, K, C)

@@ -48,7 +48,12 @@ MODELS: dict[str, type[EnergyModel]] = {
     )
 }
 
-__all__ = ["MODELS", "build_model", "check_model_spec", "model_spec"]
+__all__ = ["MODELS", "build_model", "build_model_from_file", "check_model_spec", "model_spec"]
+
+#: Constructor arguments added after model files were first written, per model name, with
+#: the value that a file lacking one was written with. Every file stores its model's full
+#: config, so an absent argument means the file predates it.
+WRITTEN_BEFORE: dict[str, dict[str, Any]] = {"mpnn": {"element_mixing": False}}
 
 
 def _body(cls: type[EnergyModel]) -> type[EnergyModel] | None:
@@ -180,6 +185,27 @@ def build_model(spec: dict[str, Any]) -> EnergyModel:
     (checked first by :func:`check_model_spec`; a constructor's own consistency checks,
     e.g. ``onset < cutoff``, are :class:`MlpotInputError` too)."""
     return _build(check_model_spec(spec))
+
+
+def build_model_from_file(spec: dict[str, Any]) -> EnergyModel:
+    """:func:`build_model` for a spec read from a file (checkpoint, training state, response
+    or diabatic model): arguments the file predates take the value it was written with
+    (:data:`WRITTEN_BEFORE`), in nested specs too, so an older file loads as the model
+    it describes, while a config without them gets today's defaults."""
+    return build_model(_as_written(spec))
+
+
+def _as_written(spec: Any) -> Any:
+    if isinstance(spec, list):
+        return [_as_written(item) for item in spec]
+    if not isinstance(spec, dict):
+        return spec
+    spec = {key: _as_written(value) for key, value in spec.items()}
+    cls = MODELS.get(spec["name"]) if isinstance(spec.get("name"), str) else None
+    for base in cls.__mro__ if cls is not None else ():
+        for key, value in WRITTEN_BEFORE.get(getattr(base, "name", ""), {}).items():
+            spec.setdefault(key, value)
+    return spec
 
 
 def _build(spec: dict[str, Any]) -> EnergyModel:

@@ -20,7 +20,7 @@ from mlpot.data.loader import iterate_batches, iterate_shards
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import EnergyModel
 from mlpot.models.checkpoint import atomic_save, save_model, torch_dtype
-from mlpot.models.registry import build_model, model_spec
+from mlpot.models.registry import build_model_from_file, model_spec
 from mlpot.physics.derivatives import predict
 from mlpot.training import distributed
 from mlpot.training.loss import (
@@ -184,7 +184,7 @@ class Trainer:
         if not isinstance(saved["model_spec"], dict):
             raise MlpotInputError("must be a dict", source=str(path), field="model_spec")
         try:
-            model = build_model(saved["model_spec"])  # the registry: no code named in the file
+            model = build_model_from_file(saved["model_spec"])  # registry: no code in the file
         except MlpotInputError as err:
             raise MlpotInputError(err.reason, source=str(path), field=err.field) from None
         model = model.to(torch_dtype(options.dtype))
