@@ -97,6 +97,26 @@ def test_shallow_mpnn_members_are_exact(spec):
     assert float(out[outputs.MEMBER_FORCES].std(0).abs().max()) > 1e-4  # heads differ
 
 
+def test_shallow_mpnn_members_are_exact_with_one_element():
+    """A one-element model takes the ungrouped path of the element mixing: its heads'
+    explicit forces and stress equal autograd on each head alone (float64)."""
+    torch.manual_seed(3)
+    model = build_model({**SHALLOW, "elements": [CU], "heads": 3}).double().eval()
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 1, 1)
+    atoms.rattle(0.1, seed=5)
+    graph = atoms_to_graph(atoms, 4.5)
+    out = predict_members(model, graph, stress=True)
+    for m in range(3):
+        head = predict(_Member(model, m), graph, forces=True, stress=True)
+        torch.testing.assert_close(
+            out[outputs.MEMBER_FORCES][m], head[outputs.FORCES], rtol=1e-10, atol=1e-12
+        )
+        torch.testing.assert_close(
+            out[outputs.MEMBER_STRESS][m], head[outputs.STRESS], rtol=1e-10, atol=1e-12
+        )
+    assert float(out[outputs.MEMBER_FORCES].std(0).abs().max()) > 1e-4
+
+
 def test_shallow_mpnn_spread_is_rotation_invariant_and_trains_heads_only():
     model = _shallow()
     atoms = molecule("CH3CH2OH")

@@ -169,6 +169,8 @@ class Interaction(torch.nn.Module):
         columns = moments.transpose(0, 1)  # (M, N, C)
         if self.mixing.dim() == 3:
             return torch.bmm(columns, self.mixing[self.l_of_m])  # (M, N, 2K')
+        if self.mixing.shape[0] == 1:  # one element: no grouping
+            return torch.bmm(columns, self.mixing[0][self.l_of_m])  # (M, N, 2K')
         if species is None:
             raise ValueError("element mixing needs the atoms' species")
         mixed = columns.new_empty(columns.shape[0], columns.shape[1], self.mixing.shape[-1])

@@ -334,9 +334,9 @@ def _update_pull_back(
         else:
             torch.mul(g_i, partial, out=target)
         written.add((half, components.start))
-    if trace.mixing.dim() == 4:  # one mixing for all atoms
+    if trace.mixing.dim() == 4 or trace.mixing.shape[0] == 1:  # one mixing for all atoms
         g_u, g_v = g_mixed.view(2, m_size, n_atoms * k_members, half_width)  # (M, N*K, K')
-        g_moments = _mixing_pull_back(g_u, g_v, trace.mixing)  # (M, N*K, C)
+        g_moments = _mixing_pull_back(g_u, g_v, trace.mixing.view(-1, *trace.mixing.shape[-3:]))
     else:  # each element's atoms through their own mixing
         g_moments = cotangents.new_empty(m_size, n_atoms, k_members, channels)
         for s, mixing in enumerate(trace.mixing):
