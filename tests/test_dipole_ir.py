@@ -16,11 +16,12 @@ from scipy.spatial.transform import Rotation
 from mlpot.errors import MlpotInputError
 from mlpot.models.checkpoint import load_response_model, save_response_model
 from mlpot.models.registry import build_model
-from mlpot.models.response import DipoleModel, response_graph
+from mlpot.models.response import DipoleModel, body_spec, response_graph
 from mlpot.training.response import fit_response
 from mlpot.validation.spectra import dipole_derivatives, dipole_line_shape, harmonic_ir, md_spectrum
 
-BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
+#: as response bodies are built (mlpot.models.response.body_spec: shared channel mixing)
+BODY = body_spec({"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2})
 
 
 def _model(radial_basis: int = 8) -> DipoleModel:

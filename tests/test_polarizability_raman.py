@@ -13,7 +13,7 @@ from ase.build import molecule
 from scipy.spatial.transform import Rotation
 
 from mlpot.models.registry import build_model
-from mlpot.models.response import PolarizabilityModel, response_graph
+from mlpot.models.response import PolarizabilityModel, body_spec, response_graph
 from mlpot.validation.spectra import (
     harmonic_raman,
     md_spectrum,
@@ -21,7 +21,8 @@ from mlpot.validation.spectra import (
     polarizability_line_shape,
 )
 
-BODY = {"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2}
+#: as response bodies are built (mlpot.models.response.body_spec: shared channel mixing)
+BODY = body_spec({"name": "mpnn", "elements": [1, 6, 8], "cutoff": 4.0, "channels": 8, "layers": 2})
 
 
 def _model() -> PolarizabilityModel:

@@ -124,7 +124,7 @@ def train_response_model(
     (labels of a run resumed after the section was added hold none)."""
     from mlpot.models.checkpoint import save_response_model
     from mlpot.models.registry import build_model
-    from mlpot.models.response import DipoleModel, PolarizabilityModel
+    from mlpot.models.response import DipoleModel, PolarizabilityModel, body_spec
     from mlpot.training import fit_response, fit_response_ensemble, response_metrics
 
     kind = section.kind
@@ -147,12 +147,14 @@ def train_response_model(
 
     def build(k: int):
         body = build_model(
-            {
-                "name": "mpnn",
-                "elements": elements,
-                "cutoff": section.cutoff,
-                "channels": section.channels,
-            }
+            body_spec(
+                {
+                    "name": "mpnn",
+                    "elements": elements,
+                    "cutoff": section.cutoff,
+                    "channels": section.channels,
+                }
+            )
         )
         return kinds[kind](body, **options).double()
 

@@ -51,7 +51,7 @@ def fit_response(
 
     from mlpot.models.checkpoint import save_response_model
     from mlpot.models.registry import build_model
-    from mlpot.models.response import DipoleModel, PolarizabilityModel
+    from mlpot.models.response import DipoleModel, PolarizabilityModel, body_spec
     from mlpot.training.response import fit_response as fit
     from mlpot.training.response import fit_response_ensemble as fit_ensemble
 
@@ -73,9 +73,8 @@ def fit_response(
         options = {} if radial_basis is None else {"radial_basis": radial_basis}
 
         def build(k: int):
-            body = build_model(
-                {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
-            )
+            spec = {"name": "mpnn", "elements": elements, "cutoff": cutoff, "channels": channels}
+            body = build_model(body_spec(spec))
             return kinds[kind](body, **options).double()
 
         if members > 1:

@@ -100,11 +100,11 @@ class UpdateTrace:
     Attributes:
         mixing: ``(2, M, K', C)`` the transposed channel mixings of each harmonic component
             into ``U`` and ``V``; with element mixing ``(S, 2, M, K', C)``, one per element.
-        species: ``(N,)`` species index of each atom (used with element mixing).
         partials: ``(half, components, invariant, ∂I/∂x)``: the invariant ``I``'s partial
             derivative ``(n, N, 1, K')`` (None: 1) with respect to the components
             ``components`` of the mixed tensors ``U`` (half 0) or ``V`` (half 1).
         update: the update MLP, and ``slopes``, its activations' slopes.
+        species: ``(N,)`` species index of each atom (used with element mixing).
     """
 
     mixing: torch.Tensor

@@ -20,7 +20,7 @@ from ase import Atoms
 from mlpot.data.graph import Graph, collate, graph_to
 from mlpot.errors import MlpotInputError
 from mlpot.models.base import model_device
-from mlpot.models.response import LABELS, ResponseModel, response_graph
+from mlpot.models.response import LABELS, ResponseModel, body_spec, response_graph
 
 #: ``atoms.info`` keys of the file and frame a structure was read from (error messages).
 SOURCE, FRAME = "mlpot_source", "mlpot_frame"
@@ -183,7 +183,7 @@ def train_response(config, *, train=(), validation=(), test=(), log=print):
     spec = config.model
     kinds = {cls.kind: cls for cls in (DipoleModel, PolarizabilityModel)}
     torch.manual_seed(options.seed)
-    body = build_model(with_elements(dict(spec["body"]), elements))
+    body = build_model(body_spec(with_elements(dict(spec["body"]), elements)))
     sizes = {k: spec[k] for k in ("hidden", "radial_basis") if spec.get(k) is not None}
     model = kinds[spec["name"]](body, **sizes).to(torch_dtype(options.dtype))
     log(f"{spec['name']} model: {len(train)} training, {len(validation)} validation structures")
