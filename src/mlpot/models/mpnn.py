@@ -35,7 +35,7 @@ Design (in the family of MACE and PaiNN, written for speed on CPUs):
   the cost of a sum over neighbours, never over pairs or triplets of them. Mixing per
   element (``element_mixing``, the default) against one mixing for all atoms, aspirin_gfn2
   and ethanol_dft trained to convergence, two seeds (bench/peers/README.md): validation
-  forces 5-20 % lower, mean test force errors 8-14 % lower on every test set of both
+  forces 5-22 % lower, mean test force errors 8-14 % lower on every test set of both
   molecules, for 1.07-1.16x the cost of energy + forces and twice the mixing parameters.
 * **Update and readout.** ``h <- h + MLP([h, invariants])``; every layer adds a readout of
   ``h`` to the local energy, shifted per element and scaled by the RMS of the training
