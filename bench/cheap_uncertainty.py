@@ -40,6 +40,12 @@ keeps its single model's. The Student-t calibration is fitted on the validation 
   needed, so energy-only files serve; files without force labels are skipped for force
   ECE, RMSE and Spearman.
 
+Models trained elsewhere (``--trained NAME=CHECKPOINT``, repeatable; e.g. a ``bench/peers``
+run trained to convergence): instead of training, the LLPR is fitted on the given single
+model, and a committee or shallow checkpoint is calibrated; ``--data`` is then a
+``bench/peers`` work directory, whose ``train.xyz`` and ``valid.xyz`` are the split the
+models were trained on (LLPR fit, calibration) and whose ``test_*.xyz`` are scored.
+
 Every test file not matching ``--exclude`` (comma list of globs) gets a row of figures.
 
 For the single bpnn (trained for the LLPR), per-atom domain statistics
@@ -67,6 +73,8 @@ Usage::
     python bench/cheap_uncertainty.py --train --data ../shared/data/ethanol_dft \\
         --in-distribution test_MD --ood 'test_H_removal*,test_norm_mode*' \\
         --exclude 'test_dimers*' --work runs/cheap-ethanol
+    python bench/cheap_uncertainty.py --cells 0 --data runs/asp_s0 \
+        --trained mpnn-llpr=runs/asp_s0/mlpot/run/model.pt --work runs/cheap-asp-converged
 """
 
 from __future__ import annotations
@@ -353,6 +361,43 @@ def train_models(args, paths: dict, work: Path, selected: list[str]) -> tuple[di
             calibrate_files(checkpoint, [paths["validation"]], output=work / f"{name}.pt")
             models[name] = work / f"{name}.pt"
     return models, trained
+
+
+def peers_split(folder: Path) -> dict:
+    """The training and validation files of a ``bench/peers`` work directory."""
+    paths = {"train": folder / "train.xyz", "validation": folder / "valid.xyz"}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"--trained needs --data to be a bench/peers work directory; missing {missing}"
+        )
+    return {key: str(path) for key, path in paths.items()}
+
+
+def trained_elsewhere(args, paths: dict, work: Path) -> dict:
+    """``--trained NAME=CHECKPOINT``: the LLPR of a single model, or a committee or shallow
+    checkpoint calibrated on the validation file."""
+    from mlpot.uncertainty.assess import calibrate_files
+    from mlpot.uncertainty.llpr import llpr_checkpoint
+
+    models = {}
+    for pair in args.trained:
+        name, sep, checkpoint = pair.partition("=")
+        if not sep or name not in MODELS or not Path(checkpoint).is_file():
+            raise SystemExit(f"--trained {pair!r}: expected NAME=CHECKPOINT, NAME in {MODELS}")
+        if name.endswith("-llpr"):
+            run = llpr_checkpoint(
+                Path(checkpoint),
+                [paths["train"]],
+                work / f"{name}.pt",
+                validation=[paths["validation"]],
+                members=args.llpr_members,
+            )
+            models[name] = run.checkpoint
+        else:
+            calibrate_files(Path(checkpoint), [paths["validation"]], output=work / f"{name}.pt")
+            models[name] = work / f"{name}.pt"
+    return models
 
 
 # --------------------------------------------------------------------------------------
@@ -707,6 +752,13 @@ def main() -> None:
     parser.add_argument("--in-distribution", default=None, help="glob of the ID test file")
     parser.add_argument("--ood", default=None, help="comma list of globs: the OOD test files")
     parser.add_argument("--exclude", default=None, help="comma list of globs: test files left out")
+    parser.add_argument(
+        "--trained",
+        action="append",
+        default=[],
+        help="NAME=CHECKPOINT, repeatable: score a model trained elsewhere (--data: its "
+        "bench/peers work directory) instead of training one",
+    )
     parser.add_argument("--work", default="runs/cheap-uncertainty")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -731,7 +783,7 @@ def main() -> None:
         for name, row in rows.items():
             print(f"  {name:<52} {row['ms']:>9.1f} ms  {row['ratio']:>6.2f}x")
     print(f"  (cost stage {time.perf_counter() - started:.0f} s)", flush=True)
-    if args.train:
+    if args.train or args.trained:
         roles = file_roles(args, test_files)
         print(
             f"\ntest files: in-distribution {roles['in'].name}; OOD "
@@ -750,8 +802,13 @@ def main() -> None:
         }
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        paths = split(train_file, work, args.validation_frames, args.train_frames)
-        models, figures["training"] = train_models(args, paths, work, selected)
+        if args.trained:
+            paths = peers_split(Path(args.data))
+            models = trained_elsewhere(args, paths, work)
+            figures["training"] = {"trained elsewhere": args.trained}
+        else:
+            paths = split(train_file, work, args.validation_frames, args.train_frames)
+            models, figures["training"] = train_models(args, paths, work, selected)
         print(f"  (training and calibration done at {time.perf_counter() - started:.0f} s)")
         figures["quality"] = report = quality(args, models, roles)
         print_quality(report, roles)
