@@ -34,9 +34,11 @@ keeps its single model's. The Student-t calibration is fitted on the validation 
 * the **hottest** file: the last test file by number that has force labels (it may be the
   in-distribution file, as for ethanol_dft): Spearman(forces_std, |ΔF|) per atom;
 * the **out-of-distribution** set (``--ood``, comma list of globs; default: the last test
-  file by number): AUROC with which each frame score — ``energy_std``, the largest
-  per-atom ``forces_std`` and, with domain statistics, the largest per-atom T² and d_min —
-  tells its frames (positives) from the in-distribution ones. Only model scores are
+  file by number): AUROC with which each frame score — ``energy_std``, the largest and the
+  mean per-atom ``forces_std`` and, with domain statistics, the largest and the mean
+  per-atom T² and d_min — tells its frames (positives) from the in-distribution ones. The
+  largest value flags one atom out of place; the mean over atoms averages the per-atom
+  noise, and a frame of a hotter trajectory is displaced at every atom. Only model scores are
   needed, so energy-only files serve; files without force labels are skipped for force
   ECE, RMSE and Spearman.
 
@@ -433,6 +435,13 @@ def none_if_nan(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def per_structure_mean(values, batch):
+    """Mean per-atom value of each structure ``(S,)``."""
+    import numpy as np
+
+    return np.bincount(batch, weights=values) / np.bincount(batch)
+
+
 def quality(args, models: dict[str, Path], roles: dict) -> dict:
     """Per model: a row per test file, the AUROC of the frame scores OOD vs ID, and the
     summary figures."""
@@ -467,13 +476,13 @@ def quality(args, models: dict[str, Path], roles: dict) -> dict:
                 "energy_rmse": float(np.sqrt(np.mean(res.energy_error**2))),
                 "in_domain": (float(np.mean(res.in_domain)) if res.in_domain is not None else None),
             }
-            scores[test.stem] = {
-                "energy_std": res.energy_std,
-                "max forces_std": per_structure_max(res.forces_std, res.batch),
-            }
+            scores[test.stem] = frame = {"energy_std": res.energy_std}
+            per_atom = {"forces_std": res.forces_std}
             if res.t2 is not None:
-                scores[test.stem]["max T2"] = per_structure_max(res.t2, res.batch)
-                scores[test.stem]["max d_min"] = per_structure_max(res.d_min, res.batch)
+                per_atom.update({"T2": res.t2, "d_min": res.d_min})
+            for key, values in per_atom.items():
+                frame[f"max {key}"] = per_structure_max(values, res.batch)
+                frame[f"mean {key}"] = per_structure_mean(values, res.batch)
         negatives = scores[roles["in"].stem]
         separation = {
             key: auroc(negatives[key], np.concatenate([scores[p.stem][key] for p in roles["ood"]]))
