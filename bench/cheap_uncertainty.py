@@ -46,7 +46,8 @@ Models trained elsewhere (``--trained NAME=CHECKPOINT``, repeatable; e.g. a ``be
 run trained to convergence): instead of training, the LLPR is fitted on the given single
 model, and a committee or shallow checkpoint is calibrated; ``--data`` is then a
 ``bench/peers`` work directory, whose ``train.xyz`` and ``valid.xyz`` are the split the
-models were trained on (LLPR fit, calibration) and whose ``test_*.xyz`` are scored.
+models were trained on (``mpnn-committee=CK1+CK2``: a committee of single models trained
+on it, e.g. with different seeds) (LLPR fit, calibration) and whose ``test_*.xyz`` are scored.
 
 Every test file not matching ``--exclude`` (comma list of globs) gets a row of figures.
 
@@ -376,6 +377,25 @@ def peers_split(folder: Path) -> dict:
     return {key: str(path) for key, path in paths.items()}
 
 
+def committee_of(members: list[str], paths: dict, work: Path) -> Path:
+    """A committee of single models trained elsewhere (e.g. the same run with different
+    seeds), in float64, with the domain statistics of its features on the training file."""
+    from mlpot.data.dataset import read_dataset
+    from mlpot.models.checkpoint import save_model
+    from mlpot.models.ensembles import Committee
+    from mlpot.training.run import store_domain
+    from mlpot.uncertainty.assess import load_with_statistics
+
+    # float64: two float32 members can agree to the last bit on a frame, and a zero
+    # standard deviation cannot be calibrated
+    committee = Committee([load_with_statistics(p).model for p in members]).double()
+    path = work / "committee-of-given.pt"
+    save_model(path, committee)
+    dtype = next(committee.parameters()).dtype
+    store_domain(committee, read_dataset(paths["train"]), path, dtype)
+    return path
+
+
 def trained_elsewhere(args, paths: dict, work: Path) -> dict:
     """``--trained NAME=CHECKPOINT``: the LLPR of a single model, or a committee or shallow
     checkpoint calibrated on the validation file."""
@@ -384,9 +404,19 @@ def trained_elsewhere(args, paths: dict, work: Path) -> dict:
 
     models = {}
     for pair in args.trained:
-        name, sep, checkpoint = pair.partition("=")
-        if not sep or name not in MODELS or not Path(checkpoint).is_file():
-            raise SystemExit(f"--trained {pair!r}: expected NAME=CHECKPOINT, NAME in {MODELS}")
+        name, sep, given = pair.partition("=")
+        members = given.split("+")
+        if (
+            not sep
+            or name not in MODELS
+            or not all(Path(p).is_file() for p in members)
+            or (len(members) > 1 and not name.endswith("-committee"))
+        ):
+            raise SystemExit(
+                f"--trained {pair!r}: expected NAME=CHECKPOINT (a committee: CK1+CK2+...), "
+                f"NAME in {MODELS}"
+            )
+        checkpoint = members[0] if len(members) == 1 else committee_of(members, paths, work)
         if name.endswith("-llpr"):
             run = llpr_checkpoint(
                 Path(checkpoint),
