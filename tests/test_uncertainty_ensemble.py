@@ -79,6 +79,33 @@ def test_identical_members_have_zero_spread():
             assert float(out[outputs.STRESS_STD].abs().max()) < 1e-14 * stress_scale
 
 
+def test_float32_energy_spread_of_a_large_cell_matches_float64():
+    """Two members whose 2048-atom totals (~1300 eV) differ by ~2 meV. Summed in float32,
+    each total carries rounding errors of ~1e-4 eV that differ between members, and the
+    spread of those totals was 21 % off the float64 one; summed from the atoms' own
+    deviations in float64 it is within 1 %."""
+    torch.manual_seed(0)
+    member = build_model(BPNN).double()
+    other = copy.deepcopy(member)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(1e-6 * torch.randn_like(parameter))
+    committee = Committee([member, other])
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (8, 8, 8)
+    atoms.rattle(0.05, seed=1)
+    exact = predict_with_uncertainty(committee, atoms_to_graph(atoms, 4.0))
+    single = predict_with_uncertainty(
+        copy.deepcopy(committee).float(), atoms_to_graph(atoms, 4.0, dtype=torch.float32)
+    )
+    assert float(exact[outputs.ENERGY].abs()) > 1000.0
+    assert 1e-3 < float(exact[outputs.ENERGY_STD]) < 3e-3
+    assert single[outputs.ENERGY_STD].dtype == torch.float32
+    assert float(single[outputs.ENERGY_STD]) == pytest.approx(
+        float(exact[outputs.ENERGY_STD]), rel=1e-2
+    )
+
+
 @pytest.mark.parametrize("path", [committee_path, shallow_path], ids=["committee", "shallow"])
 def test_spread_grows_off_the_training_data(path):
     """Unseen cells like the training ones against cells strained 8 % and rattled 0.2 Å."""

@@ -159,9 +159,12 @@ class MetatomicPotential(torch.nn.Module):
                 spread = self.energy_scale * members.std(0)  # (n,)
                 results["energy_uncertainty"] = _atom_block(spread[:, None], samples, "energy")
             else:
-                totals = members.new_zeros(members.shape[0], n_systems)
-                totals = totals.index_add(1, batch, members)  # (K, S)
-                spread = self.energy_scale * totals.std(0)  # (S,)
+                # float64 sums of the atoms' deviations from the mean, as
+                # mlpot.physics.ensemble.energy_deviation: float32 totals round them away
+                deviation = members.double() - members.double().mean(0)  # (K, n)
+                totals = deviation.new_zeros(members.shape[0], n_systems)
+                totals = totals.index_add(1, batch, deviation)  # (K, S)
+                spread = (self.energy_scale * totals.std(0)).to(members.dtype)  # (S,)
                 results["energy_uncertainty"] = _system_block(spread[:, None], n_systems, "energy")
         if self.ensemble and "energy_ensemble" in outputs:
             scaled = mean[None, :] + self.energy_scale * (members - mean[None, :])  # (K, n)

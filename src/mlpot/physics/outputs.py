@@ -26,6 +26,9 @@ VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 MEMBER_ENERGY = "member_energy"  # (K, S) eV
 MEMBER_FORCES = "member_forces"  # (K, N, 3) eV/Å
 MEMBER_STRESS = "member_stress"  # (K, S, 3, 3) eV/Å³
+# (K, S) eV, float64: each member's energy minus the members' mean, summed over the atoms'
+# own deviations, so that it keeps the digits a float32 total rounds away
+MEMBER_ENERGY_DEVIATION = "member_energy_deviation"
 
 # domain of applicability
 MAHALANOBIS = "mahalanobis"  # (N,) squared Mahalanobis distance T² of each atom's features

@@ -60,7 +60,8 @@ def predict_with_uncertainty(
     result = predict_members(
         model, graph, forces=forces, stress=stress, member_forces=member_forces
     )
-    result[outputs.ENERGY_STD] = scale.energy * result[outputs.MEMBER_ENERGY].std(0)
+    spread = result[outputs.MEMBER_ENERGY_DEVIATION].std(0)  # float64: see energy_deviation
+    result[outputs.ENERGY_STD] = (scale.energy * spread).to(result[outputs.ENERGY].dtype)
     if outputs.MEMBER_FORCES in result:
         variance = result[outputs.MEMBER_FORCES].var(0)  # (N, 3)
         result[outputs.FORCES_STD] = scale.forces * variance.mean(-1).sqrt()
