@@ -379,16 +379,14 @@ def peers_split(folder: Path) -> dict:
 
 def committee_of(members: list[str], paths: dict, work: Path) -> Path:
     """A committee of single models trained elsewhere (e.g. the same run with different
-    seeds), in float64, with the domain statistics of its features on the training file."""
+    seeds), with the domain statistics of its features on the training file."""
     from mlpot.data.dataset import read_dataset
     from mlpot.models.checkpoint import save_model
     from mlpot.models.ensembles import Committee
     from mlpot.training.run import store_domain
     from mlpot.uncertainty.assess import load_with_statistics
 
-    # float64: two float32 members can agree to the last bit on a frame, and a zero
-    # standard deviation cannot be calibrated
-    committee = Committee([load_with_statistics(p).model for p in members]).double()
+    committee = Committee([load_with_statistics(p).model for p in members])
     path = work / "committee-of-given.pt"
     save_model(path, committee)
     dtype = next(committee.parameters()).dtype
