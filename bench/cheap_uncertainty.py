@@ -46,8 +46,9 @@ Models trained elsewhere (``--trained NAME=CHECKPOINT``, repeatable; e.g. a ``be
 run trained to convergence): instead of training, the LLPR is fitted on the given single
 model, and a committee or shallow checkpoint is calibrated; ``--data`` is then a
 ``bench/peers`` work directory, whose ``train.xyz`` and ``valid.xyz`` are the split the
-models were trained on (``mpnn-committee=CK1+CK2``: a committee of single models trained
-on it, e.g. with different seeds) (LLPR fit, calibration) and whose ``test_*.xyz`` are scored.
+models were trained on (LLPR fit, calibration) and whose ``test_*.xyz`` are scored.
+``mpnn-committee=CK1+CK2`` makes a float64 committee of single models trained on that
+split (e.g. with different seeds).
 
 Every test file not matching ``--exclude`` (comma list of globs) gets a row of figures.
 
@@ -379,14 +380,17 @@ def peers_split(folder: Path) -> dict:
 
 def committee_of(members: list[str], paths: dict, work: Path) -> Path:
     """A committee of single models trained elsewhere (e.g. the same run with different
-    seeds), with the domain statistics of its features on the training file."""
+    seeds), in float64, with the domain statistics of its features on the training file."""
     from mlpot.data.dataset import read_dataset
     from mlpot.models.checkpoint import save_model
     from mlpot.models.ensembles import Committee
     from mlpot.training.run import store_domain
     from mlpot.uncertainty.assess import load_with_statistics
 
-    committee = Committee([load_with_statistics(p).model for p in members])
+    # float64: per-atom energies with offsets of hundreds of eV are stored to ~1e-5 eV in
+    # float32, and two converged float32 members agreed to that on 2 of 200 ethanol frames
+    # (a zero spread, which no calibration takes)
+    committee = Committee([load_with_statistics(p).model for p in members]).double()
     path = work / "committee-of-given.pt"
     save_model(path, committee)
     dtype = next(committee.parameters()).dtype

@@ -159,7 +159,7 @@ def test_miscalibration_area_of_an_overconfident_model():
 
 
 def test_zero_spread_cannot_be_calibrated():
-    with pytest.raises(MlpotInputError, match="identical members"):
+    with pytest.raises(MlpotInputError, match="Identical members"):
         fit_student_t(np.ones(4), np.zeros(4), what="forces")
     with pytest.raises(MlpotInputError, match="no labelled forces"):
         fit_student_t(np.full(4, np.nan), np.ones(4), what="forces")

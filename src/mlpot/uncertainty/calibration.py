@@ -164,8 +164,10 @@ def _checked(errors: np.ndarray, stds: np.ndarray, what: str) -> tuple[np.ndarra
         raise MlpotInputError(f"no labelled {what} to calibrate on", field=what)
     if np.any(stds <= 0):
         raise MlpotInputError(
-            f"{np.sum(stds <= 0)} predicted {what} standard deviations are zero: the ensemble "
-            "members agree exactly (identical members?)",
+            f"{np.sum(stds <= 0)} of {stds.size} predicted {what} standard deviations are "
+            "zero: the ensemble members agree exactly. Identical members, or float32 members "
+            "that differ by less than their numbers resolve (per-atom energies with offsets "
+            "of hundreds of eV are stored to ~1e-5 eV; a float64 model resolves them)",
             field=what,
         )
     return errors, stds
