@@ -86,6 +86,33 @@ def test_resumed_run_equals_uninterrupted_run(emt_copper_xyz, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("bound", [None, 1e-3])
+def test_clip_grad_norm_bounds_every_step(emt_copper_xyz, tmp_path, monkeypatch, bound):
+    """The gradient each optimiser step takes has at most the norm ``clip_grad_norm``; the
+    unclipped run's gradients are larger than the bound, so it does bite."""
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        norms.append(
+            float(
+                torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g) for g in grads if g is not None])
+                )
+            )
+        )
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    run_training(_config(emt_copper_xyz, tmp_path / "run", epochs=2, clip_grad_norm=bound))
+    assert len(norms) > 10
+    if bound is None:
+        assert max(norms) > 1e-2
+    else:
+        assert max(norms) <= bound * (1 + 1e-6)
+
+
 def test_existing_run_is_not_overwritten(emt_copper_xyz, tmp_path):
     from mlpot.errors import MlpotInputError
 

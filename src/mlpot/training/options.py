@@ -22,6 +22,8 @@ class TrainingOptions:
         min_learning_rate: stop once the learning rate falls below this.
         ema_decay: decay of the exponential moving average of the weights (0 disables);
             validation and the saved model use the averaged weights.
+        clip_grad_norm: largest norm of the gradient (all parameters together) an
+            optimiser step takes; a larger one is scaled down to it (None: no clipping).
         early_stopping_patience: stop after this many epochs without improvement.
         max_time_s: wall-clock budget in seconds (None: no limit).
         seed: seed of weight initialisation and batch order.
@@ -38,6 +40,7 @@ class TrainingOptions:
     lr_patience: int = Field(10, ge=0)
     min_learning_rate: float = Field(1e-6, ge=0)
     ema_decay: float = Field(0.99, ge=0, lt=1)
+    clip_grad_norm: float | None = Field(None, gt=0)
     early_stopping_patience: int = Field(40, ge=1)
     max_time_s: float | None = Field(None, gt=0)
     seed: int = 0

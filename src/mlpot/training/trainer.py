@@ -239,6 +239,8 @@ class Trainer:
             loss.backward()
             if ranks.parallel:
                 distributed.sum_gradients(self.model)
+            if self.options.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.clip_grad_norm)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
