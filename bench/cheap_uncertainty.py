@@ -329,8 +329,6 @@ def train_one(args, paths: dict, directory: Path, model: dict, ensemble: dict, b
 def train_models(args, paths: dict, work: Path, selected: list[str]) -> tuple[dict, dict]:
     """The selected models, each calibrated on the validation frames: checkpoint paths
     and what training did."""
-    from mlpot.uncertainty.assess import calibrate_files
-    from mlpot.uncertainty.llpr import llpr_checkpoint
 
     models, trained = {}, {}
     per_member = args.max_time / args.members if args.max_time else None
@@ -351,20 +349,27 @@ def train_models(args, paths: dict, work: Path, selected: list[str]) -> tuple[di
         elif kind == "llpr":
             directory = f"{family}-single"
         trained[name] = train_one(args, paths, work / directory, model, ensemble, budget)
-        checkpoint = work / directory / "model.pt"
-        if kind == "llpr":
-            run = llpr_checkpoint(
-                checkpoint,
-                [paths["train"]],
-                work / f"{name}.pt",
-                validation=[paths["validation"]],
-                members=args.llpr_members,
-            )
-            models[name] = run.checkpoint
-        else:
-            calibrate_files(checkpoint, [paths["validation"]], output=work / f"{name}.pt")
-            models[name] = work / f"{name}.pt"
+        models[name] = with_uncertainty(args, name, work / directory / "model.pt", paths, work)
     return models, trained
+
+
+def with_uncertainty(args, name: str, checkpoint: Path, paths: dict, work: Path) -> Path:
+    """The scored checkpoint: the LLPR of a single model (``*-llpr``), or an ensemble
+    calibrated on the validation file."""
+    from mlpot.uncertainty.assess import calibrate_files
+    from mlpot.uncertainty.llpr import llpr_checkpoint
+
+    if name.endswith("-llpr"):
+        run = llpr_checkpoint(
+            checkpoint,
+            [paths["train"]],
+            work / f"{name}.pt",
+            validation=[paths["validation"]],
+            members=args.llpr_members,
+        )
+        return run.checkpoint
+    calibrate_files(checkpoint, [paths["validation"]], output=work / f"{name}.pt")
+    return work / f"{name}.pt"
 
 
 def peers_split(folder: Path) -> dict:
@@ -401,8 +406,6 @@ def committee_of(members: list[str], paths: dict, work: Path) -> Path:
 def trained_elsewhere(args, paths: dict, work: Path) -> dict:
     """``--trained NAME=CHECKPOINT``: the LLPR of a single model, or a committee or shallow
     checkpoint calibrated on the validation file."""
-    from mlpot.uncertainty.assess import calibrate_files
-    from mlpot.uncertainty.llpr import llpr_checkpoint
 
     models = {}
     for pair in args.trained:
@@ -418,19 +421,8 @@ def trained_elsewhere(args, paths: dict, work: Path) -> dict:
                 f"--trained {pair!r}: expected NAME=CHECKPOINT (a committee: CK1+CK2+...), "
                 f"NAME in {MODELS}"
             )
-        checkpoint = members[0] if len(members) == 1 else committee_of(members, paths, work)
-        if name.endswith("-llpr"):
-            run = llpr_checkpoint(
-                Path(checkpoint),
-                [paths["train"]],
-                work / f"{name}.pt",
-                validation=[paths["validation"]],
-                members=args.llpr_members,
-            )
-            models[name] = run.checkpoint
-        else:
-            calibrate_files(Path(checkpoint), [paths["validation"]], output=work / f"{name}.pt")
-            models[name] = work / f"{name}.pt"
+        checkpoint = Path(members[0]) if len(members) == 1 else committee_of(members, paths, work)
+        models[name] = with_uncertainty(args, name, checkpoint, paths, work)
     return models
 
 
