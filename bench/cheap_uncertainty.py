@@ -77,7 +77,7 @@ Usage::
     python bench/cheap_uncertainty.py --train --data ../shared/data/ethanol_dft \\
         --in-distribution test_MD --ood 'test_H_removal*,test_norm_mode*' \\
         --exclude 'test_dimers*' --work runs/cheap-ethanol
-    python bench/cheap_uncertainty.py --cells 0 --data runs/asp_s0 \
+    python bench/cheap_uncertainty.py --models mpnn-llpr --cells 0 --data runs/asp_s0 \\
         --trained mpnn-llpr=runs/asp_s0/mlpot/run/model.pt --work runs/cheap-asp-converged
 """
 
@@ -329,7 +329,6 @@ def train_one(args, paths: dict, directory: Path, model: dict, ensemble: dict, b
 def train_models(args, paths: dict, work: Path, selected: list[str]) -> tuple[dict, dict]:
     """The selected models, each calibrated on the validation frames: checkpoint paths
     and what training did."""
-
     models, trained = {}, {}
     per_member = args.max_time / args.members if args.max_time else None
     for name in selected:
@@ -406,7 +405,6 @@ def committee_of(members: list[str], paths: dict, work: Path) -> Path:
 def trained_elsewhere(args, paths: dict, work: Path) -> dict:
     """``--trained NAME=CHECKPOINT``: the LLPR of a single model, or a committee or shallow
     checkpoint calibrated on the validation file."""
-
     models = {}
     for pair in args.trained:
         name, sep, given = pair.partition("=")
