@@ -271,7 +271,7 @@ class CartesianMPNN(EnergyModel):
             radial_activation=radial_activation,
             element_mixing=element_mixing,
         )
-        self.vector_channels, self.element_mixing = vector_channels, element_mixing
+        self.vector_channels = vector_channels
         self.n_radial, self.envelope_power = radial_basis, envelope_power
         self.species = SpeciesIndex(self.elements)
         self.harmonics = CartesianHarmonics(l_max)
